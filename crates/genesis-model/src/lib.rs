@@ -1,0 +1,320 @@
+//! The typed environment model: the single source of truth for every environment, service,
+//! address, credential source and image of the Genesis workspace.
+//!
+//! The xtask renders `docker-compose.yml` and the env files from it, and the application's
+//! settings take their defaults from it. Nothing else in the workspace repeats these values.
+//! This crate has no dependencies so that both sides can read it cheaply.
+
+use std::fmt;
+
+/// The compose project name every xtask command passes to compose (`-p genesis`), so that
+/// containers, networks and volumes are named `genesis_*` whatever the checkout's folder is.
+pub const COMPOSE_PROJECT: &str = "genesis";
+
+/// A deployment environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Env {
+    Test,
+    Dev,
+    Prod,
+}
+
+impl Env {
+    pub const ALL: [Env; 3] = [Env::Test, Env::Dev, Env::Prod];
+
+    /// The short name used on the command line (`--env test`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Env::Test => "test",
+            Env::Dev => "dev",
+            Env::Prod => "prod",
+        }
+    }
+
+    /// Parses a command-line name or an `ENVIRONMENT` value.
+    pub fn parse(s: &str) -> Option<Env> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "test" | "testing" => Some(Env::Test),
+            "dev" | "development" | "local" => Some(Env::Dev),
+            "prod" | "production" => Some(Env::Prod),
+            _ => None,
+        }
+    }
+
+    /// The value of `ENVIRONMENT` the application sees in this environment.
+    pub const fn environment_value(self) -> &'static str {
+        match self {
+            Env::Test => "test",
+            Env::Dev => "development",
+            Env::Prod => "production",
+        }
+    }
+
+    /// The committed env file the application loads in this environment.
+    pub const fn env_file(self) -> &'static str {
+        match self {
+            Env::Test => ".env.test",
+            Env::Dev => ".env.local",
+            Env::Prod => ".env.production",
+        }
+    }
+
+    pub const fn database(self) -> &'static Database {
+        match self {
+            Env::Test => &TEST_DB,
+            Env::Dev => &DEV_DB,
+            Env::Prod => &PROD_DB,
+        }
+    }
+}
+
+impl fmt::Display for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A `host:port` pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Address {
+    pub host: &'static str,
+    pub port: u16,
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Where a database password comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Password {
+    /// A password that is public by design (the disposable test database).
+    Public(&'static str),
+    /// Read from this variable in the user's environment; never committed.
+    FromEnv(&'static str),
+}
+
+/// How a database keeps its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// In memory (tmpfs), with durability settings off: test data is disposable.
+    Disposable,
+    /// On a named compose volume that survives `db-down` unless `--volumes` is given.
+    Volume(&'static str),
+    /// A managed server outside compose (production).
+    Managed,
+}
+
+/// One PostgreSQL database of an environment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Database {
+    pub env: Env,
+    /// The compose service that runs it; `None` for the managed production server.
+    pub service: Option<&'static str>,
+    /// Where the host reaches it; `None` when only `DATABASE_URL` knows.
+    pub host_address: Option<Address>,
+    /// Where containers on the compose network reach it.
+    pub network_address: Option<Address>,
+    pub name: &'static str,
+    pub user: &'static str,
+    pub password: Password,
+    pub storage: Storage,
+    /// The variable that carries this database's URL in the application's settings.
+    pub url_var: &'static str,
+}
+
+impl Database {
+    /// The libpq URI as seen from `address`, with the password written as `password`.
+    /// Callers choose what `password` is: the real secret, a `${VAR}` placeholder, or a mask.
+    pub fn url_with(&self, address: Address, password: &str) -> String {
+        format!(
+            "postgresql://{}:{}@{}/{}",
+            self.user, password, address, self.name
+        )
+    }
+}
+
+/// PostgreSQL's port inside every container.
+pub const POSTGRES_PORT: u16 = 5432;
+
+pub const TEST_DB: Database = Database {
+    env: Env::Test,
+    service: Some("test-db"),
+    host_address: Some(Address {
+        host: "localhost",
+        port: 5433,
+    }),
+    network_address: Some(Address {
+        host: "test-db",
+        port: POSTGRES_PORT,
+    }),
+    name: "test_db",
+    user: "test_user",
+    password: Password::Public("test_password"),
+    storage: Storage::Disposable,
+    url_var: "TEST_DATABASE_URL",
+};
+
+pub const DEV_DB: Database = Database {
+    env: Env::Dev,
+    service: Some("postgres"),
+    host_address: Some(Address {
+        host: "localhost",
+        port: 5435,
+    }),
+    network_address: Some(Address {
+        host: "postgres",
+        port: POSTGRES_PORT,
+    }),
+    name: "genesis_db",
+    user: "genesis_user",
+    password: Password::FromEnv("POSTGRES_PASSWORD"),
+    storage: Storage::Volume("dev-data"),
+    url_var: "DATABASE_URL",
+};
+
+pub const PROD_DB: Database = Database {
+    env: Env::Prod,
+    service: None,
+    host_address: None,
+    network_address: None,
+    name: "genesis_ai_prod",
+    user: "genesis_prod_user",
+    password: Password::FromEnv("POSTGRES_PASSWORD"),
+    storage: Storage::Managed,
+    url_var: "DATABASE_URL",
+};
+
+/// The Redis service the API and the tests use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Redis {
+    pub service: &'static str,
+    /// Published on the host on 6380, not 6379, so that it never collides with a Redis
+    /// server a developer already runs on the default port.
+    pub host_address: Address,
+    pub network_address: Address,
+    pub url_var: &'static str,
+}
+
+impl Redis {
+    pub fn url(&self, address: Address) -> String {
+        format!("redis://{address}/0")
+    }
+}
+
+pub const REDIS: Redis = Redis {
+    service: "redis",
+    host_address: Address {
+        host: "localhost",
+        port: 6380,
+    },
+    network_address: Address {
+        host: "redis",
+        port: 6379,
+    },
+    url_var: "REDIS_URL",
+};
+
+/// The application service, inside which the container-mode tests run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Api {
+    pub service: &'static str,
+    pub port: u16,
+    /// Where the workspace is mounted inside the container.
+    pub workdir: &'static str,
+    /// The variable that tells the application it runs inside a container.
+    pub in_container_var: &'static str,
+}
+
+pub const API: Api = Api {
+    service: "genesis-api",
+    port: 8000,
+    workdir: "/workspace",
+    in_container_var: "RUNNING_IN_DOCKER",
+};
+
+/// A container image: a public default, the variable that overrides it, and the local drop-in
+/// that `cargo xtask images` builds from Debian packages where no registry can be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub var: &'static str,
+    pub public: &'static str,
+    pub local: &'static str,
+}
+
+impl Image {
+    /// The compose spelling: `${VAR:-public}`.
+    pub fn compose_ref(&self) -> String {
+        format!("${{{}:-{}}}", self.var, self.public)
+    }
+}
+
+pub const POSTGRES_IMAGE: Image = Image {
+    var: "GENESIS_POSTGRES_IMAGE",
+    public: "postgres:15-alpine",
+    local: "genesis-local/postgres:15",
+};
+
+pub const REDIS_IMAGE: Image = Image {
+    var: "GENESIS_REDIS_IMAGE",
+    public: "redis:7-alpine",
+    local: "genesis-local/redis:7",
+};
+
+/// The application's base. It must run binaries built on the host, so its C library must be
+/// at least as new as the host's: Debian bookworm matches this project's machines.
+pub const API_IMAGE: Image = Image {
+    var: "GENESIS_API_IMAGE",
+    public: "debian:bookworm-slim",
+    local: "genesis-local/base:bookworm",
+};
+
+pub const IMAGES: [Image; 3] = [POSTGRES_IMAGE, REDIS_IMAGE, API_IMAGE];
+
+/// Healthcheck timing shared by every service: probe every second.
+pub const HEALTH_INTERVAL_S: u32 = 1;
+pub const HEALTH_TIMEOUT_S: u32 = 3;
+pub const HEALTH_RETRIES: u32 = 60;
+
+/// Server settings that make the disposable test database fast: no durability at all.
+pub const TEST_DB_SERVER_FLAGS: [(&str, &str); 3] = [
+    ("fsync", "off"),
+    ("synchronous_commit", "off"),
+    ("full_page_writes", "off"),
+];
+
+/// The default token secret of development and test. Production refuses it.
+pub const DEV_TOKEN_SECRET: &str = "dev-only-insecure-token-secret";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_round_trip() {
+        for env in Env::ALL {
+            assert_eq!(Env::parse(env.name()), Some(env));
+            assert_eq!(Env::parse(env.environment_value()), Some(env));
+            assert_eq!(env.database().env, env);
+        }
+        assert_eq!(Env::parse("staging"), None);
+    }
+
+    #[test]
+    fn seed_addresses() {
+        let test = TEST_DB.url_with(TEST_DB.host_address.unwrap(), "test_password");
+        assert_eq!(
+            test,
+            "postgresql://test_user:test_password@localhost:5433/test_db"
+        );
+        let net = TEST_DB.url_with(TEST_DB.network_address.unwrap(), "x");
+        assert_eq!(net, "postgresql://test_user:x@test-db:5432/test_db");
+        assert_eq!(DEV_DB.host_address.unwrap().port, 5435);
+        assert_eq!(
+            POSTGRES_IMAGE.compose_ref(),
+            "${GENESIS_POSTGRES_IMAGE:-postgres:15-alpine}"
+        );
+    }
+}

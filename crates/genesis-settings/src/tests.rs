@@ -1,0 +1,307 @@
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+const CANARY: &str = "canary-Zq8w1x";
+
+/// A folder with the given env files, removed when dropped.
+struct Fixture(PathBuf);
+
+impl Fixture {
+    fn new(files: &[(&str, &str)]) -> Fixture {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "genesis-settings-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        Fixture(dir)
+    }
+
+    fn resolve(&self, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::resolve(&env, &self.0, None)
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const ENV_TEST: &str = "TEST_DATABASE_URL=postgresql+asyncpg://test_user:test_password@localhost:5433/test_db\nTESTING_MODE=true\nSTRICT_HEALTH_CHECKS=false\n";
+
+#[test]
+fn assembles_database_url_from_parts() {
+    let fx = Fixture::new(&[]);
+    let s = fx
+        .resolve(&[
+            ("POSTGRES_SERVER", "db.internal"),
+            ("POSTGRES_PORT", "6543"),
+            ("POSTGRES_USER", "genesis_user"),
+            ("POSTGRES_PASSWORD", CANARY),
+            ("POSTGRES_DB", "genesis_db"),
+        ])
+        .unwrap();
+    let url = s.database_url.unwrap();
+    assert_eq!(
+        url.expose(),
+        format!("postgresql://genesis_user:{CANARY}@db.internal:6543/genesis_db")
+    );
+    assert_eq!(s.sources["DATABASE_URL"], Source::Assembled);
+
+    let err = fx
+        .resolve(&[("POSTGRES_SERVER", "h"), ("POSTGRES_USER", "u")])
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("POSTGRES_DB is not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn explicit_database_url_wins_over_parts() {
+    let fx = Fixture::new(&[]);
+    let s = fx
+        .resolve(&[
+            ("DATABASE_URL", "postgresql://a:b@h:1/x"),
+            ("POSTGRES_SERVER", "other"),
+        ])
+        .unwrap();
+    assert_eq!(s.database_url.unwrap().host(), "h");
+}
+
+#[test]
+fn test_database_on_the_host_and_in_a_container() {
+    let fx = Fixture::new(&[(".env.test", ENV_TEST)]);
+    let host = fx.resolve(&[("ENVIRONMENT", "test")]).unwrap();
+    assert_eq!(host.runtime, Runtime::Host);
+    assert_eq!(
+        host.test_database_url.expose(),
+        "postgresql://test_user:test_password@localhost:5433/test_db"
+    );
+    assert_eq!(host.redis_url.expose(), "redis://localhost:6380/0");
+
+    // Inside a container the same .env.test, written for the host, resolves in-network.
+    let container = fx
+        .resolve(&[("ENVIRONMENT", "test"), ("RUNNING_IN_DOCKER", "1")])
+        .unwrap();
+    assert_eq!(container.runtime, Runtime::Container);
+    assert_eq!(
+        container.test_database_url.expose(),
+        "postgresql://test_user:test_password@test-db:5432/test_db"
+    );
+    assert_eq!(container.redis_url.expose(), "redis://redis:6379/0");
+    assert_eq!(container.bind.to_string(), "0.0.0.0:8000");
+
+    // With no env file at all the model's defaults give the same addresses.
+    let bare = Fixture::new(&[]);
+    let s = bare.resolve(&[("RUNNING_IN_DOCKER", "true")]).unwrap();
+    assert_eq!(
+        s.test_database_url.to_string(),
+        "postgresql://test_user:***@test-db:5432/test_db"
+    );
+    assert_eq!(s.sources["TEST_DATABASE_URL"], Source::Default);
+
+    // An address that is not the model's is left as written.
+    let s = bare
+        .resolve(&[
+            ("RUNNING_IN_DOCKER", "1"),
+            ("TEST_DATABASE_URL", "postgresql://u:p@db.example:5432/t"),
+        ])
+        .unwrap();
+    assert_eq!(s.test_database_url.host(), "db.example");
+}
+
+#[test]
+fn sqlite_is_rejected_naming_variable_and_source() {
+    let fx = Fixture::new(&[(
+        ".env.local",
+        "ENVIRONMENT=development\nDATABASE_URL=sqlite:///./genesis.db\n",
+    )]);
+    let err = fx.resolve(&[]).unwrap_err().to_string();
+    assert!(err.starts_with("DATABASE_URL (from "), "{err}");
+    assert!(err.contains(".env.local:2) is a SQLite URL"), "{err}");
+
+    let err = fx
+        .resolve(&[
+            ("TEST_DATABASE_URL", "sqlite+aiosqlite:///t.db"),
+            ("ENVIRONMENT", "test"),
+        ])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "TEST_DATABASE_URL (from the environment) is a SQLite URL; Genesis runs on PostgreSQL only: \
+         set it to a postgresql:// URL of the server"
+    );
+}
+
+#[test]
+fn asyncpg_urls_are_normalised() {
+    let fx = Fixture::new(&[]);
+    let s = fx
+        .resolve(&[(
+            "DATABASE_URL",
+            &format!("postgresql+asyncpg://genesis_user:{CANARY}@localhost:5435/genesis_db"),
+        )])
+        .unwrap();
+    assert_eq!(
+        s.database_url.unwrap().expose(),
+        format!("postgresql://genesis_user:{CANARY}@localhost:5435/genesis_db")
+    );
+}
+
+#[test]
+fn production_refuses_missing_url_and_default_secret() {
+    let prod_file = "DATABASE_URL=${DATABASE_URL}\nPOSTGRES_PASSWORD=${POSTGRES_PASSWORD}\nENVIRONMENT=production\nSTRICT_HEALTH_CHECKS=true\n";
+    let fx = Fixture::new(&[(".env.production", prod_file)]);
+    let strong = "x".repeat(MIN_SECRET_LEN);
+
+    let err = fx
+        .resolve(&[("ENVIRONMENT", "production"), ("TOKEN_SECRET", &strong)])
+        .unwrap_err();
+    assert!(
+        matches!(err, ConfigError::ProductionWithoutDatabaseUrl),
+        "{err}"
+    );
+
+    let parts = [
+        ("ENVIRONMENT", "production"),
+        ("TOKEN_SECRET", &strong),
+        ("POSTGRES_SERVER", "h"),
+        ("POSTGRES_USER", "u"),
+        ("POSTGRES_DB", "d"),
+    ];
+    assert!(matches!(
+        fx.resolve(&parts).unwrap_err(),
+        ConfigError::ProductionWithoutDatabaseUrl
+    ));
+
+    let url = "postgresql://genesis_prod_user:pw@db.cloud:5432/genesis_ai_prod";
+    let err = fx
+        .resolve(&[("ENVIRONMENT", "production"), ("DATABASE_URL", url)])
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::WeakTokenSecret), "{err}");
+    let err = fx
+        .resolve(&[
+            ("ENVIRONMENT", "production"),
+            ("DATABASE_URL", url),
+            ("TOKEN_SECRET", model::DEV_TOKEN_SECRET),
+        ])
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::WeakTokenSecret), "{err}");
+
+    let s = fx
+        .resolve(&[
+            ("ENVIRONMENT", "production"),
+            ("DATABASE_URL", url),
+            ("TOKEN_SECRET", &strong),
+        ])
+        .unwrap();
+    assert!(s.strict_health_checks);
+    assert_eq!(s.app_database_url().unwrap().host(), "db.cloud");
+}
+
+#[test]
+fn malformed_env_file_names_file_and_line() {
+    let fx = Fixture::new(&[(
+        ".env.test",
+        "TESTING_MODE=true\nTEST_DATABASE_URL postgresql://x\n",
+    )]);
+    let err = fx
+        .resolve(&[("ENVIRONMENT", "test")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.ends_with(".env.test:2: expected KEY=VALUE"), "{err}");
+}
+
+#[test]
+fn unknown_environment_and_bad_flags_are_named() {
+    let fx = Fixture::new(&[(".env.test", "STRICT_HEALTH_CHECKS=maybe\n")]);
+    let err = fx
+        .resolve(&[("ENVIRONMENT", "staging")])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "ENVIRONMENT (from the environment) is \"staging\"; expected development, test or production"
+    );
+    let err = fx
+        .resolve(&[("ENVIRONMENT", "test")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("STRICT_HEALTH_CHECKS (from ") && err.contains(".env.test:1)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dev_password_comes_from_dot_env() {
+    let local = "DATABASE_URL=postgresql://genesis_user:${POSTGRES_PASSWORD}@localhost:5435/genesis_db\nENVIRONMENT=development\nDEBUG=true\n";
+    let fx = Fixture::new(&[
+        (".env.local", local),
+        (".env", &format!("POSTGRES_PASSWORD={CANARY}\n")),
+    ]);
+    let s = fx.resolve(&[]).unwrap();
+    assert_eq!(
+        s.database_url
+            .as_ref()
+            .unwrap()
+            .password()
+            .unwrap()
+            .expose(),
+        CANARY
+    );
+    assert!(s.debug);
+
+    let only_local = Fixture::new(&[(".env.local", local)]);
+    let err = only_local.resolve(&[]).unwrap_err().to_string();
+    assert!(
+        err.contains("refers to ${POSTGRES_PASSWORD}, which is not set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_canary_password_is_never_shown() {
+    let fx = Fixture::new(&[]);
+    let url =
+        format!("postgresql://genesis_user:{CANARY}@localhost:5435/genesis_db?password={CANARY}");
+    let s = fx
+        .resolve(&[
+            ("DATABASE_URL", &url),
+            ("TOKEN_SECRET", CANARY),
+            ("REDIS_URL", &format!("redis://:{CANARY}@localhost:6380/0")),
+        ])
+        .unwrap();
+    let mut shown = format!("{s:?}\n{}\n", s.database_url.as_ref().unwrap());
+    for (name, value, source) in s.report() {
+        shown.push_str(&format!("{name} {value} {source}\n"));
+    }
+    // Errors built from secret-bearing input do not carry it either.
+    let bad = [
+        (
+            "DATABASE_URL",
+            format!("postgresql://u:{CANARY}@h:notaport/db"),
+        ),
+        ("DATABASE_URL", format!("mysql://u:{CANARY}@h/db")),
+        ("DATABASE_URL", format!("sqlite:///{CANARY}.db")),
+        ("REDIS_URL", format!("postgresql://u:{CANARY}@h/db")),
+    ];
+    for (var, value) in bad {
+        let err = fx.resolve(&[(var, &value)]).unwrap_err();
+        shown.push_str(&format!("{err}\n{err:?}\n"));
+    }
+    assert!(!shown.contains(CANARY), "the canary leaked:\n{shown}");
+    assert!(shown.contains("genesis_user:***@localhost:5435"), "{shown}");
+}

@@ -1,0 +1,28 @@
+//! `cargo xtask`: the Genesis database workflow as Rust code.
+//!
+//! This file is a table of contents: the flags live in `flags.rs` and every command in its own
+//! module. See ARCHITECTURE.md for the map and the invariants.
+
+mod codegen;
+mod compose;
+mod flags;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use xshell::Shell;
+
+fn main() -> ExitCode {
+    let flags = flags::Xtask::parse();
+    let result = Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
+        sh.change_dir(util::project_root());
+        match flags.cmd {
+            flags::Cmd::Codegen(cmd) => cmd.run(&sh),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => util::report_error(&err),
+    }
+}
