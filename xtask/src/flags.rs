@@ -18,6 +18,7 @@ pub struct Xtask {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     Codegen(Codegen),
+    Doctor(Doctor),
 }
 
 /// Write docker-compose.yml and the env files from the environment model.
@@ -26,4 +27,12 @@ pub struct Codegen {
     /// Change nothing: show what differs from the model and exit 1 when anything does.
     #[arg(long)]
     pub check: bool,
+}
+
+/// Check tools, Docker daemon, compose flavour, ports and images; print the fix for each problem.
+#[derive(Debug, Args)]
+pub struct Doctor {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

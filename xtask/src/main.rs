@@ -5,7 +5,9 @@
 
 mod codegen;
 mod compose;
+mod doctor;
 mod flags;
+mod preflight;
 mod util;
 
 use std::process::ExitCode;
@@ -19,6 +21,7 @@ fn main() -> ExitCode {
         sh.change_dir(util::project_root());
         match flags.cmd {
             flags::Cmd::Codegen(cmd) => cmd.run(&sh),
+            flags::Cmd::Doctor(cmd) => cmd.run(&sh),
         }
     });
     match result {

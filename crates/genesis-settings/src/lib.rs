@@ -365,7 +365,7 @@ impl Settings {
             (
                 "runtime",
                 runtime.into(),
-                format!("{}", model::API.in_container_var),
+                model::API.in_container_var.to_owned(),
             ),
             (
                 "DATABASE_URL",

@@ -1,0 +1,104 @@
+//! Preconditions shared by the commands: each check either passes with what it found or fails
+//! with the command that fixes it, before anything touches a container.
+
+use std::net::{Ipv4Addr, TcpListener};
+
+use anyhow::Result;
+use genesis_model::COMPOSE_PROJECT;
+use xshell::{Shell, cmd};
+
+use crate::util::usage;
+
+/// The Docker client is installed.
+pub fn docker_client(sh: &Shell) -> Result<String> {
+    cmd!(sh, "docker --version")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .map_err(|_| usage("the docker client is not installed: `apt-get install docker.io` (or Docker's own packages)"))
+}
+
+/// The Docker daemon answers; returns its version.
+pub fn docker_daemon(sh: &Shell) -> Result<String> {
+    let format = "{{.Server.Version}}";
+    let out = cmd!(sh, "docker version --format {format}")
+        .quiet()
+        .ignore_status()
+        .output()?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    }
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let why = stderr
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no answer")
+        .trim()
+        .to_owned();
+    Err(usage(format!(
+        "the Docker daemon at {host} does not answer ({why}): start it (`systemctl start docker` or \
+         `dockerd &`), or point DOCKER_HOST at a running one"
+    )))
+}
+
+/// A PostgreSQL client tool (`psql`, `pg_dump`, `pg_restore`) and its major version.
+pub fn pg_tool(sh: &Shell, tool: &str) -> Result<(String, u32)> {
+    let fix = || {
+        usage(format!(
+            "`{tool}` is not installed: `apt-get install postgresql-client` (version 15 or newer)"
+        ))
+    };
+    let out = cmd!(sh, "{tool} --version")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .map_err(|_| fix())?;
+    // `psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)`
+    let major = out
+        .split_whitespace()
+        .find_map(|w| w.split('.').next()?.parse::<u32>().ok())
+        .ok_or_else(fix)?;
+    Ok((out.trim().to_owned(), major))
+}
+
+/// Who holds a host port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortState {
+    Free,
+    /// Published by a container of this compose project.
+    Ours(String),
+    /// Held by something else: starting a service on it would fail.
+    Taken,
+}
+
+/// Whether `port` on the loopback interface can be used by the project's services.
+pub fn port_state(sh: &Shell, port: u16) -> PortState {
+    if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+        return PortState::Free;
+    }
+    let label = format!("label=com.docker.compose.project={COMPOSE_PROJECT}");
+    let format = "{{.Names}}\t{{.Ports}}";
+    let listing = cmd!(sh, "docker ps --filter {label} --format {format}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .unwrap_or_default();
+    let needle = format!(":{port}->");
+    match listing.lines().find(|line| line.contains(&needle)) {
+        Some(line) => PortState::Ours(line.split('\t').next().unwrap_or_default().to_owned()),
+        None => PortState::Taken,
+    }
+}
+
+/// Whether an image is present in the local engine.
+pub fn image_present(sh: &Shell, image: &str) -> bool {
+    let format = "{{.Id}}";
+    cmd!(sh, "docker image inspect --format {format} {image}")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok()
+}
