@@ -1,9 +1,10 @@
 //! Docker Compose, v2 (`docker compose`) or v1 (`docker-compose`), detected at run time.
 
 use anyhow::Result;
-use genesis_model::COMPOSE_PROJECT;
+use genesis_model::{COMPOSE_PROJECT, IMAGES};
 use xshell::{Cmd, Shell, cmd};
 
+use crate::preflight;
 use crate::util::{project_root, usage};
 
 /// Which compose tool is installed.
@@ -52,12 +53,21 @@ impl Compose {
     }
 
     /// `compose -p genesis -f <root>/docker-compose.yml`, ready for its subcommand.
+    ///
+    /// Where the user has not chosen an image and the local drop-in built by `cargo xtask images`
+    /// exists, the image variable points compose at the drop-in, so the same compose file works
+    /// with public images on a normal machine and with local ones where no registry is reachable.
     pub fn cmd<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
         let file = project_root().join("docker-compose.yml");
-        let base = match self.flavour {
+        let mut base = match self.flavour {
             Flavour::V2 => cmd!(sh, "docker compose"),
             Flavour::V1 => cmd!(sh, "docker-compose"),
         };
+        for image in IMAGES {
+            if std::env::var_os(image.var).is_none() && preflight::image_present(sh, image.local) {
+                base = base.env(image.var, image.local);
+            }
+        }
         base.args(["-p", COMPOSE_PROJECT, "-f"]).arg(file)
     }
 
