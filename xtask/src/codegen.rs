@@ -8,6 +8,7 @@ use genesis_model::{self as model, Database, Env, Password, Storage};
 use serde::Serialize;
 use xshell::Shell;
 
+use crate::compose::Compose;
 use crate::flags;
 use crate::util::{FileState, Mode, check_failed, ensure_file_contents, project_root};
 
@@ -257,6 +258,41 @@ pub fn render_compose() -> String {
     format!("{}{yaml}", header("#"))
 }
 
+/// The host ports of every service as the installed compose reads `docker-compose.yml`
+/// (`compose config`), so a quoting mistake that makes compose misread a port shows up here.
+pub fn published_ports(sh: &Shell, compose: &Compose) -> Result<Vec<(String, Vec<u16>)>> {
+    let out = compose
+        .cmd(sh)
+        .arg("config")
+        .quiet()
+        .read()
+        .context("compose rejected docker-compose.yml")?;
+    let config: serde_json::Value =
+        serde_saphyr::from_str(&out).context("compose config printed no YAML")?;
+    let services = config["services"]
+        .as_object()
+        .context("compose config shows no services")?;
+    let mut ports = Vec::new();
+    for (name, service) in services {
+        let published = service["ports"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|port| match port {
+                        // v1 prints `127.0.0.1:5433:5432/tcp`, v2 the long syntax.
+                        serde_json::Value::String(short) => {
+                            short.split(':').rev().nth(1)?.parse().ok()
+                        }
+                        long => long["published"].to_string().trim_matches('"').parse().ok(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ports.push((name.clone(), published));
+    }
+    Ok(ports)
+}
+
 // ---- env files ----------------------------------------------------------------------------
 
 fn env_lines(env: Env) -> Vec<(&'static str, String)> {
@@ -334,10 +370,8 @@ mod tests {
     use std::path::Path;
 
     use genesis_settings::{Settings, parse_env_file};
-    use serde_json::Value;
 
     use super::*;
-    use crate::compose::Compose;
 
     #[test]
     fn committed_files_match_the_model() {
@@ -404,34 +438,17 @@ mod tests {
     #[test]
     fn compose_accepts_the_file_and_publishes_the_model_ports() {
         let sh = Shell::new().unwrap();
-        sh.change_dir(project_root());
         let compose = Compose::detect(&sh).expect("this test needs Docker Compose installed");
-        let out = compose
-            .cmd(&sh)
-            .arg("config")
-            .quiet()
-            .read()
-            .expect("compose config rejected docker-compose.yml");
-        let config: Value = serde_saphyr::from_str(&out).expect("compose config prints YAML");
-        let published = |service: &str| -> Vec<String> {
-            config["services"][service]["ports"]
-                .as_array()
-                .unwrap_or_else(|| panic!("{service} has no ports in:\n{out}"))
+        let ports = published_ports(&sh, &compose).unwrap();
+        let get = |service: &str| {
+            ports
                 .iter()
-                .map(|port| match port {
-                    // v1 prints `127.0.0.1:5433:5432/tcp`, v2 the long syntax.
-                    Value::String(short) => {
-                        short.split(':').rev().nth(1).unwrap_or_default().to_owned()
-                    }
-                    long => long["published"].to_string().trim_matches('"').to_owned(),
-                })
-                .collect()
+                .find(|(s, _)| s == service)
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default()
         };
-        assert_eq!(published("test-db"), ["5433"]);
-        assert_eq!(published("postgres"), ["5435"]);
-        assert_eq!(
-            published("redis"),
-            [model::REDIS.host_address.port.to_string()]
-        );
+        assert_eq!(get("test-db"), [5433]);
+        assert_eq!(get("postgres"), [5435]);
+        assert_eq!(get("redis"), [model::REDIS.host_address.port]);
     }
 }

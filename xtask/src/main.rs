@@ -7,8 +7,12 @@ mod codegen;
 mod compose;
 mod doctor;
 mod flags;
+mod parity;
 mod preflight;
+mod services;
+mod test;
 mod util;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -22,6 +26,8 @@ fn main() -> ExitCode {
         match flags.cmd {
             flags::Cmd::Codegen(cmd) => cmd.run(&sh),
             flags::Cmd::Doctor(cmd) => cmd.run(&sh),
+            flags::Cmd::Test(cmd) => cmd.run(&sh),
+            flags::Cmd::VerifyMigration(cmd) => cmd.run(&sh),
         }
     });
     match result {

@@ -1,0 +1,386 @@
+//! `cargo xtask verify-migration`: the seed's migration checklist as a report, one line per
+//! item with its verdict and, for a failure, where; then a final verdict.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use genesis_model::{self as model, Env};
+use genesis_settings::{Scheme, ServiceUrl, Settings, UrlProblem, parse_env_file};
+use serde::Serialize;
+use xshell::{Shell, cmd};
+
+use crate::codegen;
+use crate::compose::Compose;
+use crate::flags::{self, Suite};
+use crate::parity::{Outcome, Report, Target};
+use crate::services::{self, Service, Session};
+use crate::test::run_suites;
+use crate::util::{FileState, Mode, Style, check_failed, ensure_file_contents, project_root};
+
+/// Files whose job is to recognise and reject SQLite: they name it on purpose. Everything else
+/// in the repository that mentions SQLite is a remnant of the Python era and fails the check.
+const SQLITE_ALLOWED: &[&str] = &[
+    "crates/genesis-settings/src/lib.rs",
+    "crates/genesis-settings/src/url.rs",
+    "crates/genesis-settings/src/tests.rs",
+    "xtask/src/verify.rs",
+];
+
+#[derive(Debug, Serialize)]
+pub struct Item {
+    pub item: &'static str,
+    pub ok: bool,
+    pub detail: String,
+    /// Where each failure is: `file:line: what`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<String>,
+}
+
+impl Item {
+    fn new(item: &'static str, locations: Vec<String>, ok_detail: impl Into<String>) -> Item {
+        let ok = locations.is_empty();
+        let detail = if ok {
+            ok_detail.into()
+        } else {
+            format!("{} problem(s)", locations.len())
+        };
+        Item {
+            item,
+            ok,
+            detail,
+            locations,
+        }
+    }
+
+    fn from_result(item: &'static str, result: Result<String>) -> Item {
+        match result {
+            Ok(detail) => Item {
+                item,
+                ok: true,
+                detail,
+                locations: Vec::new(),
+            },
+            Err(err) => Item {
+                item,
+                ok: false,
+                detail: genesis_settings::redact(&format!("{err:#}")),
+                locations: Vec::new(),
+            },
+        }
+    }
+}
+
+impl flags::VerifyMigration {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let items = checklist(sh, None)?;
+        report(&items, self.json)
+    }
+}
+
+/// Prints the checklist and fails (exit 1) unless every item passed.
+pub fn report(items: &[Item], json: bool) -> Result<()> {
+    let ok = items.iter().all(|i| i.ok);
+    if json {
+        let out = serde_json::json!({ "verdict": if ok { "complete" } else { "incomplete" }, "items": items });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        let style = Style::stdout();
+        for item in items {
+            let mark = if item.ok {
+                style.green("PASS")
+            } else {
+                style.red("FAIL")
+            };
+            println!("{mark}  {}: {}", item.item, item.detail);
+            for location in &item.locations {
+                println!("        {location}");
+            }
+        }
+        let passed = items.iter().filter(|i| i.ok).count();
+        println!(
+            "\nmigration from SQLite: {} ({passed}/{} items pass)",
+            if ok { "COMPLETE" } else { "INCOMPLETE" },
+            items.len()
+        );
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(check_failed("the migration checklist has failing items"))
+    }
+}
+
+/// Runs every item. `suites` is a parity report the caller already has (from `cargo xtask ci`),
+/// so the suites are not run twice.
+pub fn checklist(sh: &Shell, suites: Option<Report>) -> Result<Vec<Item>> {
+    let root = project_root();
+    let mut items = vec![
+        Item::from_result("settings reject SQLite", settings_reject_sqlite(sh)),
+        Item::new(
+            "env files and test configuration point at PostgreSQL",
+            env_files_point_at_postgres(&root),
+            "every database URL is postgresql://",
+        ),
+        Item::new(
+            "no SQLite in the repository's configuration or code",
+            sqlite_remnants(sh, &root)?,
+            "none found",
+        ),
+        Item::from_result(
+            "docker-compose.yml exposes 5433 and 5435 and matches the model",
+            compose_matches(sh),
+        ),
+    ];
+    let report = match suites {
+        Some(report) => Ok(report),
+        None => run_suites(sh, &[Target::Host, Target::Container], Suite::All),
+    };
+    match report {
+        Ok(report) => {
+            items.push(suite_item(
+                "auth suite passes in both modes",
+                &report,
+                "auth",
+            ));
+            items.push(suite_item(
+                "integration suite passes",
+                &report,
+                "integrations",
+            ));
+        }
+        Err(err) => {
+            let msg = format!("{err:#}");
+            items.push(Item::from_result(
+                "auth suite passes in both modes",
+                Err(anyhow::anyhow!(msg.clone())),
+            ));
+            items.push(Item::from_result(
+                "integration suite passes",
+                Err(anyhow::anyhow!(msg)),
+            ));
+        }
+    }
+    items.push(Item::from_result(
+        "the application starts and is ready in strict mode",
+        app_ready_in_strict_mode(sh),
+    ));
+    Ok(items)
+}
+
+fn genesis_api_binary(sh: &Shell) -> Result<std::path::PathBuf> {
+    cmd!(sh, "cargo build --quiet -p genesis-api --bin genesis-api")
+        .run()
+        .context("build genesis-api")?;
+    Ok(project_root().join("target/debug/genesis-api"))
+}
+
+/// The real binary, given a SQLite URL, must refuse to start and name the variable.
+fn settings_reject_sqlite(sh: &Shell) -> Result<String> {
+    let bin = genesis_api_binary(sh)?;
+    let out = cmd!(sh, "{bin} check-config")
+        .env("DATABASE_URL", "sqlite:///./genesis.db")
+        .quiet()
+        .ignore_status()
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        !out.status.success(),
+        "`genesis-api check-config` accepted DATABASE_URL=sqlite:///./genesis.db"
+    );
+    anyhow::ensure!(
+        stderr.contains("DATABASE_URL") && stderr.contains("SQLite"),
+        "the refusal does not name DATABASE_URL: {}",
+        stderr.trim()
+    );
+    Ok("`genesis-api check-config` refuses DATABASE_URL=sqlite:… and names it".to_owned())
+}
+
+fn env_files_point_at_postgres(root: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut files: Vec<&str> = Env::ALL.iter().map(|e| e.env_file()).collect();
+    files.push(".env");
+    for name in files {
+        let path = root.join(name);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            if name != ".env" {
+                problems.push(format!("{name}: missing (run `cargo xtask codegen`)"));
+            }
+            continue;
+        };
+        let entries = match parse_env_file(Path::new(name), &text) {
+            Ok(entries) => entries,
+            Err(err) => {
+                problems.push(err.to_string());
+                continue;
+            }
+        };
+        for entry in entries {
+            let is_database = entry.key.contains("DATABASE") && entry.key.ends_with("_URL");
+            let placeholder = entry.value.starts_with("${") && entry.value.ends_with('}');
+            let mentions_sqlite = entry.value.to_ascii_lowercase().contains("sqlite");
+            if mentions_sqlite || (is_database && !placeholder) {
+                match ServiceUrl::parse(&entry.value, Scheme::Postgres) {
+                    Ok(_) => {}
+                    Err(UrlProblem::Sqlite) => problems.push(format!(
+                        "{name}:{}: {} is a SQLite URL",
+                        entry.line, entry.key
+                    )),
+                    Err(_) => problems.push(format!(
+                        "{name}:{}: {} is not a PostgreSQL URL",
+                        entry.line, entry.key
+                    )),
+                }
+            }
+        }
+    }
+    // The test configuration: what the suites will resolve, with this process's environment.
+    match Settings::load_for(Env::Test) {
+        Ok(_) => {}
+        Err(err) => problems.push(format!(
+            "test settings: {}",
+            genesis_settings::redact(&err.to_string())
+        )),
+    }
+    problems
+}
+
+/// Every mention of SQLite in the files git knows (tracked, or new and not ignored), outside
+/// the few files that reject it on purpose.
+fn sqlite_remnants(sh: &Shell, root: &Path) -> Result<Vec<String>> {
+    let listing = cmd!(sh, "git ls-files --cached --others --exclude-standard")
+        .quiet()
+        .read()
+        .context("list the repository's files")?;
+    let mut problems = Vec::new();
+    for file in listing.lines() {
+        if SQLITE_ALLOWED.contains(&file) || file.ends_with(".md") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(root.join(file)) else {
+            continue;
+        };
+        for (idx, line) in text.lines().enumerate() {
+            if line.to_ascii_lowercase().contains("sqlite") {
+                problems.push(format!(
+                    "{file}:{}: {}",
+                    idx + 1,
+                    genesis_settings::redact(line.trim())
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+fn compose_matches(sh: &Shell) -> Result<String> {
+    let (path, contents) = codegen::generated_files()
+        .into_iter()
+        .find(|(p, _)| *p == "docker-compose.yml")
+        .expect("compose is generated");
+    if let FileState::Changed { diff } =
+        ensure_file_contents(&project_root().join(path), &contents, Mode::Check)?
+    {
+        anyhow::bail!(
+            "docker-compose.yml differs from the model (run `cargo xtask codegen`):\n{diff}"
+        );
+    }
+    let compose = Compose::detect(sh)?;
+    let ports = codegen::published_ports(sh, &compose)?;
+    let port_of = |service: &str| {
+        ports
+            .iter()
+            .find(|(s, _)| s == service)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default()
+    };
+    let (test, dev) = (port_of("test-db"), port_of("postgres"));
+    anyhow::ensure!(
+        test == [5433] && dev == [5435],
+        "compose publishes test-db on {test:?} and postgres on {dev:?}, not 5433 and 5435"
+    );
+    Ok(format!(
+        "test-db on 5433, postgres on 5435, as {} reads it",
+        compose.describe()
+    ))
+}
+
+fn suite_item(item: &'static str, report: &Report, suite: &str) -> Item {
+    let Some(summary) = report.suites.get(suite) else {
+        return Item::from_result(item, Err(anyhow::anyhow!("the {suite} suite did not run")));
+    };
+    let rows: Vec<_> = report
+        .tests
+        .iter()
+        .filter(|t| t.id.suite == suite)
+        .collect();
+    let mut locations = Vec::new();
+    for row in &rows {
+        for mode in [Target::Host, Target::Container] {
+            match row.outcomes.get(&mode) {
+                Some(Some(Outcome::Passed)) => {}
+                Some(Some(other)) => {
+                    locations.push(format!("{}: {:?} on the {}", row.id, other, mode.name()))
+                }
+                _ => locations.push(format!("{}: did not run on the {}", row.id, mode.name())),
+            }
+        }
+    }
+    Item::new(
+        item,
+        locations,
+        format!(
+            "{} tests passed on the host and in the container",
+            summary.tests
+        ),
+    )
+}
+
+/// Starts the real binary on the host in strict mode and waits for `/health/ready` to answer 200.
+fn app_ready_in_strict_mode(sh: &Shell) -> Result<String> {
+    let bin = genesis_api_binary(sh)?;
+    let compose = Compose::detect(sh)?;
+    let _services = Session::up(sh, &compose, &[Service::TestDb, Service::Redis])?;
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port();
+    let log = crate::test::xtask_dir().join("strict-start.log");
+    let out = std::fs::File::create(&log)?;
+    let mut child = Command::new(&bin)
+        .arg("serve")
+        .env("ENVIRONMENT", Env::Test.environment_value())
+        .env("STRICT_HEALTH_CHECKS", "true")
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env_remove(model::API.in_container_var)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("start genesis-api")?;
+    let started = Instant::now();
+    let result = loop {
+        if let Some(status) = child.try_wait()? {
+            break Err(anyhow::anyhow!(
+                "genesis-api exited ({status}) before it was ready; see {}",
+                log.display()
+            ));
+        }
+        if services::http_ok(port, "/health/ready") {
+            break Ok(format!(
+                "ready in {:.1} s with STRICT_HEALTH_CHECKS=true",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            break Err(anyhow::anyhow!(
+                "/health/ready did not answer 200 within 30 s; see {}",
+                log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
