@@ -1,0 +1,191 @@
+//! Start-up: check the dependencies, apply the migrations, bind, serve until a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use genesis_settings::{ConfigError, Settings, redact};
+use tokio::net::TcpListener;
+
+use crate::db::{BadUrl, error_chain};
+use crate::health::{self, CheckStatus, POSTGRES};
+use crate::{ApiError, AppState, MigrateError, auth, logging, migrate};
+
+/// Why the API did not start. Messages name the dependency and never hold a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    BadUrl(BadUrl),
+    #[error(
+        "STRICT_HEALTH_CHECKS is on and {}; fix the dependency, or set \
+         STRICT_HEALTH_CHECKS=false to serve in degraded mode",
+        .failures.join("; ")
+    )]
+    Unhealthy { failures: Vec<String> },
+    #[error("cannot apply the migrations to {url}: {source}")]
+    Migrate {
+        url: String,
+        #[source]
+        source: MigrateError,
+    },
+    #[error("cannot listen on {addr}: {reason}; set BIND_ADDR to a free address")]
+    Bind { addr: SocketAddr, reason: String },
+}
+
+/// The API's routes over `state`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/auth/register", post(auth::register))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/me", get(auth::me))
+        .route("/auth/logout", post(auth::logout))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(logging::log_request))
+        .with_state(state)
+}
+
+/// A started API: dependencies checked, migrations applied, listener bound.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Starts on `settings.bind`.
+    pub async fn build(settings: &Settings) -> Result<Server, StartupError> {
+        let listener =
+            TcpListener::bind(settings.bind)
+                .await
+                .map_err(|err| StartupError::Bind {
+                    addr: settings.bind,
+                    reason: err.to_string(),
+                })?;
+        Server::build_with_listener(settings, listener).await
+    }
+
+    /// Starts on a listener the caller bound (the tests bind `127.0.0.1:0`).
+    pub async fn build_with_listener(
+        settings: &Settings,
+        listener: TcpListener,
+    ) -> Result<Server, StartupError> {
+        let state = AppState::new(settings)?;
+        let readiness = health::readiness(&state).await;
+        let down: Vec<(&String, &health::Check)> = readiness
+            .checks
+            .iter()
+            .filter(|(name, check)| {
+                check.status == CheckStatus::Down && name.as_str() != health::MIGRATIONS
+            })
+            .collect();
+        let describe = |name: &str, check: &health::Check| {
+            let url = if name == POSTGRES {
+                state.database_url().to_string()
+            } else {
+                state.redis().url().to_string()
+            };
+            let why = check.error.as_deref().unwrap_or("down");
+            redact(&format!("{name} is unhealthy at {url} ({why})"))
+        };
+        if !down.is_empty() {
+            let failures: Vec<String> = down.iter().map(|(n, c)| describe(n, c)).collect();
+            if settings.strict_health_checks {
+                return Err(StartupError::Unhealthy { failures });
+            }
+            for failure in &failures {
+                tracing::warn!("{failure}; serving in degraded mode");
+            }
+        }
+
+        let postgres_up = readiness.checks[POSTGRES].status == CheckStatus::Up;
+        if postgres_up {
+            apply_migrations(&state).await?;
+        } else {
+            // Not strict, or the check above would have stopped us: migrate once it is back.
+            tokio::spawn(migrate_when_reachable(state.clone()));
+        }
+        Ok(Server { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+async fn apply_migrations(state: &AppState) -> Result<(), StartupError> {
+    let wrap = |source| StartupError::Migrate {
+        url: state.database_url().to_string(),
+        source,
+    };
+    let mut client = state
+        .pool()
+        .get()
+        .await
+        .map_err(|err| wrap(MigrateError::Unreachable(redact(&error_chain(&err)))))?;
+    let report = migrate::migrate(&mut client).await.map_err(wrap)?;
+    tracing::info!(
+        applied = report.applied.len(),
+        already_applied = report.already_applied,
+        "migrations up to date"
+    );
+    state.mark_migrated();
+    Ok(())
+}
+
+async fn migrate_when_reachable(state: AppState) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        match apply_migrations(&state).await {
+            Ok(()) => return,
+            Err(StartupError::Migrate { source, .. }) if source.is_connection() => continue,
+            Err(err) => {
+                tracing::error!(error = %redact(&error_chain(&err)), "migrations failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}

@@ -1,0 +1,88 @@
+//! What every request handler shares: the database pool, Redis, and the settings they need.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use deadpool_postgres::Pool;
+use genesis_settings::{Secret, ServiceUrl, Settings};
+
+use crate::db::{self, BadUrl, Redis};
+
+/// The shared state, cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    pool: Pool,
+    database_url: ServiceUrl,
+    redis: Redis,
+    strict_health_checks: bool,
+    token_secret: Secret,
+    migrated: AtomicBool,
+}
+
+impl AppState {
+    /// Builds the state from `settings` without connecting to anything: the application's
+    /// database ([`Settings::app_database_url`]), `REDIS_URL`, `STRICT_HEALTH_CHECKS` and
+    /// `TOKEN_SECRET`.
+    pub fn new(settings: &Settings) -> Result<AppState, crate::StartupError> {
+        let database_url = settings.app_database_url()?.clone();
+        Ok(AppState(Arc::new(Inner {
+            pool: db::pool(&database_url, db::POOL_SIZE)?,
+            database_url,
+            redis: Redis::open(&settings.redis_url)?,
+            strict_health_checks: settings.strict_health_checks,
+            token_secret: settings.token_secret.clone(),
+            migrated: AtomicBool::new(false),
+        })))
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.0.pool
+    }
+
+    pub fn database_url(&self) -> &ServiceUrl {
+        &self.0.database_url
+    }
+
+    pub fn redis(&self) -> &Redis {
+        &self.0.redis
+    }
+
+    pub fn strict_health_checks(&self) -> bool {
+        self.0.strict_health_checks
+    }
+
+    pub(crate) fn token_secret(&self) -> &Secret {
+        &self.0.token_secret
+    }
+
+    /// Whether this process has seen the database fully migrated.
+    pub fn migrated(&self) -> bool {
+        self.0.migrated.load(Ordering::Acquire)
+    }
+
+    /// Records that the migrations are applied (by [`crate::Server::build`], or by a test that
+    /// serves a database cloned from a migrated template).
+    pub fn mark_migrated(&self) {
+        self.0.migrated.store(true, Ordering::Release);
+    }
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppState")
+            .field("database_url", &self.0.database_url)
+            .field("redis", &self.0.redis)
+            .field("strict_health_checks", &self.0.strict_health_checks)
+            .field("migrated", &self.migrated())
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<BadUrl> for crate::StartupError {
+    fn from(err: BadUrl) -> crate::StartupError {
+        crate::StartupError::BadUrl(err)
+    }
+}
