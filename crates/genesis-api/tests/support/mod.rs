@@ -1,0 +1,575 @@
+//! What both suites share: settings for the test environment, a database per test cloned from
+//! a migrated template, the real API served on an ephemeral port, and Redis keys namespaced per
+//! test.
+//!
+//! The template is named after a digest of the migrations, so editing one builds a new
+//! template. It is built once, under a PostgreSQL advisory lock, by whichever test process gets
+//! there first: parallel test threads, concurrent `cargo test` runs, and a host run beside a
+//! container run against the same server all wait for it rather than race. Per-test databases
+//! carry the `genesis_t_` prefix and their creation time, are dropped when the test ends (even
+//! when it fails), and leftovers older than [`STALE_AFTER`] are swept.
+//!
+//! Everything is found through `Settings::load_for(Env::Test)`; an unreachable service fails
+//! the test with the command that starts it. Nothing here writes to the source tree.
+
+#![allow(dead_code)] // Each suite uses its own part of this module.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use genesis_api::migrate::{MIGRATIONS, fingerprint};
+use genesis_api::{AppState, Server, db, router};
+use genesis_model::Env;
+use genesis_settings::{Scheme, ServiceUrl, Settings};
+use rand_core::{OsRng, RngCore};
+use redis::AsyncCommands;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+
+/// The prefix of every per-test database.
+pub const DB_PREFIX: &str = "genesis_t_";
+/// The prefix of the templates.
+pub const TEMPLATE_PREFIX: &str = "genesis_tpl_";
+/// Per-test databases older than this are leftovers of a killed run.
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// Templates of other migration sets older than this are dropped.
+const STALE_TEMPLATE_AFTER: Duration = Duration::from_secs(60 * 60);
+/// The advisory lock that serialises template builds and sweeps ("gentmpl" in ASCII).
+const TEMPLATE_LOCK: i64 = 0x0067_656e_746d_706c;
+
+const HINT: &str = "start the test services with `cargo xtask db-up --with redis` \
+    (or point TEST_DATABASE_URL and REDIS_URL at running ones)";
+
+/// The test environment's settings, as the application would resolve them here.
+pub fn settings() -> Settings {
+    static SETTINGS: OnceLock<Settings> = OnceLock::new();
+    SETTINGS
+        .get_or_init(|| {
+            Settings::load_for(Env::Test).unwrap_or_else(|err| {
+                panic!(
+                    "the test settings are invalid: {}",
+                    genesis_settings::redact(&err.to_string())
+                )
+            })
+        })
+        .clone()
+}
+
+/// `scheme://...` parsed, for tests that point a dependency somewhere else.
+pub fn url(raw: &str, scheme: Scheme) -> ServiceUrl {
+    ServiceUrl::parse(raw, scheme).expect("a valid test URL")
+}
+
+/// A URL on which nothing listens: port 1 is closed on the host and in a container alike.
+pub fn closed_redis_url() -> ServiceUrl {
+    url("redis://127.0.0.1:1/0", Scheme::Redis)
+}
+
+pub fn closed_postgres_url() -> ServiceUrl {
+    url(
+        "postgresql://test_user:test_password@127.0.0.1:1/test_db",
+        Scheme::Postgres,
+    )
+}
+
+/// A name unique across threads, processes, and the host and container runs:
+/// `<unix seconds>_<pid>_<counter>_<random>`.
+pub fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{}_{}_{n}_{:08x}",
+        now_secs(),
+        std::process::id(),
+        OsRng.next_u32()
+    )
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+}
+
+/// A connection to the test server's own database (`test_db`), from which databases are
+/// created and dropped. Fails the test, saying how to start the server, when it is unreachable.
+pub async fn admin() -> Client {
+    let url = settings().test_database_url;
+    match db::connect(&url).await {
+        Ok(client) => client,
+        Err(err) => panic!("cannot reach the test database: {err}\n{HINT}"),
+    }
+}
+
+/// The template database holding this build's migrated schema, built if needed.
+pub async fn template(admin: &Client) -> String {
+    static SWEPT: AtomicBool = AtomicBool::new(false);
+    let name = format!("{TEMPLATE_PREFIX}{}", &fingerprint(MIGRATIONS)[..16]);
+    if is_template(admin, &name).await && SWEPT.load(Ordering::Acquire) {
+        return name;
+    }
+    admin
+        .execute("select pg_advisory_lock($1)", &[&TEMPLATE_LOCK])
+        .await
+        .expect("take the template lock");
+    let built = build_template_locked(admin, &name).await;
+    if !SWEPT.swap(true, Ordering::AcqRel) {
+        sweep_locked(admin, &name).await;
+    }
+    admin
+        .execute("select pg_advisory_unlock($1)", &[&TEMPLATE_LOCK])
+        .await
+        .expect("release the template lock");
+    if let Err(err) = built {
+        panic!("cannot build the test template {name}: {err}");
+    }
+    name
+}
+
+async fn is_template(admin: &Client, name: &str) -> bool {
+    admin
+        .query_opt(
+            "select 1 from pg_database where datname = $1 and datistemplate",
+            &[&name],
+        )
+        .await
+        .expect("read pg_database")
+        .is_some()
+}
+
+async fn exists(admin: &Client, name: &str) -> bool {
+    admin
+        .query_opt("select 1 from pg_database where datname = $1", &[&name])
+        .await
+        .expect("read pg_database")
+        .is_some()
+}
+
+async fn build_template_locked(admin: &Client, name: &str) -> Result<(), String> {
+    if is_template(admin, name).await {
+        return Ok(()); // Another process built it while we waited for the lock.
+    }
+    // A database of this name that is not yet a template was left by a builder that died.
+    drop_database(admin, name).await;
+    // Identifiers cannot be bound as parameters; every name here is ours and checked.
+    admin
+        .batch_execute(&format!(
+            "create database {} template template0 encoding 'UTF8' lc_collate 'C' lc_ctype 'C'",
+            ident(name)
+        ))
+        .await
+        .map_err(|e| db::error_chain(&e))?;
+    let url = settings().test_database_url.with_database(name);
+    let migrated = async {
+        let mut client = db::connect(&url).await.map_err(|e| e.to_string())?;
+        genesis_api::migrate::migrate(&mut client)
+            .await
+            .map_err(|e| db::error_chain(&e))
+    }
+    .await;
+    if let Err(err) = migrated {
+        drop_database(admin, name).await;
+        return Err(err);
+    }
+    admin
+        .batch_execute(&format!(
+            "comment on database {0} is 'genesis test template, built at {1}';
+             alter database {0} with is_template true allow_connections false",
+            ident(name),
+            now_secs()
+        ))
+        .await
+        .map_err(|e| db::error_chain(&e))?;
+    Ok(())
+}
+
+/// Drops per-test databases older than [`STALE_AFTER`] and other migration sets' templates
+/// older than an hour. Runs under the template lock, once per test process.
+async fn sweep_locked(admin: &Client, current: &str) {
+    let rows = admin
+        .query(
+            "select datname, coalesce(shobj_description(oid, 'pg_database'), '')
+             from pg_database where datname like 'genesis\\_t%'",
+            &[],
+        )
+        .await
+        .expect("list test databases");
+    let now = now_secs();
+    for row in rows {
+        let name: String = row.get(0);
+        let comment: String = row.get(1);
+        let stale = if let Some(rest) = name.strip_prefix(DB_PREFIX) {
+            created_at(rest).is_some_and(|t| now.saturating_sub(t) > STALE_AFTER.as_secs())
+        } else if name.starts_with(TEMPLATE_PREFIX) && name != current {
+            let built = comment
+                .rsplit(' ')
+                .next()
+                .and_then(|t| t.parse::<u64>().ok());
+            built.is_none_or(|t| now.saturating_sub(t) > STALE_TEMPLATE_AFTER.as_secs())
+        } else {
+            false
+        };
+        if stale {
+            drop_database(admin, &name).await;
+        }
+    }
+}
+
+fn created_at(suffix: &str) -> Option<u64> {
+    suffix.split('_').next()?.parse().ok()
+}
+
+/// `drop database ... with (force)`, after clearing the template flag a template carries.
+pub async fn drop_database(admin: &Client, name: &str) {
+    if !exists(admin, name).await {
+        return;
+    }
+    // Two statements, not one batch: a batch is one transaction, and DROP DATABASE refuses
+    // to run inside one.
+    let unmark = format!("alter database {} with is_template false", ident(name));
+    let drop = format!("drop database if exists {} with (force)", ident(name));
+    let result = match admin.batch_execute(&unmark).await {
+        Ok(()) => admin.batch_execute(&drop).await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = result {
+        // A concurrent sweeper may have dropped it first.
+        if exists(admin, name).await {
+            eprintln!("warning: cannot drop {name}: {}", db::error_chain(&err));
+        }
+    }
+}
+
+/// A quoted identifier. Only names this module generates reach it, and it checks them.
+fn ident(name: &str) -> String {
+    assert!(
+        !name.is_empty()
+            && name.len() < 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "unexpected database name {name:?}"
+    );
+    format!("\"{name}\"")
+}
+
+/// A database of its own for one test, dropped when the value is dropped.
+#[derive(Debug)]
+pub struct TestDb {
+    name: String,
+    url: ServiceUrl,
+}
+
+impl TestDb {
+    /// A clone of the migrated template.
+    pub async fn new() -> TestDb {
+        let admin = admin().await;
+        let name = format!("{DB_PREFIX}{}", unique_suffix());
+        let mut template_name = template(&admin).await;
+        let mut delay = Duration::from_millis(20);
+        for attempt in 1.. {
+            let sql = format!(
+                "create database {} template {}",
+                ident(&name),
+                ident(&template_name)
+            );
+            match admin.batch_execute(&sql).await {
+                Ok(()) => break,
+                // "source database is being accessed by other users": the builder's last
+                // connection has not ended yet, or another clone holds it for a moment.
+                Err(err) if err.code() == Some(&SqlState::OBJECT_IN_USE) && attempt < 100 => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(500));
+                }
+                // Swept or rebuilt by another process: build it again.
+                Err(err) if err.code() == Some(&SqlState::UNDEFINED_DATABASE) && attempt < 5 => {
+                    template_name = template(&admin).await;
+                }
+                Err(err) => panic!(
+                    "cannot create the test database {name} from {template_name}: {}",
+                    db::error_chain(&err)
+                ),
+            }
+        }
+        TestDb {
+            url: settings().test_database_url.with_database(&name),
+            name,
+        }
+    }
+
+    /// An empty database (no migrations), for the migration runner's own tests.
+    pub async fn empty() -> TestDb {
+        let admin = admin().await;
+        let name = format!("{DB_PREFIX}{}", unique_suffix());
+        admin
+            .batch_execute(&format!(
+                "create database {} template template0 encoding 'UTF8' lc_collate 'C' lc_ctype 'C'",
+                ident(&name)
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {}", db::error_chain(&e)));
+        TestDb {
+            url: settings().test_database_url.with_database(&name),
+            name,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn url(&self) -> &ServiceUrl {
+        &self.url
+    }
+
+    /// A new connection to this database.
+    pub async fn client(&self) -> Client {
+        db::connect(&self.url)
+            .await
+            .unwrap_or_else(|err| panic!("connect to {}: {err}", self.name))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop cannot await, and the test's runtime may be shutting down: drop the database
+        // from a thread of its own, and wait for it so that the test leaves nothing behind.
+        let name = self.name.clone();
+        let dropper = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to drop the test database");
+            runtime.block_on(async {
+                if let Ok(admin) = db::connect(&settings().test_database_url).await {
+                    drop_database(&admin, &name).await;
+                }
+            });
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// The real API, served on `127.0.0.1:<ephemeral>` over a database of its own.
+#[derive(Debug)]
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    // Dropped last: the server's connections go with it.
+    pub db: TestDb,
+}
+
+impl TestApp {
+    /// Starts the API through its real start-up path (health checks, migrations).
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(|_| {}).await
+    }
+
+    /// Like [`TestApp::spawn`], with the settings adjusted first.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        let db = TestDb::new().await;
+        let settings = app_settings(&db, adjust);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let server = Server::build_with_listener(&settings, listener)
+            .await
+            .unwrap_or_else(|err| panic!("the API did not start: {err}"));
+        let addr = server.local_addr().expect("local address");
+        let state = server.state().clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(server.run_until(async {
+            let _ = rx.await;
+        }));
+        TestApp::new(addr, state, tx, db)
+    }
+
+    /// Serves the router without the start-up checks, for dependencies that are down on
+    /// purpose while checks are strict (which the start-up path would refuse).
+    pub async fn serve_router_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        let db = TestDb::new().await;
+        let settings = app_settings(&db, adjust);
+        let state = AppState::new(&settings).expect("state");
+        let (addr, tx) = serve(state.clone()).await;
+        TestApp::new(addr, state, tx, db)
+    }
+
+    fn new(addr: SocketAddr, state: AppState, tx: oneshot::Sender<()>, db: TestDb) -> TestApp {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("an HTTP client");
+        TestApp {
+            addr,
+            http,
+            state,
+            shutdown: Some(tx),
+            db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("GET")
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Option<serde_json::Value>,
+        token: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self.http.post(self.url(path));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("POST")
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
+        let body = serde_json::json!({ "email": email, "password": password });
+        self.post("/auth/register", Some(body), None).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        let body = serde_json::json!({ "email": email, "password": password });
+        self.post("/auth/login", Some(body), None).await
+    }
+
+    /// Registers and logs in; returns the token.
+    pub async fn user_token(&self, email: &str, password: &str) -> String {
+        assert_eq!(self.register(email, password).await.status(), 201);
+        let res = self.login(email, password).await;
+        assert_eq!(res.status(), 200);
+        let body: serde_json::Value = res.json().await.expect("a JSON body");
+        body["access_token"]
+            .as_str()
+            .expect("an access_token")
+            .to_owned()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Serves the router over `state` (whose database is migrated) on an ephemeral port, until
+/// the returned sender is dropped or sent to.
+pub async fn serve(state: AppState) -> (SocketAddr, oneshot::Sender<()>) {
+    state.mark_migrated();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local address");
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    (addr, tx)
+}
+
+fn app_settings(db: &TestDb, adjust: impl FnOnce(&mut Settings)) -> Settings {
+    let mut settings = settings();
+    // In the test environment the API serves from the test database URL: this test's own.
+    settings.test_database_url = db.url().clone();
+    adjust(&mut settings);
+    settings
+}
+
+/// A Redis connection whose keys all start with a prefix of this test's own, deleted when the
+/// value is dropped, so that parallel tests and runs never see each other's keys.
+pub struct RedisNs {
+    pub prefix: String,
+    pub conn: redis::aio::MultiplexedConnection,
+}
+
+impl std::fmt::Debug for RedisNs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisNs({})", self.prefix)
+    }
+}
+
+impl RedisNs {
+    pub async fn new() -> RedisNs {
+        let url = settings().redis_url;
+        RedisNs {
+            prefix: format!("genesis:test:{}:", unique_suffix()),
+            conn: redis_connection(&url).await,
+        }
+    }
+
+    /// `name` inside this test's namespace.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    pub async fn keys(&mut self) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .conn
+            .keys(format!("{}*", self.prefix))
+            .await
+            .expect("KEYS");
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for RedisNs {
+    fn drop(&mut self) {
+        let pattern = format!("{}*", self.prefix);
+        let dropper = std::thread::spawn(move || {
+            let Ok(client) = redis::Client::open(settings().redis_url.expose()) else {
+                return;
+            };
+            let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query(&mut conn)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query(&mut conn);
+            }
+        });
+        let _ = dropper.join();
+    }
+}
+
+/// A connection to the Redis at `url`; fails the test, saying how to start it, when it is
+/// unreachable.
+pub async fn redis_connection(url: &ServiceUrl) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(url.expose()).expect("a valid Redis URL");
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(5));
+    match client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+    {
+        Ok(conn) => conn,
+        Err(err) => panic!("cannot reach Redis at {url}: {err}\n{HINT}"),
+    }
+}
