@@ -117,22 +117,32 @@ pub async fn check_postgres(state: &AppState) -> Check {
 
 pub async fn check_redis(state: &AppState) -> Check {
     timed(async {
-        let mut conn = state
+        let conn = state
             .redis()
             .connection()
             .await
             .map_err(|e| error_chain(&e))?;
-        let pong: String = redis::cmd("PING")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| error_chain(&e))?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(format!("unexpected reply to PING: {pong}"))
+        // A failed command makes the connection manager reconnect, and the next command waits
+        // for that: try twice, so that a Redis that came back is seen at once, not one
+        // readiness call late.
+        match ping(conn.clone()).await {
+            Ok(()) => Ok(()),
+            Err(_) => ping(conn).await,
         }
     })
     .await
+}
+
+async fn ping(mut conn: redis::aio::ConnectionManager) -> Result<(), String> {
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    if pong == "PONG" {
+        Ok(())
+    } else {
+        Err(format!("unexpected reply to PING: {pong}"))
+    }
 }
 
 async fn timed(check: impl Future<Output = Result<(), String>>) -> Check {

@@ -176,6 +176,52 @@ async fn readiness_checks_give_up_after_their_timeout() {
     );
 }
 
+/// A TCP relay to the test Redis that can be cut and restored on the same port: Redis going
+/// away and coming back, without touching the shared Redis.
+async fn relay(listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+    let upstream = support::settings().redis_url;
+    let upstream = format!("{}:{}", upstream.host(), upstream.port().unwrap_or(6379));
+    tokio::spawn(async move {
+        // Dropped with the task: cutting the relay also cuts the open connections.
+        let mut links = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            links.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test]
+async fn readiness_follows_redis_going_away_and_coming_back() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let link = relay(listener).await;
+    let app = TestApp::spawn_with(|s| {
+        s.strict_health_checks = true;
+        s.redis_url = support::url(&format!("redis://{addr}/0"), Scheme::Redis);
+    })
+    .await;
+    assert_eq!(readiness(&app).await.0, 200);
+
+    link.abort();
+    let _ = link.await;
+    let (status, ready) = readiness(&app).await;
+    assert_eq!((status, ready.failed), (503, vec!["redis".to_owned()]));
+
+    let link = relay(tokio::net::TcpListener::bind(addr).await.unwrap()).await;
+    let (status, ready) = readiness(&app).await;
+    assert_eq!(
+        (status, ready.status),
+        (200, ReadyStatus::Ok),
+        "seen at once: {ready:?}"
+    );
+    link.abort();
+}
+
 #[tokio::test]
 async fn strict_start_up_fails_naming_the_dependency_without_its_password() {
     let db = TestDb::new().await;
@@ -737,7 +783,11 @@ async fn committed_work_persists_and_rolled_back_work_vanishes() {
         let tx = client.transaction().await.unwrap();
         user(tx.client(), "dropped@example.com").await;
     }
-    assert_eq!(count_users(&client).await, 1, "the dropped transaction rolled back");
+    assert_eq!(
+        count_users(&client).await,
+        1,
+        "the dropped transaction rolled back"
+    );
     // Another connection sees only the committed row.
     let other = db.client().await;
     let emails: Vec<String> = other
