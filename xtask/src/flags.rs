@@ -19,6 +19,13 @@ pub struct Xtask {
 pub enum Cmd {
     Codegen(Codegen),
     Doctor(Doctor),
+    DbUp(DbUp),
+    DbDown(DbDown),
+    DbStatus(DbStatus),
+    DbLogs(DbLogs),
+    DbShell(DbShell),
+    DbBackup(DbBackup),
+    DbRestore(DbRestore),
     Test(Test),
     VerifyMigration(VerifyMigration),
 }
@@ -86,4 +93,135 @@ pub struct VerifyMigration {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// An environment of the model, as `--env` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EnvName {
+    Test,
+    #[value(alias = "development")]
+    Dev,
+    #[value(alias = "production")]
+    Prod,
+}
+
+impl EnvName {
+    pub fn model(self) -> genesis_model::Env {
+        match self {
+            EnvName::Test => genesis_model::Env::Test,
+            EnvName::Dev => genesis_model::Env::Dev,
+            EnvName::Prod => genesis_model::Env::Prod,
+        }
+    }
+}
+
+/// A service started beside an environment's database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Extra {
+    Redis,
+}
+
+/// Start an environment's database and return when it accepts a real connection as the app's
+/// role on the app's database; print its URL, password hidden. Harmless when already up.
+#[derive(Debug, Args)]
+pub struct DbUp {
+    /// The environment (prod is a managed server and is refused).
+    #[arg(long, value_enum, default_value_t = EnvName::Test)]
+    pub env: EnvName,
+    /// Also start this service and wait for it (repeatable).
+    #[arg(long = "with", value_enum)]
+    pub with: Vec<Extra>,
+    /// Seconds to wait for readiness before failing with the service's last log lines.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+/// Stop an environment's services (or all with --all); data volumes are kept unless --volumes.
+#[derive(Debug, Args)]
+pub struct DbDown {
+    /// The environment whose services stop.
+    #[arg(long, value_enum, default_value_t = EnvName::Test, conflicts_with = "all")]
+    pub env: EnvName,
+    /// Also stop this service (repeatable).
+    #[arg(long = "with", value_enum, conflicts_with = "all")]
+    pub with: Vec<Extra>,
+    /// Stop and remove every service of the project, and its network.
+    #[arg(long)]
+    pub all: bool,
+    /// Also delete the data volumes (the dev database's data is lost).
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+/// Show every service of the project: state, health, published ports; and the data volumes.
+#[derive(Debug, Args)]
+pub struct DbStatus {
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Show the services' logs (all services, or the ones named), passwords masked.
+#[derive(Debug, Args)]
+pub struct DbLogs {
+    /// Keep printing new lines as they come.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the last N lines of each service.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u32>,
+    /// Services to show (test-db, postgres, redis, genesis-api).
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+}
+
+/// Open psql on an environment's database (prod: the server DATABASE_URL names).
+#[derive(Debug, Args)]
+pub struct DbShell {
+    #[arg(long, value_enum, default_value_t = EnvName::Test)]
+    pub env: EnvName,
+}
+
+/// Take a custom-format dump, verify it (header, table of contents, full read, restore into a
+/// scratch database, row counts equal to those at dump time) and store its checksum, server
+/// version and row counts beside it.
+#[derive(Debug, Args)]
+pub struct DbBackup {
+    /// The environment to back up.
+    #[arg(long, value_enum)]
+    pub env: EnvName,
+    /// Where to write the dump [default: backups/<env>-<UTC time>.dump]. Never overwritten.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+    /// Back up this server instead of the environment's (postgresql:// URL).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// The verification creates and drops a scratch database on the server: allow that on
+    /// production.
+    #[arg(long)]
+    pub allow_production: bool,
+    /// Allow the same on a server that is not on this machine.
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+/// Verify a dump against its checksum and archive, then restore it over an environment's
+/// database in one transaction that stops on the first error, and compare row counts.
+#[derive(Debug, Args)]
+pub struct DbRestore {
+    /// The environment to restore into.
+    #[arg(long, value_enum)]
+    pub env: EnvName,
+    /// The dump (its FILE.meta.json must be beside it).
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    /// Restore into this server instead of the environment's (postgresql:// URL).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Allow restoring over production.
+    #[arg(long)]
+    pub allow_production: bool,
+    /// Allow restoring over a server that is not on this machine.
+    #[arg(long)]
+    pub allow_remote: bool,
 }

@@ -3,11 +3,15 @@
 //! This file is a table of contents: the flags live in `flags.rs` and every command in its own
 //! module. See ARCHITECTURE.md for the map and the invariants.
 
+mod backup;
+mod child;
 mod codegen;
 mod compose;
+mod db;
 mod doctor;
 mod flags;
 mod parity;
+mod pg;
 mod preflight;
 mod services;
 mod test;
@@ -26,6 +30,13 @@ fn main() -> ExitCode {
         match flags.cmd {
             flags::Cmd::Codegen(cmd) => cmd.run(&sh),
             flags::Cmd::Doctor(cmd) => cmd.run(&sh),
+            flags::Cmd::DbUp(cmd) => cmd.run(&sh),
+            flags::Cmd::DbDown(cmd) => cmd.run(&sh),
+            flags::Cmd::DbStatus(cmd) => cmd.run(&sh),
+            flags::Cmd::DbLogs(cmd) => cmd.run(&sh),
+            flags::Cmd::DbShell(cmd) => cmd.run(&sh),
+            flags::Cmd::DbBackup(cmd) => cmd.run(&sh),
+            flags::Cmd::DbRestore(cmd) => cmd.run(&sh),
             flags::Cmd::Test(cmd) => cmd.run(&sh),
             flags::Cmd::VerifyMigration(cmd) => cmd.run(&sh),
         }

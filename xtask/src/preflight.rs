@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, TcpListener};
 
 use anyhow::Result;
-use genesis_model::COMPOSE_PROJECT;
+use genesis_model::{COMPOSE_PROJECT, Image};
 use xshell::{Shell, cmd};
 
 use crate::util::usage;
@@ -101,4 +101,30 @@ pub fn image_present(sh: &Shell, image: &str) -> bool {
         .ignore_stderr()
         .run()
         .is_ok()
+}
+
+/// The image compose will use for `image`, present in the engine: the one its variable names,
+/// else the local drop-in, else the public one. Otherwise the command that provides it.
+pub fn image_available(sh: &Shell, image: Image) -> Result<String> {
+    if let Ok(chosen) = std::env::var(image.var) {
+        return if image_present(sh, &chosen) {
+            Ok(chosen)
+        } else {
+            Err(usage(format!(
+                "{} names the image {chosen}, which is not in the engine: `docker pull {chosen}`, \
+                 or unset {} to use the local drop-in (`cargo xtask images`)",
+                image.var, image.var
+            )))
+        };
+    }
+    for candidate in [image.local, image.public] {
+        if image_present(sh, candidate) {
+            return Ok(candidate.to_owned());
+        }
+    }
+    Err(usage(format!(
+        "neither {} nor {} is in the engine: run `cargo xtask images` (builds the drop-in from \
+         Debian packages, no registry needed) or `docker pull {}`",
+        image.local, image.public, image.public
+    )))
 }

@@ -160,6 +160,79 @@ impl Style {
     }
 }
 
+/// A long wait shown on stderr: a line of elapsed seconds rewritten in place on a terminal; on
+/// anything else (or with `NO_COLOR`) a plain line when the wait starts to take time, then one
+/// every ten seconds.
+#[derive(Debug)]
+pub struct Progress {
+    label: String,
+    live: bool,
+    started: std::time::Instant,
+    timeout: std::time::Duration,
+    shown_secs: Option<u64>,
+}
+
+impl Progress {
+    pub fn start(label: &str, timeout: std::time::Duration) -> Progress {
+        use std::io::IsTerminal;
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Progress {
+            label: label.to_owned(),
+            live: !no_color && std::io::stderr().is_terminal(),
+            started: std::time::Instant::now(),
+            timeout,
+            shown_secs: None,
+        }
+    }
+
+    pub fn tick(&mut self) {
+        let elapsed = self.started.elapsed();
+        let secs = elapsed.as_secs();
+        if elapsed.as_millis() < 1000 || self.shown_secs == Some(secs) {
+            return;
+        }
+        let limit = self.timeout.as_secs();
+        if self.live {
+            eprint!("\r{}: {secs} s (up to {limit} s)  ", self.label);
+            self.shown_secs = Some(secs);
+        } else if self.shown_secs.is_none_or(|shown| secs >= shown + 10) {
+            eprintln!("{}: {secs} s (up to {limit} s)", self.label);
+            self.shown_secs = Some(secs);
+        }
+    }
+
+    /// Clears the live line, if one was drawn.
+    pub fn finish(&mut self) {
+        if self.live && self.shown_secs.take().is_some() {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+/// A UTC time as `(compact, rfc3339)`: `20240131T235959Z` for file names, `2024-01-31T23:59:59Z`.
+pub fn utc_timestamp(time: std::time::SystemTime) -> (String, String) {
+    let secs = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (hh, mm, ss) = (rest / 3600, rest % 3600 / 60, rest % 60);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z"),
+        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +245,16 @@ mod tests {
         );
         assert_eq!(line_diff("a\n", "a\nb\n"), "     2 + b\n");
         assert_eq!(line_diff("a\nb\n", "a\nb\n"), "");
+    }
+
+    #[test]
+    fn utc_timestamps() {
+        let at = |secs| utc_timestamp(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        assert_eq!(
+            at(0),
+            ("19700101T000000Z".into(), "1970-01-01T00:00:00Z".into())
+        );
+        assert_eq!(at(951_782_400).1, "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_706_745_599).1, "2024-01-31T23:59:59Z");
     }
 }

@@ -1,0 +1,630 @@
+//! `db-backup` and `db-restore`: custom-format dumps that are verified before they are kept and
+//! again before they are restored (SPEC section 8).
+//!
+//! A backup exports a snapshot from a REPEATABLE READ transaction, counts every table's rows in
+//! that transaction and has `pg_dump --snapshot` dump exactly that snapshot, so the counts are
+//! those of the dump and not of a moment near it. The dump goes to a temporary name; it is
+//! renamed, with its sidecar `FILE.meta.json`, only once the archive has been read in full and
+//! restored into a scratch database whose row counts equal the snapshot's.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use genesis_model::Env;
+use genesis_settings::redact;
+use serde::{Deserialize, Serialize};
+use xshell::{Shell, cmd};
+
+use crate::child::Session;
+use crate::flags;
+use crate::pg::{self, ROW_COUNTS_SQL, TableRows, Target};
+use crate::preflight;
+use crate::util::{check_failed, project_root, usage, utc_timestamp};
+
+/// The first bytes of every pg_dump archive.
+const MAGIC: &[u8] = b"PGDMP";
+/// The format byte of the header (after the magic and five version and size bytes): custom.
+const FORMAT_CUSTOM: u8 = 1;
+const SIDECAR_FORMAT: &str = "genesis-backup/1";
+
+/// What a backup records beside its dump.
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    format: String,
+    file: String,
+    sha256: String,
+    size_bytes: u64,
+    created_at: String,
+    env: String,
+    database: String,
+    /// The server's URL, password masked.
+    server: String,
+    server_version: String,
+    pg_dump_version: String,
+    /// How the row counts relate to the dump.
+    counted_in: String,
+    toc_entries: usize,
+    tables: Vec<TableRows>,
+}
+
+fn sidecar_of(file: &Path) -> PathBuf {
+    let mut name = file.file_name().unwrap_or_default().to_os_string();
+    name.push(".meta.json");
+    file.with_file_name(name)
+}
+
+/// A path from the command line, relative to where the user ran the command (the shell itself
+/// works from the project root).
+fn user_path(path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_owned());
+    }
+    Ok(std::env::current_dir()
+        .context("read the current folder")?
+        .join(path))
+}
+
+/// What the user allowed beyond local, non-production databases.
+#[derive(Clone, Copy, Debug)]
+struct Allowed {
+    production: bool,
+    remote: bool,
+}
+
+/// Refuses production and servers on other machines unless the user allowed them, saying why.
+/// Production is refused before its URL is even looked at.
+fn resolve_allowed(env: Env, url: Option<&str>, allowed: Allowed, why: &str) -> Result<Target> {
+    if env == Env::Prod && !allowed.production {
+        return Err(usage(format!(
+            "refusing to touch production: {why}; pass --allow-production if that is what you mean"
+        )));
+    }
+    let target = Target::resolve(env, url)?;
+    let url = target.masked_url();
+    if !target.is_local() && !allowed.remote {
+        return Err(usage(format!(
+            "refusing to touch {url}, which is not on this machine: {why}; pass --allow-remote if that is what you mean"
+        )));
+    }
+    Ok(target)
+}
+
+/// Connects once: the server's version, or how to make it reachable.
+fn reach(sh: &Shell, target: &Target) -> Result<(String, u32)> {
+    target.server_version(sh).map_err(|err| {
+        let hint = match target.env.database().service {
+            Some(_) if target.origin == pg::Origin::Model => {
+                format!("start it with `cargo xtask db-up --env {}`", target.env)
+            }
+            _ => "check the URL and that the server is up".to_owned(),
+        };
+        usage(format!(
+            "cannot connect to {} ({err}): {hint}",
+            target.masked_url()
+        ))
+    })
+}
+
+fn tools(sh: &Shell, names: &[&str]) -> Result<Vec<(String, u32)>> {
+    let found = names
+        .iter()
+        .map(|tool| preflight::pg_tool(sh, tool))
+        .collect::<Result<Vec<_>>>()?;
+    cmd!(sh, "sha256sum --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .map_err(|_| usage("`sha256sum` is not installed: `apt-get install coreutils`"))?;
+    Ok(found)
+}
+
+// ---- db-backup ----------------------------------------------------------------------------
+
+/// The dump being written: removed on drop unless it was kept, so that a failed backup leaves
+/// nothing half-written behind.
+struct Partial {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl flags::DbBackup {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let env = self.env.model();
+        let allowed = Allowed {
+            production: self.allow_production,
+            remote: self.allow_remote,
+        };
+        let target = resolve_allowed(
+            env,
+            self.url.as_deref(),
+            allowed,
+            "verifying a backup creates, fills and drops a scratch database on the server it backs up",
+        )?;
+        let found = tools(sh, &["pg_dump", "pg_restore", "psql"])?;
+        let (pg_dump_version, pg_dump_major) = found[0].clone();
+        let now = SystemTime::now();
+        let (stamp, created_at) = utc_timestamp(now);
+        let output = match &self.output {
+            Some(path) => user_path(path)?,
+            None => project_root()
+                .join("backups")
+                .join(format!("{env}-{stamp}.dump")),
+        };
+        let sidecar = sidecar_of(&output);
+        for path in [&output, &sidecar] {
+            if path.exists() {
+                return Err(usage(format!(
+                    "{} already exists: a backup never overwrites one; choose another --output",
+                    path.display()
+                )));
+            }
+        }
+        let (server_version, server_major) = reach(sh, &target)?;
+        if pg_dump_major < server_major {
+            return Err(usage(format!(
+                "pg_dump {pg_dump_major} cannot dump a PostgreSQL {server_major} server: \
+                 `apt-get install postgresql-client-{server_major}`"
+            )));
+        }
+
+        let started = Instant::now();
+        let dir = output.parent().context("the output has no folder")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let mut partial = Partial {
+            path: output.with_file_name(format!(
+                "{}.partial-{}",
+                output.file_name().unwrap_or_default().to_string_lossy(),
+                std::process::id()
+            )),
+            kept: false,
+        };
+
+        let counts = dump_in_one_snapshot(sh, &target, &partial.path)?;
+        let toc_entries = verify_archive(sh, &partial.path)?;
+        verify_by_restoring(sh, &target, &partial.path, &counts)?;
+
+        let meta = Meta {
+            format: SIDECAR_FORMAT.to_owned(),
+            file: output
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            sha256: sha256(sh, &partial.path)?,
+            size_bytes: std::fs::metadata(&partial.path)?.len(),
+            created_at,
+            env: env.to_string(),
+            database: target.database.clone(),
+            server: target.masked_url(),
+            server_version: server_version.clone(),
+            pg_dump_version,
+            counted_in: "the exported snapshot pg_dump dumped (pg_dump --snapshot)".to_owned(),
+            toc_entries,
+            tables: counts,
+        };
+        let sidecar_partial = partial.path.with_extension("meta-partial");
+        let mut sidecar_guard = Partial {
+            path: sidecar_partial.clone(),
+            kept: false,
+        };
+        std::fs::write(
+            &sidecar_partial,
+            serde_json::to_string_pretty(&meta)? + "\n",
+        )
+        .with_context(|| format!("write {}", sidecar_partial.display()))?;
+        std::fs::rename(&partial.path, &output)
+            .with_context(|| format!("rename the dump to {}", output.display()))?;
+        partial.path = output.clone();
+        std::fs::rename(&sidecar_partial, &sidecar)
+            .with_context(|| format!("rename the sidecar to {}", sidecar.display()))?;
+        sidecar_guard.kept = true;
+        partial.kept = true;
+
+        println!(
+            "backed up {} (PostgreSQL {server_version}) in {:.1} s",
+            target.masked_url(),
+            started.elapsed().as_secs_f64()
+        );
+        println!(
+            "  dump     {} ({} bytes)",
+            output.display(),
+            meta.size_bytes
+        );
+        println!("  sidecar  {} (sha256 {})", sidecar.display(), meta.sha256);
+        println!(
+            "  verified header, table of contents ({toc_entries} entries), full read, restore \
+             into a scratch database, row counts of {} tables",
+            meta.tables.len()
+        );
+        print_counts(&meta.tables, None);
+        Ok(())
+    }
+}
+
+/// Dumps `target` into `file` with `pg_dump -Fc` (written by pg_dump itself, never through a
+/// terminal) and returns the row counts of the very snapshot it dumped: a `psql` session exports
+/// its REPEATABLE READ snapshot, counts in it, and holds it open while pg_dump imports it.
+fn dump_in_one_snapshot(sh: &Shell, target: &Target, file: &Path) -> Result<Vec<TableRows>> {
+    let mut session = Session::spawn(target.psql(sh)).context("open the snapshot session")?;
+    session.send(
+        "begin isolation level repeatable read, read only;\nselect pg_export_snapshot();\n",
+    )?;
+    let snapshot = session.read_line().context("export a snapshot")?;
+    if snapshot.is_empty()
+        || !snapshot
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        anyhow::bail!("unexpected snapshot id {snapshot:?}");
+    }
+    session.send(&format!("{ROW_COUNTS_SQL};\n"))?;
+    let counts = pg::parse_row_counts(&session.read_line().context("count rows in the snapshot")?)?;
+    let out = target
+        .tool(sh, "pg_dump")
+        .args(["--format=custom", "--no-password"])
+        .arg(format!("--snapshot={snapshot}"))
+        .arg("--file")
+        .arg(file)
+        .ignore_status()
+        .output()
+        .context("run pg_dump")?;
+    session.send("commit;\n")?;
+    session.finish().context("close the snapshot session")?;
+    if !out.status.success() {
+        return Err(check_failed(format!(
+            "pg_dump failed: {}",
+            redact(String::from_utf8_lossy(&out.stderr).trim())
+        )));
+    }
+    Ok(counts)
+}
+
+/// The archive's own checks: the header, a non-empty table of contents, a full read. Returns
+/// the number of table-of-contents entries.
+fn verify_archive(sh: &Shell, file: &Path) -> Result<usize> {
+    let name = file.display();
+    let mut header = [0u8; 11];
+    let read = std::fs::File::open(file)
+        .and_then(|mut f| f.read(&mut header))
+        .with_context(|| format!("read {name}"))?;
+    if read < MAGIC.len() || &header[..MAGIC.len()] != MAGIC {
+        return Err(check_failed(format!(
+            "{name} is not a pg_dump archive (it does not start with PGDMP)"
+        )));
+    }
+    if read < header.len() || header[10] != FORMAT_CUSTOM {
+        return Err(check_failed(format!(
+            "{name} is not a custom-format dump (its header says format {}); backups are `pg_dump -Fc`",
+            header.get(10).copied().unwrap_or_default()
+        )));
+    }
+    let list = cmd!(sh, "pg_restore --list {file}")
+        .quiet()
+        .ignore_status()
+        .output()?;
+    if !list.status.success() {
+        return Err(check_failed(format!(
+            "{name} has an unreadable table of contents: {}",
+            String::from_utf8_lossy(&list.stderr).trim()
+        )));
+    }
+    let entries = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
+        .count();
+    if entries == 0 {
+        return Err(check_failed(format!(
+            "{name} has an empty table of contents"
+        )));
+    }
+    // Reading every entry, data included, is what finds a dump cut short or rewritten.
+    let full = cmd!(sh, "pg_restore --file /dev/null {file}")
+        .quiet()
+        .ignore_status()
+        .output()?;
+    if !full.status.success() {
+        return Err(check_failed(format!(
+            "{name} cannot be read to its end: {}",
+            String::from_utf8_lossy(&full.stderr).trim()
+        )));
+    }
+    Ok(entries)
+}
+
+/// A scratch database on the backed-up server, dropped whatever happens.
+struct Scratch<'a> {
+    sh: &'a Shell,
+    server: &'a Target,
+    name: String,
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        let sql = format!("drop database if exists {}", self.name);
+        if let Err(err) = self.server.query(self.sh, &sql) {
+            eprintln!(
+                "warning: could not drop the scratch database {}: {}",
+                self.name,
+                redact(&err.to_string())
+            );
+        }
+    }
+}
+
+/// Restores `file` into a new scratch database and compares its row counts with `expected`.
+fn verify_by_restoring(
+    sh: &Shell,
+    target: &Target,
+    file: &Path,
+    expected: &[TableRows],
+) -> Result<()> {
+    // Only [a-z0-9_]: safe to write into SQL unquoted.
+    let name = format!("genesis_verify_{}", pg::random_hex(6)?);
+    target
+        .query(sh, &format!("create database {name} template template0"))
+        .with_context(|| format!("create the scratch database {name} (the role needs CREATEDB)"))?;
+    let scratch = Scratch {
+        sh,
+        server: target,
+        name: name.clone(),
+    };
+    let db = target.with_database(&name);
+    let out = db
+        .tool(sh, "pg_restore")
+        .args([
+            "--single-transaction",
+            "--exit-on-error",
+            "--no-owner",
+            "--no-acl",
+            "-d",
+            &name,
+        ])
+        .arg(file)
+        .ignore_status()
+        .output()
+        .context("run pg_restore")?;
+    if !out.status.success() {
+        return Err(check_failed(format!(
+            "the dump does not restore into a scratch database: {}",
+            redact(String::from_utf8_lossy(&out.stderr).trim())
+        )));
+    }
+    let restored = pg::row_counts(sh, &db)?;
+    drop(scratch);
+    let mut problems: Vec<String> = pg::compare_counts(expected, &restored)
+        .into_iter()
+        .filter(|(_, want, got)| *got != Some(*want))
+        .map(|(table, want, got)| match got {
+            Some(got) => format!("{table}: {want} rows at dump time, {got} restored"),
+            None => format!("{table}: {want} rows at dump time, missing after the restore"),
+        })
+        .collect();
+    for extra in pg::compare_counts(&restored, expected)
+        .into_iter()
+        .filter(|(_, _, got)| got.is_none())
+    {
+        problems.push(format!(
+            "{}: restored but not counted at dump time",
+            extra.0
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(check_failed(format!(
+            "the restored copy differs from the snapshot: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok(())
+}
+
+fn sha256(sh: &Shell, file: &Path) -> Result<String> {
+    let out = cmd!(sh, "sha256sum --binary {file}")
+        .quiet()
+        .read()
+        .with_context(|| format!("checksum {}", file.display()))?;
+    out.split_whitespace()
+        .next()
+        .filter(|h| h.len() == 64)
+        .map(str::to_owned)
+        .context("unexpected sha256sum output")
+}
+
+// ---- db-restore ---------------------------------------------------------------------------
+
+impl flags::DbRestore {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let env = self.env.model();
+        let allowed = Allowed {
+            production: self.allow_production,
+            remote: self.allow_remote,
+        };
+        let target = resolve_allowed(
+            env,
+            self.url.as_deref(),
+            allowed,
+            "a restore drops and recreates the dump's tables in that database",
+        )?;
+        tools(sh, &["pg_restore", "psql"])?;
+        let file = user_path(&self.file)?;
+        if !file.is_file() {
+            return Err(usage(format!("{} is not a file", file.display())));
+        }
+        let sidecar = sidecar_of(&file);
+        let meta: Meta = match std::fs::read_to_string(&sidecar) {
+            Ok(text) => serde_json::from_str(&text).map_err(|err| {
+                check_failed(format!(
+                    "{} is not a backup sidecar: {err}",
+                    sidecar.display()
+                ))
+            })?,
+            Err(_) => {
+                return Err(usage(format!(
+                    "{} is missing: a dump cannot be verified without its sidecar \
+                     (backups taken with `cargo xtask db-backup` have one)",
+                    sidecar.display()
+                )));
+            }
+        };
+
+        // Everything about the file is checked before the target is touched.
+        verify_checksum(sh, &file, &sidecar, &meta)?;
+        let toc_entries = verify_archive(sh, &file)?;
+        let (server_version, _) = reach(sh, &target)?;
+        if meta.env != env.name() {
+            eprintln!(
+                "note: the dump was taken from {} ({}); restoring into {env} ({})",
+                meta.env, meta.database, target.database
+            );
+        }
+
+        let started = Instant::now();
+        let out = target
+            .tool(sh, "pg_restore")
+            .args([
+                "--single-transaction",
+                "--exit-on-error",
+                "--clean",
+                "--if-exists",
+                "--no-owner",
+                "--no-acl",
+                "-d",
+                &target.database,
+            ])
+            .arg(&file)
+            .ignore_status()
+            .output()
+            .context("run pg_restore")?;
+        if !out.status.success() {
+            return Err(check_failed(format!(
+                "the restore stopped at its first error and was rolled back, {} is unchanged: {}",
+                target.database,
+                redact(String::from_utf8_lossy(&out.stderr).trim())
+            )));
+        }
+        let restored = pg::row_counts(sh, &target)?;
+        println!(
+            "restored {} ({toc_entries} entries, sha256 verified) into {} (PostgreSQL {server_version}) in {:.1} s",
+            file.display(),
+            target.masked_url(),
+            started.elapsed().as_secs_f64()
+        );
+        let equal = print_counts(&meta.tables, Some(&restored));
+        if !equal {
+            return Err(check_failed(
+                "row counts after the restore differ from those at dump time",
+            ));
+        }
+        println!("row counts equal for {} tables", meta.tables.len());
+        Ok(())
+    }
+}
+
+/// Size and checksum against the sidecar, with the likely cause when they differ.
+fn verify_checksum(sh: &Shell, file: &Path, sidecar: &Path, meta: &Meta) -> Result<()> {
+    let size = std::fs::metadata(file)
+        .with_context(|| format!("read {}", file.display()))?
+        .len();
+    if size == meta.size_bytes && sha256(sh, file)? == meta.sha256 {
+        return Ok(());
+    }
+    let want = meta.size_bytes;
+    let why = if size < want {
+        format!("it is cut short: {size} of {want} bytes")
+    } else if size > want && crlf_pairs(file)? == size - want {
+        "its line endings were rewritten (every LF became CRLF, as a text-mode transfer does)"
+            .to_owned()
+    } else if size != want {
+        format!("it has {size} bytes, not {want}")
+    } else {
+        "its content changed".to_owned()
+    };
+    Err(check_failed(format!(
+        "{} does not match the checksum in {}: {why}; nothing was restored",
+        file.display(),
+        sidecar.display()
+    )))
+}
+
+/// How many CR LF pairs the file holds.
+fn crlf_pairs(file: &Path) -> Result<u64> {
+    let mut reader = std::fs::File::open(file)?;
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut pairs, mut previous) = (0u64, 0u8);
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(pairs);
+        }
+        for &byte in &buf[..n] {
+            if previous == b'\r' && byte == b'\n' {
+                pairs += 1;
+            }
+            previous = byte;
+        }
+    }
+}
+
+/// Prints the row counts, and beside them the restored ones; returns whether all are equal.
+fn print_counts(expected: &[TableRows], restored: Option<&[TableRows]>) -> bool {
+    let width = expected
+        .iter()
+        .map(|t| t.name().len())
+        .max()
+        .unwrap_or(0)
+        .max("TABLE".len());
+    let Some(restored) = restored else {
+        println!("  {:width$}  ROWS", "TABLE");
+        for t in expected {
+            println!("  {:width$}  {}", t.name(), t.rows);
+        }
+        return true;
+    };
+    println!(
+        "  {:width$}  {:>10}  {:>10}",
+        "TABLE", "AT DUMP", "RESTORED"
+    );
+    let mut equal = true;
+    for (table, want, got) in pg::compare_counts(expected, restored) {
+        let got_text = got.map_or_else(|| "missing".to_owned(), |g| g.to_string());
+        let mark = if got == Some(want) { "" } else { "  DIFFERENT" };
+        equal &= got == Some(want);
+        println!("  {table:width$}  {want:>10}  {got_text:>10}{mark}");
+    }
+    equal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_sits_beside_the_dump() {
+        assert_eq!(
+            sidecar_of(Path::new("/b/test-1.dump")),
+            PathBuf::from("/b/test-1.dump.meta.json")
+        );
+    }
+
+    #[test]
+    fn counts_crlf_pairs_across_buffer_edges() {
+        let dir = std::env::temp_dir().join(format!("xtask-crlf-{}", pg::random_hex(4).unwrap()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        let mut bytes = vec![b'x'; (1 << 16) - 1];
+        bytes.extend_from_slice(b"\r\n\r\r\nab\n");
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(crlf_pairs(&path).unwrap(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
