@@ -376,6 +376,7 @@ impl TestApp {
     pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         let db = TestDb::new().await;
         let settings = app_settings(&db, adjust);
+        require_redis(&settings).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let server = Server::build_with_listener(&settings, listener)
             .await
@@ -394,6 +395,7 @@ impl TestApp {
     pub async fn serve_router_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         let db = TestDb::new().await;
         let settings = app_settings(&db, adjust);
+        require_redis(&settings).await;
         let state = AppState::new(&settings).expect("state");
         let (addr, tx) = serve(state.clone()).await;
         TestApp::new(addr, state, tx, db)
@@ -488,6 +490,16 @@ pub async fn serve(state: AppState) -> (SocketAddr, oneshot::Sender<()>) {
             .await
     });
     (addr, tx)
+}
+
+/// The API serves without Redis when checks are not strict, so a suite that never touches
+/// Redis itself would pass with it down: fail instead, unless the test pointed Redis elsewhere
+/// on purpose.
+async fn require_redis(settings: &Settings) {
+    let configured = self::settings().redis_url;
+    if settings.redis_url == configured {
+        drop(redis_connection(&configured).await);
+    }
 }
 
 fn app_settings(db: &TestDb, adjust: impl FnOnce(&mut Settings)) -> Settings {
