@@ -176,11 +176,9 @@ async fn readiness_checks_give_up_after_their_timeout() {
     );
 }
 
-/// A TCP relay to the test Redis that can be cut and restored on the same port: Redis going
-/// away and coming back, without touching the shared Redis.
-async fn relay(listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
-    let upstream = support::settings().redis_url;
-    let upstream = format!("{}:{}", upstream.host(), upstream.port().unwrap_or(6379));
+/// A TCP relay to `upstream` (`host:port`) that can be cut and restored on the same port: a
+/// dependency going away and coming back, without touching the shared services.
+async fn relay(listener: tokio::net::TcpListener, upstream: String) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // Dropped with the task: cutting the relay also cuts the open connections.
         let mut links = tokio::task::JoinSet::new();
@@ -195,11 +193,16 @@ async fn relay(listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()>
     })
 }
 
+fn address_of(url: &ServiceUrl, default_port: u16) -> String {
+    format!("{}:{}", url.host(), url.port().unwrap_or(default_port))
+}
+
 #[tokio::test]
 async fn readiness_follows_redis_going_away_and_coming_back() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let link = relay(listener).await;
+    let redis = address_of(&support::settings().redis_url, 6379);
+    let link = relay(listener, redis.clone()).await;
     let app = TestApp::spawn_with(|s| {
         s.strict_health_checks = true;
         s.redis_url = support::url(&format!("redis://{addr}/0"), Scheme::Redis);
@@ -212,12 +215,54 @@ async fn readiness_follows_redis_going_away_and_coming_back() {
     let (status, ready) = readiness(&app).await;
     assert_eq!((status, ready.failed), (503, vec!["redis".to_owned()]));
 
-    let link = relay(tokio::net::TcpListener::bind(addr).await.unwrap()).await;
+    let link = relay(tokio::net::TcpListener::bind(addr).await.unwrap(), redis).await;
     let (status, ready) = readiness(&app).await;
     assert_eq!(
         (status, ready.status),
         (200, ReadyStatus::Ok),
         "seen at once: {ready:?}"
+    );
+    link.abort();
+}
+
+#[tokio::test]
+async fn non_strict_start_up_without_postgres_migrates_once_it_is_reachable() {
+    // A port with nothing behind it yet; the relay opens there later.
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let app = TestApp::spawn_with(|s| {
+        s.strict_health_checks = false;
+        s.test_database_url = s
+            .test_database_url
+            .with_address(&addr.ip().to_string(), addr.port());
+    })
+    .await;
+    let (status, ready) = readiness(&app).await;
+    assert_eq!((status, ready.status), (200, ReadyStatus::Degraded));
+    assert_eq!(ready.failed, ["migrations", "postgres"]);
+    assert_eq!(app.login("a@example.com", "a password").await.status(), 503);
+
+    let postgres = address_of(&support::settings().test_database_url, 5432);
+    let link = relay(tokio::net::TcpListener::bind(addr).await.unwrap(), postgres).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, ready) = readiness(&app).await;
+        if ready.status == ReadyStatus::Ok {
+            assert_eq!(status, 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {ready:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(app.state.migrated());
+    assert_eq!(
+        app.register("back@example.com", "long enough")
+            .await
+            .status(),
+        201
     );
     link.abort();
 }
