@@ -103,8 +103,11 @@ pub(crate) async fn login(
     if body.password.len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::InvalidCredentials);
     }
-    let client = state.pool().get().await?;
-    let row = client
+    // The connection goes back to the pool while the password is checked.
+    let row = state
+        .pool()
+        .get()
+        .await?
         .query_opt(
             "select id, password_hash from users where email = $1",
             &[&email],
@@ -127,7 +130,10 @@ pub(crate) async fn login(
 
     let token = new_token();
     let ttl = TOKEN_TTL.as_secs_f64();
-    client
+    state
+        .pool()
+        .get()
+        .await?
         .execute(
             "insert into auth_tokens (user_id, token_hash, expires_at)
              values ($1, $2, now() + make_interval(secs => $3))",
