@@ -28,6 +28,9 @@ pub enum Cmd {
     DbRestore(DbRestore),
     Test(Test),
     VerifyMigration(VerifyMigration),
+    Ci(Ci),
+    Bench(Bench),
+    Images(Images),
 }
 
 /// Write docker-compose.yml and the env files from the environment model.
@@ -93,6 +96,22 @@ pub struct VerifyMigration {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Everything CI needs, in order: formatting, clippy, unit tests, codegen --check, images where
+/// no registry answers, the service tests, db-up, test --both-modes, verify-migration, and the
+/// services removed at the end whatever happened.
+#[derive(Debug, Args)]
+pub struct Ci {}
+
+/// Measure the workflow against its baselines: db-up against a raw start, a template clone
+/// against migrations, both modes against one, and the xtask's cold build. Writes
+/// target/xtask/bench.json.
+#[derive(Debug, Args)]
+pub struct Bench {
+    /// Repetitions of each measurement (the database one runs five times as many).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
 }
 
 /// An environment of the model, as `--env` names it.
@@ -224,4 +243,16 @@ pub struct DbRestore {
     /// Allow restoring over a server that is not on this machine.
     #[arg(long)]
     pub allow_remote: bool,
+}
+
+/// Build drop-in images for PostgreSQL 15, Redis and the application's base from Debian
+/// packages, for machines where no image registry can be reached.
+#[derive(Debug, Args)]
+pub struct Images {
+    /// Build the local images even if the registry could serve the public ones.
+    #[arg(long)]
+    pub offline: bool,
+    /// Rebuild even when the local images are up to date with their recipe.
+    #[arg(long)]
+    pub force: bool,
 }

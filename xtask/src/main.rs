@@ -4,12 +4,15 @@
 //! module. See ARCHITECTURE.md for the map and the invariants.
 
 mod backup;
+mod bench;
 mod child;
+mod ci;
 mod codegen;
 mod compose;
 mod db;
 mod doctor;
 mod flags;
+mod images;
 mod parity;
 mod pg;
 mod preflight;
@@ -39,6 +42,9 @@ fn main() -> ExitCode {
             flags::Cmd::DbRestore(cmd) => cmd.run(&sh),
             flags::Cmd::Test(cmd) => cmd.run(&sh),
             flags::Cmd::VerifyMigration(cmd) => cmd.run(&sh),
+            flags::Cmd::Images(cmd) => cmd.run(&sh),
+            flags::Cmd::Ci(cmd) => cmd.run(&sh),
+            flags::Cmd::Bench(cmd) => cmd.run(&sh),
         }
     });
     match result {

@@ -1,0 +1,391 @@
+//! `cargo xtask bench`: how fast the workflow is, each figure measured side by side with its
+//! baseline, interleaved in one run so that ratios hold on a noisy machine.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use genesis_model::{self as model, Password};
+use serde::Serialize;
+use serde_json::json;
+use xshell::{Shell, cmd};
+
+use crate::compose::Compose;
+use crate::flags;
+use crate::services::{self, Service};
+use crate::test::xtask_dir;
+use crate::util::project_root;
+
+#[derive(Debug, Serialize)]
+struct Stats {
+    median: f64,
+    min: f64,
+    max: f64,
+    samples: Vec<f64>,
+}
+
+impl Stats {
+    fn of(mut samples: Vec<f64>) -> Stats {
+        samples.sort_by(f64::total_cmp);
+        let n = samples.len();
+        let median = if n % 2 == 1 {
+            samples[n / 2]
+        } else {
+            (samples[n / 2 - 1] + samples[n / 2]) / 2.0
+        };
+        Stats {
+            median,
+            min: samples[0],
+            max: samples[n - 1],
+            samples,
+        }
+    }
+}
+
+type Row = (String, String, String, String);
+
+impl flags::Bench {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let reps = self.reps.max(1);
+        let compose = Compose::detect(sh)?;
+        let xtask = std::env::current_exe().context("find the xtask binary")?;
+        let mut rows: Vec<Row> = Vec::new();
+        let mut out = serde_json::Map::new();
+
+        eprintln!("1/4 db-up to ready, xtask against raw compose + psql loop ({reps} reps each)");
+        let (xt, raw) = bench_db_up(sh, &compose, &xtask, reps)?;
+        rows.push(row("db-up to ready (s)", "xtask", &xt, "raw", &raw));
+        out.insert(
+            "db_up_ready_s".into(),
+            json!({ "xtask": xt, "raw": raw, "ratio": xt.median / raw.median }),
+        );
+
+        eprintln!(
+            "2/4 one isolated test database: template clone against migrations ({} each)",
+            reps * 5
+        );
+        let (clone, migrate) = bench_test_db(sh, &compose, reps * 5)?;
+        rows.push(row(
+            "test database (ms)",
+            "template clone",
+            &clone,
+            "migrations",
+            &migrate,
+        ));
+        out.insert(
+            "test_db_ms".into(),
+            json!({ "template_clone": clone, "migrations": migrate, "ratio": migrate.median / clone.median }),
+        );
+
+        eprintln!("3/4 suite wall time: host, container, both modes ({reps} reps each)");
+        let (host, container, both) = bench_suites(sh, &xtask, reps)?;
+        let slower = host.median.max(container.median);
+        rows.push(row(
+            "suites, one mode (s)",
+            "host",
+            &host,
+            "container",
+            &container,
+        ));
+        rows.push((
+            "suites, both modes (s)".into(),
+            format!("both {}", show(&both)),
+            format!("slower single {slower:.2}"),
+            format!("{:.2}x", both.median / slower),
+        ));
+        out.insert(
+            "suite_wall_s".into(),
+            json!({ "host": host, "container": container, "both": both, "ratio_both_to_slower": both.median / slower }),
+        );
+
+        eprintln!("4/4 the xtask's cold build ({reps} reps)");
+        let (build, crates) = bench_cold_build(sh, reps)?;
+        rows.push((
+            "xtask cold build (s)".into(),
+            show(&build),
+            format!("{crates} crates"),
+            String::new(),
+        ));
+        out.insert("xtask_cold_build_s".into(), serde_json::to_value(&build)?);
+        out.insert("xtask_crates".into(), crates.into());
+        out.insert("machine".into(), machine(sh));
+
+        println!(
+            "\n{:<24} {:<34} {:<34} ratio",
+            "measure", "subject (median [min..max])", "baseline"
+        );
+        for (name, a, b, ratio) in &rows {
+            println!("{name:<24} {a:<34} {b:<34} {ratio}");
+        }
+        let path = xtask_dir().join("bench.json");
+        std::fs::create_dir_all(xtask_dir())?;
+        std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
+        println!("\nwritten to {}", path.display());
+        Ok(())
+    }
+}
+
+fn show(s: &Stats) -> String {
+    format!("{:.2} [{:.2}..{:.2}]", s.median, s.min, s.max)
+}
+
+fn row(name: &str, a: &str, sa: &Stats, b: &str, sb: &Stats) -> Row {
+    (
+        name.to_owned(),
+        format!("{a} {}", show(sa)),
+        format!("{b} {}", show(sb)),
+        format!("{:.2}x", sa.median / sb.median),
+    )
+}
+
+fn timed(f: impl FnOnce() -> Result<()>) -> Result<f64> {
+    let started = Instant::now();
+    f()?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn test_db_url() -> String {
+    let db = model::TEST_DB;
+    let Password::Public(password) = db.password else {
+        unreachable!("the test password is public")
+    };
+    db.url_with(db.host_address.expect("test-db is published"), password)
+}
+
+/// `cargo xtask db-up` against `compose up -d test-db` and a `psql -c 'select 1'` loop, each
+/// from a removed container, on a warm image.
+fn bench_db_up(sh: &Shell, compose: &Compose, xtask: &Path, reps: usize) -> Result<(Stats, Stats)> {
+    let service = Service::TestDb.name();
+    let was_running = services::is_running(sh, service);
+    let remove = || {
+        compose
+            .cmd(sh)
+            .args(["rm", "--stop", "--force", "-v", service])
+            .quiet()
+            .ignore_stderr()
+            .run()
+    };
+    let url = test_db_url();
+    let (mut xt, mut raw) = (Vec::new(), Vec::new());
+    for rep in 0..reps {
+        remove()?;
+        xt.push(timed(|| {
+            cmd!(sh, "{xtask} db-up --env test")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()
+                .context("xtask db-up")
+        })?);
+        remove()?;
+        raw.push(timed(|| {
+            compose
+                .cmd(sh)
+                .args(["up", "-d", service])
+                .quiet()
+                .ignore_stderr()
+                .run()?;
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while cmd!(sh, "psql {url} -XAtqc 'select 1'")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()
+                .is_err()
+            {
+                if Instant::now() > deadline {
+                    bail!("raw start: test-db not ready within 90 s");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(())
+        })?);
+        eprintln!(
+            "  rep {}: xtask {:.2} s, raw {:.2} s",
+            rep + 1,
+            xt[rep],
+            raw[rep]
+        );
+    }
+    if !was_running {
+        remove()?;
+    }
+    Ok((Stats::of(xt), Stats::of(raw)))
+}
+
+/// Per-database cost in one psql session with `\timing`: `CREATE DATABASE … TEMPLATE` of a
+/// migrated template, against `CREATE DATABASE` and the migration files applied one
+/// transaction each, interleaved. Connections are made outside the timings on both sides.
+fn bench_test_db(sh: &Shell, compose: &Compose, count: usize) -> Result<(Stats, Stats)> {
+    let _session = services::Session::up(sh, compose, &[Service::TestDb])?;
+    let migrations = migration_files()?;
+    let url = test_db_url();
+    let home = model::TEST_DB.name;
+    let tpl = "genesis_bench_tpl";
+    let apply = |script: &mut String| {
+        for sql in &migrations {
+            script.push_str(&format!("BEGIN;\n{sql}\nCOMMIT;\n"));
+        }
+    };
+    let mut script = format!(
+        "\\set ON_ERROR_STOP 1\nDROP DATABASE IF EXISTS {tpl};\nCREATE DATABASE {tpl};\n\\c {tpl}\n"
+    );
+    apply(&mut script);
+    script.push_str(&format!("\\c {home}\n\\timing on\n"));
+    for i in 0..count {
+        script.push_str(&format!(
+            "\\echo BENCH clone\nCREATE DATABASE genesis_bench_c{i} TEMPLATE {tpl};\n"
+        ));
+        script.push_str(&format!(
+            "\\echo BENCH migrate\nCREATE DATABASE genesis_bench_m{i};\n\\c genesis_bench_m{i}\n"
+        ));
+        apply(&mut script);
+        script.push_str(&format!("\\c {home}\n"));
+    }
+    script.push_str("\\echo BENCH end\n");
+    let result = cmd!(sh, "psql {url} -X -q -f -")
+        .stdin(&script)
+        .quiet()
+        .ignore_stderr()
+        .read();
+    let mut cleanup = String::new();
+    for i in 0..count {
+        cleanup.push_str(&format!(
+            "DROP DATABASE IF EXISTS genesis_bench_c{i} WITH (FORCE);\nDROP DATABASE IF EXISTS genesis_bench_m{i} WITH (FORCE);\n"
+        ));
+    }
+    cleanup.push_str(&format!("DROP DATABASE IF EXISTS {tpl} WITH (FORCE);\n"));
+    cmd!(sh, "psql {url} -X -q -f -")
+        .stdin(&cleanup)
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()?;
+    let text = result.context("run the database benchmark in psql")?;
+    let (mut clone, mut migrate) = (Vec::new(), Vec::new());
+    let mut current: Option<&str> = None;
+    let mut sum = 0.0;
+    for line in text.lines() {
+        if let Some(kind) = line.strip_prefix("BENCH ") {
+            match current {
+                Some("clone") => clone.push(sum),
+                Some("migrate") => migrate.push(sum),
+                _ => {}
+            }
+            current = Some(kind);
+            sum = 0.0;
+        } else if let Some(ms) = line
+            .strip_prefix("Time: ")
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|t| t.parse::<f64>().ok())
+        {
+            sum += ms;
+        }
+    }
+    if clone.len() != count || migrate.len() != count {
+        bail!(
+            "the database benchmark printed {} clone and {} migration timings, expected {count}",
+            clone.len(),
+            migrate.len()
+        );
+    }
+    Ok((Stats::of(clone), Stats::of(migrate)))
+}
+
+fn migration_files() -> Result<Vec<String>> {
+    let dir = project_root().join("crates/genesis-api/migrations");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display())))
+        .collect()
+}
+
+/// Wall time of the three test commands, interleaved.
+fn bench_suites(sh: &Shell, xtask: &Path, reps: usize) -> Result<(Stats, Stats, Stats)> {
+    // One untimed run builds everything, so every timed run measures running, not compiling.
+    cmd!(sh, "{xtask} test --host")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .context("warm-up run of the suites")?;
+    let (mut host, mut container, mut both) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..reps {
+        for (flag, samples) in [
+            ("--host", &mut host),
+            ("--container", &mut container),
+            ("--both-modes", &mut both),
+        ] {
+            let run = || {
+                cmd!(sh, "{xtask} test {flag}")
+                    .quiet()
+                    .ignore_stdout()
+                    .ignore_stderr()
+                    .run()
+                    .with_context(|| format!("xtask test {flag}"))
+            };
+            samples.push(timed(run)?);
+        }
+        eprintln!(
+            "  rep {}: host {:.1} s, container {:.1} s, both {:.1} s",
+            rep + 1,
+            host[rep],
+            container[rep],
+            both[rep]
+        );
+    }
+    Ok((Stats::of(host), Stats::of(container), Stats::of(both)))
+}
+
+/// The xtask built from nothing in a target folder of its own (dependencies already
+/// downloaded), and the number of crates in its dependency graph.
+fn bench_cold_build(sh: &Shell, reps: usize) -> Result<(Stats, usize)> {
+    let dir = xtask_dir().join("cold-build");
+    let mut samples = Vec::new();
+    for _ in 0..reps {
+        let _ = std::fs::remove_dir_all(&dir);
+        samples.push(timed(|| {
+            cmd!(sh, "cargo build --quiet -p xtask --target-dir {dir}")
+                .quiet()
+                .run()
+                .context("cold build of the xtask")
+        })?);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let tree = cmd!(sh, "cargo tree -p xtask -e normal,build --prefix none")
+        .quiet()
+        .read()?;
+    let mut crates: Vec<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    crates.sort_unstable();
+    crates.dedup();
+    Ok((Stats::of(samples), crates.len()))
+}
+
+fn machine(sh: &Shell) -> serde_json::Value {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let memory = cmd!(sh, "free -g").quiet().read().ok().and_then(|t| {
+        t.lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+    });
+    json!({ "cores": cores, "cpu": cpu, "memory_gib": memory })
+}
