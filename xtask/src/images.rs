@@ -216,6 +216,6 @@ fn apt_cache_dir() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| xtask_dir());
+        .unwrap_or_else(xtask_dir);
     base.join("genesis-xtask/apt-archives")
 }
