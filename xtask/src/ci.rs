@@ -46,7 +46,7 @@ impl flags::Ci {
         preflight::docker_daemon(sh)?;
         steps.run("images", || images::ensure(sh))?;
         steps.run("service tests", || {
-            cmd!(sh, "cargo test --quiet -p xtask --test services")
+            cmd!(sh, "cargo test --quiet -p xtask --test engine")
                 .run()
                 .context("service tests failed")
         })?;
