@@ -267,12 +267,29 @@ fn production_has_no_compose_service() {
 #[test]
 fn a_taken_port_is_named_and_nothing_starts() {
     let _engine = engine();
-    let _restore = Restore::capture();
-    xtask(&["db-down", "--env", "test"]).ok();
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 5433)).expect("5433 is free once test-db is down");
-    xtask(&["db-up"]).fails_with(2, &["port 5433 is taken by another process", "ss -ltnp"]);
-    assert!(!running("test-db"), "test-db must not be started");
+    let restore = Restore::capture();
+    // Port 5433 when test-db is down. When another suite is using test-db, the dev database's
+    // port shows the same check without pulling test-db from under it; only when both run is
+    // test-db stopped for the few seconds the check takes (and `Restore` starts it again).
+    let (service, port, up): (&str, u16, &[&str]) = if !restore.test_db || restore.postgres {
+        ("test-db", 5433, &["db-up"])
+    } else {
+        ("postgres", 5435, &["db-up", "--env", "dev"])
+    };
+    if running(service) {
+        xtask(&["db-down", "--env", "test"]).ok();
+    }
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .unwrap_or_else(|err| panic!("{port} should be free with {service} down: {err}"));
+    xtask(up).fails_with(
+        2,
+        &[
+            &format!("port {port} is taken by another process"),
+            service,
+            "ss -ltnp",
+        ],
+    );
+    assert!(!running(service), "{service} must not be started");
     drop(listener);
 }
 
