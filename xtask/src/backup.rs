@@ -7,7 +7,8 @@
 //! renamed, with its sidecar `FILE.meta.json`, only once the archive has been read in full and
 //! restored into a scratch database whose row counts equal the snapshot's.
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
@@ -180,7 +181,13 @@ impl flags::DbBackup {
 
         let started = Instant::now();
         let dir = output.parent().context("the output has no folder")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("create {}", dir.display()))?;
+        }
         let mut partial = Partial {
             path: output.with_file_name(format!(
                 "{}.partial-{}",
@@ -191,6 +198,9 @@ impl flags::DbBackup {
         };
 
         let counts = dump_in_one_snapshot(sh, &target, &partial.path)?;
+        // A dump holds the database's data: owner-only, like the sidecar below.
+        std::fs::set_permissions(&partial.path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restrict {}", partial.path.display()))?;
         let toc_entries = verify_archive(sh, &partial.path)?;
         verify_by_restoring(sh, &target, &partial.path, &counts)?;
 
@@ -218,11 +228,14 @@ impl flags::DbBackup {
             path: sidecar_partial.clone(),
             kept: false,
         };
-        std::fs::write(
-            &sidecar_partial,
-            serde_json::to_string_pretty(&meta)? + "\n",
-        )
-        .with_context(|| format!("write {}", sidecar_partial.display()))?;
+        let sidecar_text = serde_json::to_string_pretty(&meta)? + "\n";
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&sidecar_partial)
+            .and_then(|mut f| f.write_all(sidecar_text.as_bytes()))
+            .with_context(|| format!("write {}", sidecar_partial.display()))?;
         std::fs::rename(&partial.path, &output)
             .with_context(|| format!("rename the dump to {}", output.display()))?;
         partial.path = output.clone();

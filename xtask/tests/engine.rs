@@ -538,6 +538,15 @@ fn a_backup_is_verified_and_restores_with_equal_row_counts() {
     );
     let bytes = std::fs::read(&file).unwrap();
     assert_eq!(&bytes[..5], b"PGDMP");
+    for name in &names {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{name} holds the database's data: owner-only");
+    }
 
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("seeded.dump.meta.json")).unwrap())
