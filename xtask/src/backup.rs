@@ -10,6 +10,8 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use anyhow::{Context, Result};
@@ -124,6 +126,34 @@ fn tools(sh: &Shell, names: &[&str]) -> Result<Vec<(String, u32)>> {
 
 // ---- db-backup ----------------------------------------------------------------------------
 
+/// Ctrl-C (or SIGTERM) during a backup: the first one only makes the running step fail (the
+/// children in the terminal's process group get it too), so that the guards remove the partial
+/// dump and the scratch database; a second one exits at once.
+struct Interrupt(Arc<AtomicBool>);
+
+impl Interrupt {
+    fn install() -> Result<Interrupt> {
+        let flag = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag))
+                .context("install the Ctrl-C handler")?;
+            signal_hook::flag::register(signal, Arc::clone(&flag))
+                .context("install the Ctrl-C handler")?;
+        }
+        Ok(Interrupt(flag))
+    }
+
+    /// A step's result, or once interrupted, the interruption instead of the step's own error.
+    fn check<T>(&self, step: Result<T>) -> Result<T> {
+        if self.0.load(Ordering::SeqCst) {
+            return Err(check_failed(
+                "interrupted: the partial dump and the scratch database are removed, nothing is kept",
+            ));
+        }
+        step
+    }
+}
+
 /// The dump being written: removed on drop unless it was kept, so that a failed backup leaves
 /// nothing half-written behind.
 struct Partial {
@@ -179,6 +209,7 @@ impl flags::DbBackup {
             )));
         }
 
+        let interrupt = Interrupt::install()?;
         let started = Instant::now();
         let dir = output.parent().context("the output has no folder")?;
         if !dir.exists() {
@@ -197,12 +228,12 @@ impl flags::DbBackup {
             kept: false,
         };
 
-        let counts = dump_in_one_snapshot(sh, &target, &partial.path)?;
+        let counts = interrupt.check(dump_in_one_snapshot(sh, &target, &partial.path))?;
         // A dump holds the database's data: owner-only, like the sidecar below.
         std::fs::set_permissions(&partial.path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("restrict {}", partial.path.display()))?;
-        let toc_entries = verify_archive(sh, &partial.path)?;
-        verify_by_restoring(sh, &target, &partial.path, &counts)?;
+        let toc_entries = interrupt.check(verify_archive(sh, &partial.path))?;
+        interrupt.check(verify_by_restoring(sh, &target, &partial.path, &counts))?;
 
         let meta = Meta {
             format: SIDECAR_FORMAT.to_owned(),
@@ -236,6 +267,7 @@ impl flags::DbBackup {
             .open(&sidecar_partial)
             .and_then(|mut f| f.write_all(sidecar_text.as_bytes()))
             .with_context(|| format!("write {}", sidecar_partial.display()))?;
+        interrupt.check(Ok(()))?;
         std::fs::rename(&partial.path, &output)
             .with_context(|| format!("rename the dump to {}", output.display()))?;
         partial.path = output.clone();
