@@ -1,8 +1,10 @@
 //! The child processes xshell 0.2 cannot run by itself: an interactive one (the terminal passed
-//! through), a streamed one (lines post-processed as they come) and a long-lived session that is
-//! talked to over a pipe. Each is still built with `xshell::cmd!`; only the running is here.
+//! through), a streamed one (lines post-processed as they come), one in the background with its
+//! output in a log file, and a long-lived session that is talked to over a pipe. Each is still built with `xshell::cmd!`; only the running is here.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 
 use anyhow::{Context, Result};
@@ -34,6 +36,17 @@ pub fn stream_lines(cmd: Cmd<'_>, mut each: impl FnMut(&str)) -> Result<ExitStat
         }
     }
     child.wait().with_context(|| format!("wait for {what}"))
+}
+
+/// Starts `cmd` in the background with stdin closed and stdout and stderr in `log`; the caller
+/// polls or kills the returned child.
+pub fn background(cmd: Cmd<'_>, log: &Path) -> Result<Child> {
+    let out = File::create(log).with_context(|| format!("create {}", log.display()))?;
+    let err = out.try_clone()?;
+    let mut command = Command::from(cmd);
+    let what = program(&command);
+    command.stdin(Stdio::null()).stdout(out).stderr(err);
+    command.spawn().with_context(|| format!("start {what}"))
 }
 
 /// A child kept open and talked to line by line (a `psql` session holding a transaction).

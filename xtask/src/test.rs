@@ -7,10 +7,9 @@
 //! `RUNNING_IN_DOCKER=1` makes the settings resolve `test-db:5432`. Outcomes come from nextest's
 //! JUnit reports, never from exit codes.
 
-use std::fs::File;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use crate::compose::Compose;
 use crate::flags::{self, Suite};
 use crate::parity::{self, Outcomes, Report, Target};
 use crate::util::{check_failed, project_root, usage};
-use crate::{preflight, services};
+use crate::{child, preflight, services};
 
 /// Where the xtask keeps its build products and reports, under `target/`.
 pub fn xtask_dir() -> PathBuf {
@@ -205,8 +204,6 @@ fn spawn_mode(
     filter: &str,
     log: &Path,
 ) -> Result<Child> {
-    let out = File::create(log).with_context(|| format!("create {}", log.display()))?;
-    let err = out.try_clone()?;
     let root = project_root();
     let profile = target.name();
     let xcmd = match target {
@@ -256,13 +253,7 @@ fn spawn_mode(
                 ])
         }
     };
-    // A background child with its output in a log file: xshell runs children to completion, so
-    // this one place converts its command to std's.
-    let mut command: Command = xcmd.into();
-    command.stdin(Stdio::null()).stdout(out).stderr(err);
-    command
-        .spawn()
-        .with_context(|| format!("start the {} run", target.name()))
+    child::background(xcmd, log).with_context(|| format!("start the {} run", target.name()))
 }
 
 fn wait_all(runs: &mut [Running], interrupted: &AtomicBool) -> Result<()> {

@@ -2,7 +2,6 @@
 //! item with its verdict and, for a failure, where; then a final verdict.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -11,13 +10,13 @@ use genesis_settings::{Scheme, ServiceUrl, Settings, UrlProblem, parse_env_file}
 use serde::Serialize;
 use xshell::{Shell, cmd};
 
-use crate::codegen;
 use crate::compose::Compose;
 use crate::flags::{self, Suite};
 use crate::parity::{Outcome, Report, Target};
 use crate::services::{self, Service, Session};
 use crate::test::run_suites;
 use crate::util::{FileState, Mode, Style, check_failed, ensure_file_contents, project_root};
+use crate::{child, codegen};
 
 /// Files whose job is to recognise and reject SQLite: they name it on purpose. Everything else
 /// in the repository that mentions SQLite is a remnant of the Python era and fails the check.
@@ -346,18 +345,12 @@ fn app_ready_in_strict_mode(sh: &Shell) -> Result<String> {
         .local_addr()?
         .port();
     let log = crate::test::xtask_dir().join("strict-start.log");
-    let out = std::fs::File::create(&log)?;
-    let mut child = Command::new(&bin)
-        .arg("serve")
+    let serve = cmd!(sh, "{bin} serve")
         .env("ENVIRONMENT", Env::Test.environment_value())
         .env("STRICT_HEALTH_CHECKS", "true")
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-        .env_remove(model::API.in_container_var)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
-        .context("start genesis-api")?;
+        .env_remove(model::API.in_container_var);
+    let mut child = child::background(serve, &log).context("start genesis-api")?;
     let started = Instant::now();
     let result = loop {
         if let Some(status) = child.try_wait()? {
