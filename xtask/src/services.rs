@@ -7,10 +7,11 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use genesis_model::{self as model, COMPOSE_PROJECT, Password};
+use genesis_model::{self as model, COMPOSE_PROJECT, Env};
 use xshell::{Shell, cmd};
 
 use crate::compose::Compose;
+use crate::pg;
 use crate::preflight::{self, PortState};
 use crate::util::{check_failed, usage};
 
@@ -173,19 +174,10 @@ impl Drop for Session<'_> {
     }
 }
 
-/// A real connection as the application's role to the application's test database.
+/// A real connection as the application's role to the application's test database: the same
+/// probe `db-up` waits on.
 fn test_db_accepts_the_app_role(sh: &Shell) -> bool {
-    let db = model::TEST_DB;
-    let Password::Public(password) = db.password else {
-        unreachable!("the test password is public")
-    };
-    let url = db.url_with(db.host_address.expect("test-db is published"), password);
-    cmd!(sh, "psql {url} -XAtqc 'select 1'")
-        .env("PGCONNECT_TIMEOUT", "2")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .is_ok_and(|out| out.trim() == "1")
+    pg::Target::resolve(Env::Test, None).is_ok_and(|db| db.probe(sh) == pg::Probe::Ready)
 }
 
 /// Whether `GET path` on a loopback port answers 200.
