@@ -2,10 +2,13 @@
 //! PostgreSQL 15, Redis and the application's base from Debian packages, and tags them under
 //! the names compose picks up (see `Compose::cmd`).
 //!
-//! One Debian root filesystem is made with `mmdebstrap` (the hooks in `xtask/images/rootfs/`)
-//! and imported; each image is then a small `docker build` on top of it (`xtask/images/*/`).
-//! Every image carries the hash of its recipe as a label, so an up-to-date image is skipped.
+//! One Debian root filesystem is made with `mmdebstrap` (hooks in `xtask/images/rootfs/`) and
+//! imported; each image is a small `docker build` on top of it (`xtask/images/*/Dockerfile`),
+//! the three at once. The root filesystem carries the hash of the recipe as a label, which the
+//! images inherit, so an up-to-date image is never rebuilt. `xtask/images/README.md` explains
+//! each choice and its measured cost.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,49 +16,65 @@ use anyhow::{Context, Result};
 use genesis_model::{self as model, Image};
 use xshell::{Shell, cmd};
 
-use crate::flags;
-use crate::preflight;
 use crate::test::xtask_dir;
 use crate::util::{project_root, usage};
+use crate::{child, flags, preflight};
 
 /// The Debian release the images are made of. Its C library is the one the application base
 /// offers to binaries built on the host.
 const SUITE: &str = "bookworm";
 
-/// The packages of the shared root filesystem.
-const PACKAGES: &[&str] = &[
-    "ca-certificates",
-    "postgresql-15",
-    "postgresql-client-15",
-    "redis-server",
-    "redis-tools",
-    "util-linux",
+/// Bumped when the way the recipe is hashed changes.
+const RECIPE_VERSION: &str = "genesis-images v1";
+
+/// The packages of the shared root filesystem; their dependencies bring psql, pg_isready,
+/// redis-cli and util-linux's `setpriv`, which the entrypoints step down from root with.
+const PACKAGES: &str = "ca-certificates,postgresql-15,redis-server";
+
+/// The mmdebstrap arguments that do not depend on the machine (part of the recipe hash).
+/// The merged-usr hooks keep `usrmerge` and its Perl out; `cleanup/run` is skipped because
+/// the customize hook cleans `/run` itself and must keep `/run/postgresql`.
+const MMDEBSTRAP_ARGS: &[&str] = &[
+    "--quiet",
+    "--mode=root",
+    "--variant=apt",
+    "--format=tar",
+    "--skip=essential/unlink,cleanup/run",
+    "--hook-directory=/usr/share/mmdebstrap/hooks/merged-usr",
+];
+
+/// The `docker import` changes of the root filesystem (part of the recipe hash). The imported
+/// base has no PATH of its own, so it is spelled out.
+const IMPORT_CHANGES: &[&str] = &[
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV LANG=C.UTF-8",
+    "CMD [\"bash\"]",
 ];
 
 const ROOTFS: &str = "genesis-local/rootfs:bookworm";
 const LABEL: &str = "org.genesis.recipe";
 
 /// Each drop-in: the model's image and the folder of its Dockerfile under `xtask/images/`.
-fn drop_ins() -> [(Image, &'static str); 3] {
-    [
-        (model::POSTGRES_IMAGE, "postgres"),
-        (model::REDIS_IMAGE, "redis"),
-        (model::API_IMAGE, "base"),
-    ]
-}
+const DROP_INS: [(Image, &str); 3] = [
+    (model::POSTGRES_IMAGE, "postgres"),
+    (model::REDIS_IMAGE, "redis"),
+    (model::API_IMAGE, "base"),
+];
 
 impl flags::Images {
     pub fn run(self, sh: &Shell) -> Result<()> {
         preflight::docker_daemon(sh)?;
-        if !self.offline && registry_serves_every_image(sh) {
-            println!("every public image is available: nothing to build");
+        if !self.offline && !self.force && registry_serves_every_image(sh) {
+            println!(
+                "every public image is available: nothing to build (--offline builds the local ones anyway)"
+            );
             return Ok(());
         }
         build(sh, self.force)
     }
 }
 
-/// What `ci` calls: the images compose will use exist afterwards, built only where needed.
+/// What `ci` calls: afterwards the images compose will use exist, built only where needed.
 pub fn ensure(sh: &Shell) -> Result<()> {
     if registry_serves_every_image(sh) {
         println!("every public image is available");
@@ -64,7 +83,8 @@ pub fn ensure(sh: &Shell) -> Result<()> {
     build(sh, false)
 }
 
-/// True when every public image is in the engine, or can be pulled right now.
+/// True when every public image is in the engine or can be pulled now. Without a registry the
+/// pull fails at once (no name resolution), so this costs little.
 fn registry_serves_every_image(sh: &Shell) -> bool {
     model::IMAGES.iter().all(|image| {
         let public = image.public;
@@ -82,34 +102,43 @@ fn images_dir() -> PathBuf {
     project_root().join("xtask/images")
 }
 
-/// The hash of everything an image is made of: the package list, the release and every file
-/// under `xtask/images/`. Computed with coreutils' `sha256sum`, so the xtask needs no hashing crate.
+/// The SHA-256 of the recipe: a version line, the machine-independent arguments, and every
+/// file under `xtask/images/` but its README, each with its path and executable bit. Hashed
+/// by coreutils' `sha256sum`, so the xtask needs no hashing crate.
 fn recipe_hash(sh: &Shell) -> Result<String> {
+    let root = project_root();
     let mut files = Vec::new();
     collect_files(&images_dir(), &mut files)?;
+    files.retain(|f| f.file_name().is_none_or(|n| n != "README.md"));
     files.sort();
-    let root = project_root();
-    let relative: Vec<PathBuf> = files
-        .iter()
-        .map(|f| f.strip_prefix(&root).unwrap_or(f).to_path_buf())
-        .collect();
-    let sums = cmd!(sh, "sha256sum -- {relative...}")
-        .quiet()
-        .read()
-        .context("hash the image recipes")?;
-    let input = format!("{SUITE}\n{}\n{sums}\n", PACKAGES.join(","));
+    let mut input = format!(
+        "{RECIPE_VERSION}\n{SUITE}\n{PACKAGES}\n{}\n{}\n",
+        MMDEBSTRAP_ARGS.join(" "),
+        IMPORT_CHANGES.join("\n")
+    );
+    for file in &files {
+        let executable = std::fs::metadata(file)?.permissions().mode() & 0o111 != 0;
+        let sum = cmd!(sh, "sha256sum {file}")
+            .quiet()
+            .read()
+            .context("hash the image recipe")?;
+        let relative = file.strip_prefix(&root).unwrap_or(file);
+        input.push_str(&format!(
+            "{} {executable} {}\n",
+            relative.display(),
+            sum.split_whitespace().next().unwrap_or("")
+        ));
+    }
     let hash = cmd!(sh, "sha256sum")
         .stdin(input)
         .quiet()
         .read()
-        .context("hash the image recipes")?;
+        .context("hash the image recipe")?;
     Ok(hash
         .split_whitespace()
         .next()
         .unwrap_or_default()
-        .chars()
-        .take(16)
-        .collect())
+        .to_owned())
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -124,71 +153,113 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn label_of(sh: &Shell, image: &str) -> Option<String> {
-    let format = format!("{{{{index .Config.Labels \"{LABEL}\"}}}}");
-    cmd!(sh, "docker image inspect --format {format} {image}")
+/// The recipe label and id of a local image, if it exists.
+fn inspect(sh: &Shell, image: &str) -> Option<(String, String)> {
+    let format = format!("{{{{index .Config.Labels \"{LABEL}\"}}}} {{{{.Id}}}}");
+    let out = cmd!(sh, "docker image inspect --format {format} {image}")
         .quiet()
         .ignore_stderr()
         .read()
-        .ok()
-        .map(|s| s.trim().to_owned())
+        .ok()?;
+    let (label, id) = out.trim().rsplit_once(' ')?;
+    Some((label.to_owned(), id.to_owned()))
 }
 
 fn build(sh: &Shell, force: bool) -> Result<()> {
     let hash = recipe_hash(sh)?;
-    let stale: Vec<(Image, &str)> = drop_ins()
+    let current = |image: &str| inspect(sh, image).is_some_and(|(label, _)| label == hash);
+    let stale: Vec<(Image, &str)> = DROP_INS
         .into_iter()
-        .filter(|(image, _)| force || label_of(sh, image.local).as_deref() != Some(hash.as_str()))
+        .filter(|(image, _)| force || !current(image.local))
         .collect();
     if stale.is_empty() {
+        let tags: Vec<&str> = DROP_INS.iter().map(|(i, _)| i.local).collect();
         println!(
-            "local images are up to date (recipe {hash}): {}",
-            drop_ins().map(|(i, _)| i.local).join(", ")
+            "local images are up to date (recipe {}): {}",
+            &hash[..12],
+            tags.join(", ")
         );
         return Ok(());
     }
-    let started = Instant::now();
-    if force || label_of(sh, ROOTFS).as_deref() != Some(hash.as_str()) {
-        build_rootfs(sh, &hash)?;
+    let rootfs_stale = force || !current(ROOTFS);
+    // Checked before anything is built, with the fix.
+    if rootfs_stale {
+        cmd!(sh, "mmdebstrap --version").quiet().ignore_stdout().ignore_stderr().run().map_err(|_| {
+            usage("mmdebstrap is not installed: `apt-get install mmdebstrap` (it builds the images from Debian packages)")
+        })?;
     }
-    for (image, folder) in stale {
-        let step = Instant::now();
+    let started = Instant::now();
+    // Re-tagging leaves the previous images behind untagged: remember them to remove them.
+    let mut previous: Vec<String> = stale
+        .iter()
+        .filter_map(|(image, _)| inspect(sh, image.local))
+        .map(|(_, id)| id)
+        .collect();
+    if rootfs_stale {
+        previous.extend(inspect(sh, ROOTFS).map(|(_, id)| id));
+        build_rootfs(sh, &hash, force)?;
+    }
+
+    let step = Instant::now();
+    let mut builds = Vec::new();
+    for (image, folder) in &stale {
         let context = images_dir().join(folder);
         let tag = image.local;
-        let label = format!("{LABEL}={hash}");
-        let rootfs = format!("ROOTFS={ROOTFS}");
-        cmd!(
-            sh,
-            "docker build --quiet --build-arg {rootfs} --label {label} -t {tag} {context}"
-        )
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .with_context(|| format!("build {tag}"))?;
-        println!("built {tag} in {:.1} s", step.elapsed().as_secs_f64());
+        let log = xtask_dir().join(format!("images/{folder}.log"));
+        let build = cmd!(sh, "docker build --quiet --force-rm -t {tag} {context}");
+        builds.push((tag, log.clone(), child::background(build, &log)?));
+    }
+    for (tag, log, mut build) in builds {
+        let status = build.wait()?;
+        if !status.success() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            anyhow::bail!("docker build of {tag} failed ({status}):\n{}", text.trim());
+        }
+    }
+    let tags: Vec<&str> = stale.iter().map(|(i, _)| i.local).collect();
+    println!(
+        "built {} in {:.1} s",
+        tags.join(", "),
+        step.elapsed().as_secs_f64()
+    );
+    for id in previous {
+        // Refused while a container still uses it; then it stays, as it should.
+        let _ = cmd!(sh, "docker rmi {id}")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run();
     }
     println!(
-        "images ready in {:.1} s (recipe {hash}); compose uses them while the public ones are missing",
-        started.elapsed().as_secs_f64()
+        "images ready in {:.1} s (recipe {}); compose uses them while the public images are missing",
+        started.elapsed().as_secs_f64(),
+        &hash[..12]
     );
     Ok(())
 }
 
 /// `mmdebstrap` into a tarball, then `docker import`. Downloaded packages are kept in a cache
-/// outside the work tree, so a rebuild on the same machine downloads nothing.
-fn build_rootfs(sh: &Shell, hash: &str) -> Result<()> {
-    cmd!(sh, "mmdebstrap --version").quiet().ignore_stdout().ignore_stderr().run().map_err(|_| {
-        usage("mmdebstrap is not installed: `apt-get install mmdebstrap` (it builds the images from Debian packages)")
-    })?;
+/// (wiped by `--force`), so a rebuild on the same machine downloads nothing.
+fn build_rootfs(sh: &Shell, hash: &str, force: bool) -> Result<()> {
     let step = Instant::now();
     let work = xtask_dir().join("images");
-    std::fs::create_dir_all(&work)?;
-    let tarball = work.join("rootfs.tar");
-    let cache = apt_cache_dir();
+    let cache = work.join("apt-cache");
+    if force {
+        let _ = std::fs::remove_dir_all(&cache);
+    }
     std::fs::create_dir_all(&cache).with_context(|| format!("create {}", cache.display()))?;
-    let hooks = images_dir().join("rootfs/hooks");
-    let include = format!("--include={}", PACKAGES.join(","));
-    let hook_dir = format!("--hook-directory={}", hooks.display());
+    // The cache hooks split their argument on spaces.
+    anyhow::ensure!(
+        !cache.to_string_lossy().contains(' '),
+        "the build folder {} contains a space",
+        cache.display()
+    );
+    let tarball = work.join("rootfs.tar");
+    let include = format!("--include={PACKAGES}");
+    let hooks = format!(
+        "--hook-directory={}",
+        images_dir().join("rootfs/hooks").display()
+    );
     let sync_in = format!(
         "--setup-hook=sync-in {} /var/cache/apt/archives/",
         cache.display()
@@ -197,25 +268,37 @@ fn build_rootfs(sh: &Shell, hash: &str) -> Result<()> {
         "--customize-hook=sync-out /var/cache/apt/archives {}",
         cache.display()
     );
-    println!("building the {SUITE} root filesystem with mmdebstrap (a few minutes the first time)");
-    cmd!(sh, "mmdebstrap --quiet --variant=minbase {include} {hook_dir} {sync_in} {sync_out} --format=tar {SUITE} {tarball}")
+    println!("building the {SUITE} root filesystem with mmdebstrap (about half a minute)");
+    let mut mmdebstrap = cmd!(
+        sh,
+        "mmdebstrap {MMDEBSTRAP_ARGS...} {include} {hooks} {sync_in} {sync_out} {SUITE} {tarball}"
+    );
+    // dpkg is about twice as fast on tmpfs: build the chroot in /dev/shm when it is there.
+    if Path::new("/dev/shm").is_dir() {
+        mmdebstrap = mmdebstrap.env("TMPDIR", "/dev/shm");
+    }
+    let built = mmdebstrap
         .run()
-        .context("mmdebstrap (is the Debian mirror reachable?)")?;
-    let label = format!("LABEL {LABEL}={hash}");
-    cmd!(sh, "docker import --change {label} --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' --change 'ENV LANG=C.UTF-8' --change 'CMD [\"bash\"]' {tarball} {ROOTFS}")
-        .quiet()
-        .ignore_stdout()
+        .context("mmdebstrap (is the Debian mirror reachable?)");
+    if let Err(err) = built {
+        let _ = std::fs::remove_file(&tarball);
+        return Err(err);
+    }
+    let mut import = cmd!(sh, "docker import").quiet().ignore_stdout();
+    for change in IMPORT_CHANGES
+        .iter()
+        .map(|c| c.to_string())
+        .chain([format!("LABEL {LABEL}={hash}")])
+    {
+        import = import.arg("--change").arg(change);
+    }
+    let imported = import
+        .arg(&tarball)
+        .arg(ROOTFS)
         .run()
-        .context("docker import of the root filesystem")?;
-    std::fs::remove_file(&tarball).ok();
+        .context("docker import of the root filesystem");
+    let _ = std::fs::remove_file(&tarball);
+    imported?;
     println!("built {ROOTFS} in {:.1} s", step.elapsed().as_secs_f64());
     Ok(())
-}
-
-fn apt_cache_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(xtask_dir);
-    base.join("genesis-xtask/apt-archives")
 }
