@@ -18,13 +18,18 @@ use crate::test::run_suites;
 use crate::util::{FileState, Mode, Style, check_failed, ensure_file_contents, project_root};
 use crate::{child, codegen};
 
-/// Files whose job is to recognise and reject SQLite: they name it on purpose. Everything else
-/// in the repository that mentions SQLite is a remnant of the Python era and fails the check.
-const SQLITE_ALLOWED: &[&str] = &[
-    "crates/genesis-settings/src/lib.rs",
-    "crates/genesis-settings/src/url.rs",
-    "crates/genesis-settings/src/tests.rs",
-    "xtask/src/verify.rs",
+/// The checker itself names what it looks for.
+const THIS_FILE: &str = "xtask/src/verify.rs";
+
+/// What in a line of non-test code means SQLite is still used: a URL or a driver.
+const SQLITE_USE: &[&str] = &[
+    "sqlite:",
+    "sqlite+",
+    "sqlite3",
+    "rusqlite",
+    "aiosqlite",
+    "sqlx-sqlite",
+    "sqlx::sqlite",
 ];
 
 #[derive(Debug, Serialize)]
@@ -245,8 +250,10 @@ fn env_files_point_at_postgres(root: &Path) -> Vec<String> {
     problems
 }
 
-/// Every mention of SQLite in the files git knows (tracked, or new and not ignored), outside
-/// the few files that reject it on purpose.
+/// SQLite left in the files git knows (tracked, or new and not ignored): any mention in
+/// configuration (env files, manifests, lock files, compose, scripts), a SQLite URL or driver in
+/// non-test code, or a SQLite database file. Prose and tests may name SQLite: the code that
+/// rejects it, and its tests, have to.
 fn sqlite_remnants(sh: &Shell, root: &Path) -> Result<Vec<String>> {
     let listing = cmd!(sh, "git ls-files --cached --others --exclude-standard")
         .quiet()
@@ -254,23 +261,74 @@ fn sqlite_remnants(sh: &Shell, root: &Path) -> Result<Vec<String>> {
         .context("list the repository's files")?;
     let mut problems = Vec::new();
     for file in listing.lines() {
-        if SQLITE_ALLOWED.contains(&file) || file.ends_with(".md") {
-            continue;
-        }
         let Ok(text) = std::fs::read_to_string(root.join(file)) else {
+            if file_kind(file) == FileKind::Database {
+                problems.push(format!("{file}: a SQLite database file"));
+            }
             continue;
         };
-        for (idx, line) in text.lines().enumerate() {
-            if line.to_ascii_lowercase().contains("sqlite") {
-                problems.push(format!(
-                    "{file}:{}: {}",
-                    idx + 1,
-                    genesis_settings::redact(line.trim())
-                ));
-            }
-        }
+        problems.extend(sqlite_in(file, &text));
     }
     Ok(problems)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileKind {
+    Prose,
+    Test,
+    Code,
+    Database,
+    Config,
+}
+
+fn file_kind(path: &str) -> FileKind {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+    if path == THIS_FILE || matches!(ext, "md" | "txt") {
+        FileKind::Prose
+    } else if matches!(ext, "db" | "sqlite" | "sqlite3") {
+        FileKind::Database
+    } else if path.split('/').any(|part| part == "tests")
+        || name == "tests.rs"
+        || name.starts_with("test_")
+    {
+        FileKind::Test
+    } else if matches!(ext, "rs" | "py") {
+        FileKind::Code
+    } else {
+        FileKind::Config
+    }
+}
+
+/// The SQLite remnants in one file, as `file:line: text`.
+fn sqlite_in(path: &str, text: &str) -> Vec<String> {
+    let kind = file_kind(path);
+    let mut problems = Vec::new();
+    if kind == FileKind::Database {
+        problems.push(format!("{path}: a SQLite database file"));
+    }
+    if matches!(kind, FileKind::Prose | FileKind::Test | FileKind::Database) {
+        return problems;
+    }
+    for (idx, line) in text.lines().enumerate() {
+        // In code, the unit tests at the end of a module may name SQLite to test its rejection.
+        if kind == FileKind::Code && line.trim_start().starts_with("#[cfg(test)]") {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        let found = match kind {
+            FileKind::Config => lower.contains("sqlite"),
+            _ => SQLITE_USE.iter().any(|pattern| lower.contains(pattern)),
+        };
+        if found {
+            problems.push(format!(
+                "{path}:{}: {}",
+                idx + 1,
+                genesis_settings::redact(line.trim())
+            ));
+        }
+    }
+    problems
 }
 
 fn compose_matches(sh: &Shell) -> Result<String> {
@@ -376,4 +434,67 @@ fn app_ready_in_strict_mode(sh: &Shell) -> Result<String> {
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(path: &str, text: &str, expected: &[&str]) {
+        assert_eq!(sqlite_in(path, text), expected, "{path}");
+    }
+
+    #[test]
+    fn configuration_may_not_mention_sqlite() {
+        check(
+            ".env.local",
+            "A=1\nDATABASE_URL=sqlite:///./genesis.db\n",
+            &[".env.local:2: DATABASE_URL=sqlite:///./genesis.db"],
+        );
+        check(
+            "Cargo.lock",
+            "name = \"libsqlite3-sys\"\n",
+            &["Cargo.lock:1: name = \"libsqlite3-sys\""],
+        );
+        check("docker-compose.yml", "image: postgres:15-alpine\n", &[]);
+    }
+
+    #[test]
+    fn code_may_reject_sqlite_but_not_use_it() {
+        check(
+            "src/db.rs",
+            "// SQLite is refused here\nif url.starts_with(\"sqlite\") {}\n",
+            &[],
+        );
+        check(
+            "src/db.rs",
+            "let url = \"sqlite:///x.db\";\n",
+            &["src/db.rs:1: let url = \"sqlite:///x.db\";"],
+        );
+        check(
+            "src/db.rs",
+            "use rusqlite::Connection;\n",
+            &["src/db.rs:1: use rusqlite::Connection;"],
+        );
+        check(
+            "src/db.rs",
+            "fn f() {}\n#[cfg(test)]\nmod tests { const U: &str = \"sqlite:///t.db\"; }\n",
+            &[],
+        );
+        check(
+            "crates/x/tests/config.rs",
+            "const U: &str = \"sqlite:///t.db\";\n",
+            &[],
+        );
+        check(
+            "README.md",
+            "The SQLite era is over: sqlite:/// URLs are refused.\n",
+            &[],
+        );
+        check(
+            "data/genesis.db",
+            "",
+            &["data/genesis.db: a SQLite database file"],
+        );
+    }
 }
