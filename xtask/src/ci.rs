@@ -65,6 +65,13 @@ impl flags::Ci {
                 Err(check_failed(report.problems.join("; ")))
             }
         })?;
+        // Every test run in both modes (the suites passed, or the step above failed).
+        let passed: usize = report
+            .suites
+            .values()
+            .flat_map(|s| s.modes.values())
+            .map(|c| c.passed)
+            .sum();
         steps.run("verify-migration", || {
             verify::report(&verify::checklist(sh, Some(report))?, false)
         })?;
@@ -73,6 +80,7 @@ impl flags::Ci {
             Ok(())
         })?;
         steps.print();
+        println!("tests: {passed} passed, 0 failed");
         Ok(())
     }
 }
