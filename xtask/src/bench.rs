@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: how fast the workflow is, each figure measured side by side with its
 //! baseline, interleaved in one run so that ratios hold on a noisy machine.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -14,7 +14,6 @@ use crate::compose::Compose;
 use crate::flags;
 use crate::services::{self, Service};
 use crate::test::xtask_dir;
-use crate::util::project_root;
 
 #[derive(Debug, Serialize)]
 struct Stats {
@@ -213,97 +212,39 @@ fn bench_db_up(sh: &Shell, compose: &Compose, xtask: &Path, reps: usize) -> Resu
     Ok((Stats::of(xt), Stats::of(raw)))
 }
 
-/// Per-database cost in one psql session with `\timing`: `CREATE DATABASE … TEMPLATE` of a
-/// migrated template, against `CREATE DATABASE` and the migration files applied one
-/// transaction each, interleaved. Connections are made outside the timings on both sides.
+/// Per-database cost as the suites pay it, measured in-process by the API crate's
+/// `test_db_cost` example with the suites' own support module: a clone of the migrated template
+/// against an empty database and the migration runner, interleaved, connection included.
 fn bench_test_db(sh: &Shell, compose: &Compose, count: usize) -> Result<(Stats, Stats)> {
     let _session = services::Session::up(sh, compose, &[Service::TestDb])?;
-    let migrations = migration_files()?;
-    let url = test_db_url();
-    let home = model::TEST_DB.name;
-    let tpl = "genesis_bench_tpl";
-    let apply = |script: &mut String| {
-        for sql in &migrations {
-            script.push_str(&format!("BEGIN;\n{sql}\nCOMMIT;\n"));
-        }
+    cmd!(
+        sh,
+        "cargo build --quiet -p genesis-api --example test_db_cost"
+    )
+    .run()
+    .context("build the test_db_cost example")?;
+    let count = count.to_string();
+    let out = cmd!(
+        sh,
+        "cargo run --quiet -p genesis-api --example test_db_cost -- {count}"
+    )
+    .env_remove(model::API.in_container_var)
+    .read()
+    .context("run the test_db_cost example")?;
+    let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or_default())
+        .context("read test_db_cost's output")?;
+    let samples = |key: &str| -> Result<Vec<f64>> {
+        json[key]
+            .as_array()
+            .with_context(|| format!("test_db_cost printed no {key}"))?
+            .iter()
+            .map(|v| v.as_f64().context("not a number"))
+            .collect()
     };
-    let mut script = format!(
-        "\\set ON_ERROR_STOP 1\nDROP DATABASE IF EXISTS {tpl};\nCREATE DATABASE {tpl};\n\\c {tpl}\n"
-    );
-    apply(&mut script);
-    script.push_str(&format!("\\c {home}\n\\timing on\n"));
-    for i in 0..count {
-        script.push_str(&format!(
-            "\\echo BENCH clone\nCREATE DATABASE genesis_bench_c{i} TEMPLATE {tpl};\n"
-        ));
-        script.push_str(&format!(
-            "\\echo BENCH migrate\nCREATE DATABASE genesis_bench_m{i};\n\\c genesis_bench_m{i}\n"
-        ));
-        apply(&mut script);
-        script.push_str(&format!("\\c {home}\n"));
-    }
-    script.push_str("\\echo BENCH end\n");
-    let result = cmd!(sh, "psql {url} -X -q -f -")
-        .stdin(&script)
-        .quiet()
-        .ignore_stderr()
-        .read();
-    let mut cleanup = String::new();
-    for i in 0..count {
-        cleanup.push_str(&format!(
-            "DROP DATABASE IF EXISTS genesis_bench_c{i} WITH (FORCE);\nDROP DATABASE IF EXISTS genesis_bench_m{i} WITH (FORCE);\n"
-        ));
-    }
-    cleanup.push_str(&format!("DROP DATABASE IF EXISTS {tpl} WITH (FORCE);\n"));
-    cmd!(sh, "psql {url} -X -q -f -")
-        .stdin(&cleanup)
-        .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()?;
-    let text = result.context("run the database benchmark in psql")?;
-    let (mut clone, mut migrate) = (Vec::new(), Vec::new());
-    let mut current: Option<&str> = None;
-    let mut sum = 0.0;
-    for line in text.lines() {
-        if let Some(kind) = line.strip_prefix("BENCH ") {
-            match current {
-                Some("clone") => clone.push(sum),
-                Some("migrate") => migrate.push(sum),
-                _ => {}
-            }
-            current = Some(kind);
-            sum = 0.0;
-        } else if let Some(ms) = line
-            .strip_prefix("Time: ")
-            .and_then(|t| t.split_whitespace().next())
-            .and_then(|t| t.parse::<f64>().ok())
-        {
-            sum += ms;
-        }
-    }
-    if clone.len() != count || migrate.len() != count {
-        bail!(
-            "the database benchmark printed {} clone and {} migration timings, expected {count}",
-            clone.len(),
-            migrate.len()
-        );
-    }
-    Ok((Stats::of(clone), Stats::of(migrate)))
-}
-
-fn migration_files() -> Result<Vec<String>> {
-    let dir = project_root().join("crates/genesis-api/migrations");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("read {}", dir.display()))?
-        .filter_map(|e| Some(e.ok()?.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|p| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display())))
-        .collect()
+    Ok((
+        Stats::of(samples("template_clone")?),
+        Stats::of(samples("migrations")?),
+    ))
 }
 
 /// Wall time of the three test commands, interleaved.
