@@ -19,12 +19,14 @@ pub enum Flavour {
 #[derive(Clone, Debug)]
 pub struct Compose {
     pub flavour: Flavour,
-    pub version: String,
+    /// The v2 plugin's version, which its probe prints anyway; v1's is asked only when shown.
+    version: Option<String>,
 }
 
 impl Compose {
-    /// Probes `docker compose version` first, then `docker-compose version`. `which` cannot
-    /// see the v2 plugin, so both are asked directly.
+    /// Probes `docker compose version` first (`which` cannot see the v2 plugin), then looks
+    /// for `docker-compose` on the PATH. v1 is a Python program that takes a quarter of a
+    /// second to start, so it is not run just to be found.
     pub fn detect(sh: &Shell) -> Result<Compose> {
         if let Ok(version) = cmd!(sh, "docker compose version --short")
             .quiet()
@@ -33,17 +35,14 @@ impl Compose {
         {
             return Ok(Compose {
                 flavour: Flavour::V2,
-                version: version.trim().to_owned(),
+                version: Some(version.trim().to_owned()),
             });
         }
-        if let Ok(version) = cmd!(sh, "docker-compose version --short")
-            .quiet()
-            .ignore_stderr()
-            .read()
-        {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        if std::env::split_paths(&path).any(|dir| dir.join("docker-compose").is_file()) {
             return Ok(Compose {
                 flavour: Flavour::V1,
-                version: version.trim().to_owned(),
+                version: None,
             });
         }
         Err(usage(
@@ -71,10 +70,20 @@ impl Compose {
         base.args(["-p", COMPOSE_PROJECT, "-f"]).arg(file)
     }
 
-    pub fn describe(&self) -> String {
-        match self.flavour {
-            Flavour::V2 => format!("docker compose {} (v2)", self.version),
-            Flavour::V1 => format!("docker-compose {} (v1)", self.version),
+    /// The flavour and version, for reports. v1 is run to ask its version, which also tells
+    /// whether the program found on the PATH works.
+    pub fn describe(&self, sh: &Shell) -> Result<String> {
+        match (self.flavour, &self.version) {
+            (Flavour::V2, version) => Ok(format!(
+                "docker compose {} (v2)",
+                version.as_deref().unwrap_or("?")
+            )),
+            (Flavour::V1, _) => {
+                let version = cmd!(sh, "docker-compose version --short").quiet().ignore_stderr().read().map_err(|_| {
+                    usage("docker-compose is on the PATH but does not run: reinstall it (`apt-get install --reinstall docker-compose`)")
+                })?;
+                Ok(format!("docker-compose {} (v1)", version.trim()))
+            }
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::preflight::{self, PortState};
 use crate::util::{Progress, check_failed, project_root, usage};
 
 /// How long `db-up` waits between two probes.
-const POLL: Duration = Duration::from_millis(250);
+const POLL: Duration = Duration::from_millis(100);
 /// How often the container's own state is looked at while waiting (a crash ends the wait).
 const STATE_EVERY: Duration = Duration::from_secs(2);
 /// How long a refused password may persist before the wait gives up: a server that is still

@@ -107,7 +107,7 @@ fn diagnose(sh: &Shell) -> Vec<Row> {
     }
     rows.insert(
         2,
-        Row::from_result("compose", compose.map(|c| c.describe())),
+        Row::from_result("compose", compose.and_then(|c| c.describe(sh))),
     );
     for tool in ["psql", "pg_dump", "pg_restore"] {
         let row = match preflight::pg_tool(sh, tool) {
@@ -157,29 +157,9 @@ pub fn service_ports() -> Vec<(&'static str, u16)> {
 
 fn image_row(sh: &Shell, image: Image) -> Row {
     let check = format!("image {}", image.public);
-    if let Ok(chosen) = std::env::var(image.var) {
-        return if preflight::image_present(sh, &chosen) {
-            Row::ok(check, format!("{chosen} (from {})", image.var))
-        } else {
-            Row::problem(
-                check,
-                format!("{} names {chosen}, which is not in the engine", image.var),
-                format!("`docker pull {chosen}` or unset {}", image.var),
-            )
-        };
-    }
-    if preflight::image_present(sh, image.local) {
-        Row::ok(check, format!("local drop-in {}", image.local))
-    } else if preflight::image_present(sh, image.public) {
-        Row::ok(check, "present")
-    } else {
-        Row::problem(
-            check,
-            "not in the engine",
-            format!(
-                "`cargo xtask images` (builds it from Debian packages) or `docker pull {}`",
-                image.public
-            ),
-        )
+    match preflight::image_available(sh, image) {
+        Ok(name) if name == image.public => Row::ok(check, "present"),
+        Ok(name) => Row::ok(check, format!("{name} is used in its place")),
+        Err(err) => Row::problem(check, "not in the engine", err.to_string()),
     }
 }

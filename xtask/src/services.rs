@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use genesis_model::{self as model, COMPOSE_PROJECT, Env};
+use genesis_model::{self as model, COMPOSE_PROJECT, Env, Image};
 use xshell::{Shell, cmd};
 
 use crate::compose::Compose;
@@ -31,6 +31,14 @@ impl Service {
                 .expect("test-db is a compose service"),
             Service::Redis => model::REDIS.service,
             Service::Api => model::API.service,
+        }
+    }
+
+    fn image(self) -> Image {
+        match self {
+            Service::TestDb => model::POSTGRES_IMAGE,
+            Service::Redis => model::REDIS_IMAGE,
+            Service::Api => model::API_IMAGE,
         }
     }
 
@@ -82,6 +90,7 @@ impl<'a> Session<'a> {
             .filter(|s| !is_running(sh, s.name()))
             .collect();
         for service in &missing {
+            preflight::image_available(sh, service.image())?;
             if preflight::port_state(sh, service.host_port()) == PortState::Taken {
                 return Err(usage(format!(
                     "port {} is taken by another process, so {} cannot be published: stop what listens on it",

@@ -359,7 +359,7 @@ fn compose_matches(sh: &Shell) -> Result<String> {
     );
     Ok(format!(
         "test-db on 5433, postgres on 5435, as {} reads it",
-        compose.describe()
+        compose.describe(sh)?
     ))
 }
 
