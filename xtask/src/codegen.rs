@@ -26,22 +26,32 @@ pub fn generated_files() -> Vec<(&'static str, String)> {
 
 impl flags::Codegen {
     pub fn run(self, _sh: &Shell) -> Result<()> {
-        let mode = if self.check { Mode::Check } else { Mode::Write };
-        let stale = sync(mode)?;
-        match (mode, stale.is_empty()) {
-            (_, true) => {
-                println!("generated files are up to date");
-                Ok(())
-            }
-            (Mode::Write, false) => {
-                println!("wrote {}", stale.join(", "));
-                Ok(())
-            }
-            (Mode::Check, false) => Err(check_failed(format!(
-                "{} differ from the model; run `{COMMAND}` and commit the result",
-                stale.join(", ")
-            ))),
+        if self.check {
+            check()?;
+            println!("generated files are up to date");
+            return Ok(());
         }
+        match sync(Mode::Write)?.as_slice() {
+            [] => println!("generated files are up to date"),
+            written => println!("wrote {}", written.join(", ")),
+        }
+        Ok(())
+    }
+}
+
+/// Changes nothing; prints the drift of every generated file and fails (exit 1) naming them.
+pub fn check() -> Result<()> {
+    match sync(Mode::Check)?.as_slice() {
+        [] => Ok(()),
+        stale => Err(check_failed(format!(
+            "{} {} from the model; run `{COMMAND}` and commit the result",
+            stale.join(", "),
+            if stale.len() == 1 {
+                "differs"
+            } else {
+                "differ"
+            }
+        ))),
     }
 }
 
