@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use genesis_model::{self as model, COMPOSE_PROJECT, Env, Image};
+use genesis_model::{self as model, COMPOSE_PROJECT, Env, Image, Storage};
 use xshell::{Shell, cmd};
 
 use crate::compose::Compose;
@@ -75,6 +75,9 @@ pub struct Session<'a> {
     sh: &'a Shell,
     compose: Compose,
     started: Vec<Service>,
+    /// The project's named volumes that `compose up` created in this session: compose creates
+    /// every volume of the file on any `up`, so starting test-db makes the dev volume too.
+    created_volumes: Vec<String>,
 }
 
 impl<'a> Session<'a> {
@@ -83,6 +86,7 @@ impl<'a> Session<'a> {
             sh,
             compose: compose.clone(),
             started: Vec::new(),
+            created_volumes: Vec::new(),
         };
         let missing: Vec<Service> = wanted
             .iter()
@@ -104,6 +108,11 @@ impl<'a> Session<'a> {
             eprintln!("starting {}", names.join(", "));
             // Recorded before `up`, so a failure half-way still removes what was created.
             session.started = missing.clone();
+            let before = project_volumes(sh);
+            session.created_volumes = model_volumes()
+                .into_iter()
+                .filter(|v| !before.contains(v))
+                .collect();
             compose
                 .cmd(sh)
                 .args(["up", "-d", "--no-recreate"])
@@ -180,7 +189,58 @@ impl Drop for Session<'_> {
         if let Err(err) = removed {
             eprintln!("warning: could not remove {}: {err}", names.join(", "));
         }
+        // The network goes with the last container; `down` then removes only the network.
+        let label = format!("label=com.docker.compose.project={COMPOSE_PROJECT}");
+        let left = cmd!(self.sh, "docker ps -a -q --filter {label}")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .unwrap_or_default();
+        if left.trim().is_empty() {
+            let _ = self
+                .compose
+                .cmd(self.sh)
+                .arg("down")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run();
+        }
+        // Only volumes that this session's `up` created, and never one a container uses.
+        for volume in self
+            .created_volumes
+            .iter()
+            .filter(|v| project_volumes(self.sh).contains(v))
+        {
+            let _ = cmd!(self.sh, "docker volume rm {volume}")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run();
+        }
     }
+}
+
+/// The named volumes of the compose file, as compose names them (`genesis_dev-data`).
+fn model_volumes() -> Vec<String> {
+    Env::ALL
+        .iter()
+        .filter_map(|env| match env.database().storage {
+            Storage::Volume(name) => Some(format!("{COMPOSE_PROJECT}_{name}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The volumes of this compose project that exist now.
+fn project_volumes(sh: &Shell) -> Vec<String> {
+    let label = format!("label=com.docker.compose.project={COMPOSE_PROJECT}");
+    cmd!(sh, "docker volume ls -q --filter {label}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .map(|out| out.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 /// A real connection as the application's role to the application's test database: the same
