@@ -21,12 +21,12 @@ use xshell::{Shell, cmd};
 use crate::compose::Compose;
 use crate::flags::{self, Suite};
 use crate::parity::{self, Outcomes, Report, Target};
-use crate::util::{check_failed, project_root, usage};
+use crate::util::{check_failed, project_root, target_dir, usage};
 use crate::{child, preflight, services};
 
 /// Where the xtask keeps its build products and reports, under `target/`.
 pub fn xtask_dir() -> PathBuf {
-    project_root().join("target/xtask")
+    target_dir().join("xtask")
 }
 
 const ARCHIVE: &str = "genesis-tests.tar.zst";
@@ -99,15 +99,19 @@ pub fn run_suites(sh: &Shell, targets: &[Target], suite: Suite) -> Result<Report
     let dir = xtask_dir();
     std::fs::create_dir_all(dir.join("bin")).context("create target/xtask")?;
 
+    let target = target_dir();
     let started = Instant::now();
     eprintln!("building the suites (one archive for every mode)");
-    cmd!(sh, "cargo build --quiet -p genesis-api --bin genesis-api")
-        .run()
-        .context("build genesis-api")?;
+    cmd!(
+        sh,
+        "cargo build --quiet -p genesis-api --bin genesis-api --target-dir {target}"
+    )
+    .run()
+    .context("build genesis-api")?;
     let archive = dir.join(ARCHIVE);
     cmd!(
         sh,
-        "cargo nextest archive --cargo-quiet -p genesis-api --archive-file {archive}"
+        "cargo nextest archive --cargo-quiet -p genesis-api --target-dir {target} --archive-file {archive}"
     )
     .quiet()
     .run()
@@ -139,7 +143,7 @@ pub fn run_suites(sh: &Shell, targets: &[Target], suite: Suite) -> Result<Report
     let filter = suite.filter();
     let mut runs = Vec::new();
     for &target in targets {
-        let junit = project_root().join(format!("target/nextest/{}/junit.xml", target.name()));
+        let junit = target_dir().join(format!("nextest/{}/junit.xml", target.name()));
         let _ = std::fs::remove_file(&junit);
         let log = dir.join(format!("{}.log", target.name()));
         let child = spawn_mode(sh, &compose, target, &archive, filter, &log)?;

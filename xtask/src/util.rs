@@ -14,6 +14,13 @@ pub fn project_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The target folder of the builds the xtask runs or mounts: always `<workspace>/target`, even
+/// when the user's `CARGO_TARGET_DIR` points elsewhere, because the `genesis-api` container
+/// sees the workspace (and so this folder) at `/workspace`.
+pub fn target_dir() -> PathBuf {
+    project_root().join("target")
+}
+
 /// The failures that map to a documented exit code. Any other error exits 1.
 #[derive(Debug)]
 pub enum Failure {

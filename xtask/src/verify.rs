@@ -15,7 +15,9 @@ use crate::flags::{self, Suite};
 use crate::parity::{Outcome, Report, Target};
 use crate::services::{self, Service, Session};
 use crate::test::run_suites;
-use crate::util::{FileState, Mode, Style, check_failed, ensure_file_contents, project_root};
+use crate::util::{
+    FileState, Mode, Style, check_failed, ensure_file_contents, project_root, target_dir,
+};
 use crate::{child, codegen};
 
 /// The checker itself names what it looks for.
@@ -174,10 +176,14 @@ pub fn checklist(sh: &Shell, suites: Option<Report>) -> Result<Vec<Item>> {
 }
 
 fn genesis_api_binary(sh: &Shell) -> Result<std::path::PathBuf> {
-    cmd!(sh, "cargo build --quiet -p genesis-api --bin genesis-api")
-        .run()
-        .context("build genesis-api")?;
-    Ok(project_root().join("target/debug/genesis-api"))
+    let target = target_dir();
+    cmd!(
+        sh,
+        "cargo build --quiet -p genesis-api --bin genesis-api --target-dir {target}"
+    )
+    .run()
+    .context("build genesis-api")?;
+    Ok(target.join("debug/genesis-api"))
 }
 
 /// The real binary, given a SQLite URL, must refuse to start and name the variable.
