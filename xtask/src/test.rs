@@ -140,6 +140,8 @@ pub fn run_suites(sh: &Shell, targets: &[Target], suite: Suite) -> Result<Report
         check_container_runs_host_binaries(sh, &compose)?;
     }
 
+    let names: Vec<&str> = targets.iter().map(|t| t.name()).collect();
+    eprintln!("running the suites: {}", names.join(" and "));
     let filter = suite.filter();
     let mut runs = Vec::new();
     for &target in targets {

@@ -1,5 +1,6 @@
 //! The database commands against the real Docker engine and PostgreSQL: `db-up`, `db-down`,
-//! `db-status`, `db-logs`, `db-shell`, `db-backup` and `db-restore`, good cases and bad.
+//! `db-status`, `db-logs`, `db-shell`, `db-backup` and `db-restore`, good cases and bad; and
+//! `test --both-modes` interrupted half-way.
 //!
 //! Every test here shares the one compose project and its fixed ports, so they run one at a
 //! time (the `ENGINE` lock). Other suites may need test-db up meanwhile: a test that stops a
@@ -741,4 +742,86 @@ fn a_failed_backup_leaves_nothing_behind_and_never_overwrites() {
     .fails_with(2, &["already exists"]);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+// ---- test --both-modes, interrupted ---------------------------------------------------------
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn an_interrupted_test_run_removes_the_services_it_started() {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let _engine = engine();
+    let _restore = Restore::capture();
+    // From nothing of the project's, so that the run starts every service it needs.
+    xtask(&["db-down", "--all"]).ok();
+
+    let log = std::env::temp_dir().join(unique("genesis_interrupt") + ".log");
+    let out = std::fs::File::create(&log).unwrap();
+    // A process group of its own, as a terminal's Ctrl-C reaches the xtask and its children.
+    let mut child = Command::new(XTASK)
+        .args(["test", "--both-modes"])
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !read(&log).contains("running the suites") {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be interrupted:\n{}",
+            read(&log)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the suites never started:\n{}",
+            read(&log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let sh = Shell::new().unwrap();
+    let group = format!("-{}", child.id());
+    cmd!(sh, "kill -INT -- {group}").quiet().run().unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not stop:\n{}",
+            read(&log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = read(&log);
+    let _ = std::fs::remove_file(&log);
+    assert!(!status.success(), "an interrupted run must fail:\n{text}");
+    assert!(
+        text.contains("interrupted; the services this run started were stopped"),
+        "{text}"
+    );
+    for service in ["test-db", "redis", "genesis-api"] {
+        assert!(
+            containers(service).is_empty(),
+            "{service} was left behind:\n{text}"
+        );
+    }
+    let pgid = child.id().to_string();
+    let left = cmd!(sh, "pgrep -g {pgid}")
+        .quiet()
+        .ignore_status()
+        .read()
+        .unwrap();
+    assert!(
+        left.trim().is_empty(),
+        "processes of the run are left: {left}"
+    );
 }
