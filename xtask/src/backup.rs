@@ -69,24 +69,17 @@ fn user_path(path: &Path) -> Result<PathBuf> {
         .join(path))
 }
 
-/// What the user allowed beyond local, non-production databases.
-#[derive(Clone, Copy, Debug)]
-struct Allowed {
-    production: bool,
-    remote: bool,
-}
-
 /// Refuses production and servers on other machines unless the user allowed them, saying why.
 /// Production is refused before its URL is even looked at.
-fn resolve_allowed(env: Env, url: Option<&str>, allowed: Allowed, why: &str) -> Result<Target> {
-    if env == Env::Prod && !allowed.production {
+fn resolve_allowed(env: Env, server: &flags::Server, why: &str) -> Result<Target> {
+    if env == Env::Prod && !server.allow_production {
         return Err(usage(format!(
             "refusing to touch production: {why}; pass --allow-production if that is what you mean"
         )));
     }
-    let target = Target::resolve(env, url)?;
+    let target = Target::resolve(env, server.url.as_deref())?;
     let url = target.masked_url();
-    if !target.is_local() && !allowed.remote {
+    if !target.is_local() && !server.allow_remote {
         return Err(usage(format!(
             "refusing to touch {url}, which is not on this machine: {why}; pass --allow-remote if that is what you mean"
         )));
@@ -172,14 +165,9 @@ impl Drop for Partial {
 impl flags::DbBackup {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let env = self.env.model();
-        let allowed = Allowed {
-            production: self.allow_production,
-            remote: self.allow_remote,
-        };
         let target = resolve_allowed(
             env,
-            self.url.as_deref(),
-            allowed,
+            &self.server,
             "verifying a backup creates, fills and drops a scratch database on the server it backs up",
         )?;
         let found = tools(sh, &["pg_dump", "pg_restore", "psql"])?;
@@ -490,14 +478,9 @@ fn sha256(sh: &Shell, file: &Path) -> Result<String> {
 impl flags::DbRestore {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let env = self.env.model();
-        let allowed = Allowed {
-            production: self.allow_production,
-            remote: self.allow_remote,
-        };
         let target = resolve_allowed(
             env,
-            self.url.as_deref(),
-            allowed,
+            &self.server,
             "a restore drops and recreates the dump's tables in that database",
         )?;
         tools(sh, &["pg_restore", "psql"])?;

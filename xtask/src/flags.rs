@@ -212,16 +212,8 @@ pub struct DbBackup {
     /// Where to write the dump [default: backups/<env>-<UTC time>.dump]. Never overwritten.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
-    /// Back up this server instead of the environment's (postgresql:// URL).
-    #[arg(long, value_name = "URL")]
-    pub url: Option<String>,
-    /// The verification creates and drops a scratch database on the server: allow that on
-    /// production.
-    #[arg(long)]
-    pub allow_production: bool,
-    /// Allow the same on a server that is not on this machine.
-    #[arg(long)]
-    pub allow_remote: bool,
+    #[command(flatten)]
+    pub server: Server,
 }
 
 /// Verify a dump against its checksum and archive, then restore it over an environment's
@@ -234,15 +226,8 @@ pub struct DbRestore {
     /// The dump (its FILE.meta.json must be beside it).
     #[arg(value_name = "FILE")]
     pub file: std::path::PathBuf,
-    /// Restore into this server instead of the environment's (postgresql:// URL).
-    #[arg(long, value_name = "URL")]
-    pub url: Option<String>,
-    /// Allow restoring over production.
-    #[arg(long)]
-    pub allow_production: bool,
-    /// Allow restoring over a server that is not on this machine.
-    #[arg(long)]
-    pub allow_remote: bool,
+    #[command(flatten)]
+    pub server: Server,
 }
 
 /// Build drop-in images for PostgreSQL 15, Redis and the application's base from Debian
@@ -255,4 +240,20 @@ pub struct Images {
     /// Rebuild even when the local images are up to date with their recipe.
     #[arg(long)]
     pub force: bool,
+}
+
+/// The server a backup or a restore works on, and what it may touch beyond local,
+/// non-production databases (a backup's verification creates and drops a scratch database
+/// there; a restore overwrites tables).
+#[derive(Debug, Args)]
+pub struct Server {
+    /// Use this server instead of the environment's (postgresql:// URL).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Allow working on production (refused by default, saying why).
+    #[arg(long)]
+    pub allow_production: bool,
+    /// Allow working on a server that is not on this machine (refused by default).
+    #[arg(long)]
+    pub allow_remote: bool,
 }
