@@ -44,6 +44,24 @@ async fn document(client: &Client, title: &str, body: &str, metadata: &Value) ->
         .get(0)
 }
 
+/// A document's revision counter.
+async fn revision(client: &Client, id: i64) -> i32 {
+    client
+        .query_one("select revision from documents where id = $1", &[&id])
+        .await
+        .expect("read a revision")
+        .get(0)
+}
+
+/// Waits for every task (a panic in one fails the test) and returns their results.
+async fn join_all<T: 'static>(mut tasks: tokio::task::JoinSet<T>) -> Vec<T> {
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        results.push(joined.expect("a task of the test panicked"));
+    }
+    results
+}
+
 async fn ids(
     client: &Client,
     sql: &str,
@@ -449,10 +467,11 @@ async fn concurrent_migrators_apply_each_migration_once() {
             migrate::migrate(&mut client).await
         });
     }
-    let mut applied = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        applied.push(joined.unwrap().expect("every migrator succeeds").applied);
-    }
+    let mut applied: Vec<_> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|report| report.expect("every migrator succeeds").applied)
+        .collect();
     applied.sort();
     let all: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
     assert_eq!(
@@ -1072,15 +1091,8 @@ async fn concurrent_increments_under_row_locks_lose_nothing() {
             }
         });
     }
-    while let Some(joined) = tasks.join_next().await {
-        joined.unwrap();
-    }
-    let revision: i32 = client
-        .query_one("select revision from documents where id = $1", &[&id])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(revision, 1 + WRITERS * EACH);
+    join_all(tasks).await;
+    assert_eq!(revision(&client, id).await, 1 + WRITERS * EACH);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1128,15 +1140,8 @@ async fn serializable_writers_retry_and_lose_nothing() {
             retries
         });
     }
-    while let Some(joined) = tasks.join_next().await {
-        joined.unwrap();
-    }
-    let revision: i32 = client
-        .query_one("select revision from documents where id = $1", &[&id])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(revision, 1 + WRITERS * EACH);
+    join_all(tasks).await;
+    assert_eq!(revision(&client, id).await, 1 + WRITERS * EACH);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1156,10 +1161,7 @@ async fn concurrent_registrations_of_one_email_create_one_account() {
                 .as_u16()
         });
     }
-    let mut statuses = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        statuses.push(joined.unwrap());
-    }
+    let mut statuses = join_all(tasks).await;
     statuses.sort();
     assert_eq!(statuses, [201, 409, 409, 409, 409, 409]);
 }
@@ -1198,9 +1200,7 @@ async fn redis_incr_is_atomic_across_tasks() {
             }
         });
     }
-    while let Some(joined) = tasks.join_next().await {
-        joined.unwrap();
-    }
+    join_all(tasks).await;
     let mut conn = ns.conn.clone();
     let total: i64 = conn.get(&key).await.unwrap();
     assert_eq!(total, 200);
