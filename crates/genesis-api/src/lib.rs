@@ -14,6 +14,8 @@ mod startup;
 mod state;
 
 pub use crate::error::{ApiError, ErrorBody};
-pub use crate::migrate::{MIGRATIONS, MigrateError, Migration, MigrationReport};
+pub use crate::migrate::{
+    MIGRATIONS, MigrateError, Migration, MigrationReport, MigrationState, MigrationStatus,
+};
 pub use crate::startup::{Server, StartupError, router, shutdown_signal};
 pub use crate::state::AppState;
