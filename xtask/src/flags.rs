@@ -31,6 +31,7 @@ pub enum Cmd {
     Ci(Ci),
     Bench(Bench),
     Images(Images),
+    Migration(Migration),
 }
 
 /// Write docker-compose.yml and the env files from the environment model.
@@ -256,4 +257,24 @@ pub struct Server {
     /// Allow working on a server that is not on this machine (refused by default).
     #[arg(long)]
     pub allow_remote: bool,
+}
+
+/// The application's migrations: create the next one, or show where a database stands.
+#[derive(Debug, Args)]
+pub struct Migration {
+    #[command(subcommand)]
+    pub cmd: MigrationCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrationCmd {
+    New(MigrationNew),
+}
+
+/// Create the next numbered migration file under crates/genesis-api/migrations/.
+#[derive(Debug, Args)]
+pub struct MigrationNew {
+    /// A plain identifier: lowercase ASCII letters, digits and underscores (e.g. add_tags).
+    #[arg(value_name = "NAME")]
+    pub name: String,
 }
