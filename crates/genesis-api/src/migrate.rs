@@ -249,10 +249,7 @@ pub async fn status(
     migrations: &[Migration],
 ) -> Result<Vec<MigrationStatus>, MigrateError> {
     let exists: bool = client
-        .query_one(
-            "select to_regclass('schema_migrations') is not null",
-            &[],
-        )
+        .query_one("select to_regclass('schema_migrations') is not null", &[])
         .await
         .map_err(database("look for schema_migrations"))?
         .get(0);
