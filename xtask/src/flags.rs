@@ -11,6 +11,10 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
     after_help = "Exit codes: 0 success, 1 a failed check, 2 bad usage or a missing prerequisite."
 )]
 pub struct Xtask {
+    /// The stack to work on: its own compose project, network, volumes and engine-chosen host
+    /// ports [env: GENESIS_STACK; default: the default stack, on the model's ports].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub stack: Option<String>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }

@@ -13,7 +13,7 @@ use xshell::{Shell, cmd};
 use crate::compose::Compose;
 use crate::flags::{self, Suite};
 use crate::parity::{Outcome, Report, Target};
-use crate::services::{self, Service, Session};
+use crate::services::{self, Lifetime, READY_TIMEOUT, Service, Stack};
 use crate::test::run_suites;
 use crate::util::{
     FileState, Mode, Style, check_failed, ensure_file_contents, project_root, target_dir,
@@ -79,8 +79,8 @@ impl Item {
 }
 
 impl flags::VerifyMigration {
-    pub fn run(self, sh: &Shell) -> Result<()> {
-        let items = checklist(sh, None)?;
+    pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
+        let items = checklist(sh, stack, None)?;
         report(&items, self.json)
     }
 }
@@ -120,7 +120,7 @@ pub fn report(items: &[Item], json: bool) -> Result<()> {
 
 /// Runs every item. `suites` is a parity report the caller already has (from `cargo xtask ci`),
 /// so the suites are not run twice.
-pub fn checklist(sh: &Shell, suites: Option<Report>) -> Result<Vec<Item>> {
+pub fn checklist(sh: &Shell, stack: &Stack, suites: Option<Report>) -> Result<Vec<Item>> {
     let root = project_root();
     let mut items = vec![
         Item::from_result("settings reject SQLite", settings_reject_sqlite(sh)),
@@ -141,7 +141,7 @@ pub fn checklist(sh: &Shell, suites: Option<Report>) -> Result<Vec<Item>> {
     ];
     let report = match suites {
         Some(report) => Ok(report),
-        None => run_suites(sh, &[Target::Host, Target::Container], Suite::All),
+        None => run_suites(sh, stack, &[Target::Host, Target::Container], Suite::All),
     };
     match report {
         Ok(report) => {
@@ -170,7 +170,7 @@ pub fn checklist(sh: &Shell, suites: Option<Report>) -> Result<Vec<Item>> {
     }
     items.push(Item::from_result(
         "the application starts and is ready in strict mode",
-        app_ready_in_strict_mode(sh),
+        app_ready_in_strict_mode(sh, stack),
     ));
     Ok(items)
 }
@@ -401,10 +401,16 @@ fn suite_item(item: &'static str, report: &Report, suite: &str) -> Item {
 }
 
 /// Starts the real binary on the host in strict mode and waits for `/health/ready` to answer 200.
-fn app_ready_in_strict_mode(sh: &Shell) -> Result<String> {
+fn app_ready_in_strict_mode(sh: &Shell, stack: &Stack) -> Result<String> {
     let bin = genesis_api_binary(sh)?;
     let compose = Compose::detect(sh)?;
-    let _services = Session::up(sh, &compose, &[Service::TestDb, Service::Redis])?;
+    let running = stack.start(
+        sh,
+        &compose,
+        &[Service::TestDb, Service::Redis],
+        Lifetime::ThisRun,
+        READY_TIMEOUT,
+    )?;
     let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
         .local_addr()?
         .port();
@@ -413,7 +419,8 @@ fn app_ready_in_strict_mode(sh: &Shell) -> Result<String> {
         .env("ENVIRONMENT", Env::Test.environment_value())
         .env("STRICT_HEALTH_CHECKS", "true")
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-        .env_remove(model::API.in_container_var);
+        .env_remove(model::API.in_container_var)
+        .envs(running.host_settings()?);
     let mut child = child::background(serve, &log).context("start genesis-api")?;
     let started = Instant::now();
     let result = loop {
@@ -428,6 +435,9 @@ fn app_ready_in_strict_mode(sh: &Shell) -> Result<String> {
                 "ready in {:.1} s with STRICT_HEALTH_CHECKS=true",
                 started.elapsed().as_secs_f64()
             ));
+        }
+        if crate::util::interrupted() {
+            break Err(anyhow::anyhow!("interrupted"));
         }
         if started.elapsed() > Duration::from_secs(30) {
             break Err(anyhow::anyhow!(
