@@ -35,7 +35,10 @@ impl flags::Ci {
         steps.step("unit tests", || {
             cmd!(sh, "cargo test --quiet --workspace --lib --bins")
                 .run()
-                .context("unit tests failed")
+                .context("unit tests failed")?;
+            cmd!(sh, "cargo test --quiet -p xtask --test tidy")
+                .run()
+                .context("the tidy checks failed")
         })?;
         steps.step("codegen --check", codegen::check)?;
         preflight::docker_daemon(sh)?;

@@ -8,7 +8,6 @@ use genesis_model::{self as model, Database, Env, Password, Storage};
 use serde::Serialize;
 use xshell::Shell;
 
-use crate::compose::Compose;
 use crate::flags;
 use crate::util::{FileState, Mode, check_failed, ensure_file_contents, project_root};
 
@@ -313,42 +312,6 @@ pub fn render_compose() -> String {
     format!("{}{yaml}", header("#"))
 }
 
-/// The host ports of every service of the default stack as the installed compose reads
-/// `docker-compose.yml` (`compose config`), so a quoting mistake that makes compose misread a
-/// port shows up here.
-pub fn published_ports(sh: &Shell, compose: &Compose) -> Result<Vec<(String, Vec<u16>)>> {
-    let out = compose
-        .cmd(sh, &crate::services::Stack::default_stack())
-        .arg("config")
-        .quiet()
-        .read()
-        .context("compose rejected docker-compose.yml")?;
-    let config: serde_json::Value =
-        serde_saphyr::from_str(&out).context("compose config printed no YAML")?;
-    let services = config["services"]
-        .as_object()
-        .context("compose config shows no services")?;
-    let mut ports = Vec::new();
-    for (name, service) in services {
-        let published = service["ports"]
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .filter_map(|port| match port {
-                        // v1 prints `127.0.0.1:5433:5432/tcp`, v2 the long syntax.
-                        serde_json::Value::String(short) => {
-                            short.split(':').rev().nth(1)?.parse().ok()
-                        }
-                        long => long["published"].to_string().trim_matches('"').parse().ok(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        ports.push((name.clone(), published));
-    }
-    Ok(ports)
-}
-
 // ---- env files ----------------------------------------------------------------------------
 
 fn env_lines(env: Env) -> Vec<(&'static str, String)> {
@@ -489,22 +452,5 @@ mod tests {
             settings.test_database_url.to_string(),
             "postgresql://test_user:***@localhost:5433/test_db"
         );
-    }
-
-    #[test]
-    fn compose_accepts_the_file_and_publishes_the_model_ports() {
-        let sh = Shell::new().unwrap();
-        let compose = Compose::detect(&sh).expect("this test needs Docker Compose installed");
-        let ports = published_ports(&sh, &compose).unwrap();
-        let get = |service: &str| {
-            ports
-                .iter()
-                .find(|(s, _)| s == service)
-                .map(|(_, p)| p.clone())
-                .unwrap_or_default()
-        };
-        assert_eq!(get("test-db"), [5433]);
-        assert_eq!(get("postgres"), [5435]);
-        assert_eq!(get("redis"), [model::REDIS.host_address.port]);
     }
 }

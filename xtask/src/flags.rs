@@ -58,10 +58,10 @@ pub struct Doctor {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("mode").args(["host", "container", "both_modes"])))]
 pub struct Test {
-    /// Run on the host against localhost:5433 (the default).
+    /// Run on the host against the stack's test database (the default).
     #[arg(long)]
     pub host: bool,
-    /// Run the same test binaries inside the genesis-api container against test-db:5432.
+    /// Run the same test binaries inside the application container, on the stack's network.
     #[arg(long)]
     pub container: bool,
     /// Run both modes at the same time and check parity test by test.

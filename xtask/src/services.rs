@@ -165,12 +165,12 @@ impl Stack {
             .copied()
             .filter(|s| !present.iter().any(|c| c.service == s.name() && c.running()))
             .collect();
-        for service in &missing {
-            preflight::image_available(sh, service.image())?;
-            if self.is_default() {
+        if self.is_default() {
+            for service in &missing {
                 check_port_free(sh, *service, self)?;
             }
         }
+        preflight::images_for(sh, &missing)?;
         if !missing.is_empty() {
             let names: Vec<&str> = missing.iter().map(|s| s.name()).collect();
             eprintln!("starting {} (stack {})", names.join(", "), self.name());

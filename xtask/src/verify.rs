@@ -135,7 +135,7 @@ pub fn checklist(sh: &Shell, stack: &Stack, suites: Option<Report>) -> Result<Ve
             "none found",
         ),
         Item::from_result(
-            "docker-compose.yml exposes 5433 and 5435 and matches the model",
+            "docker-compose.yml exposes the model's database ports and matches it",
             compose_matches(sh),
         ),
     ];
@@ -350,21 +350,26 @@ fn compose_matches(sh: &Shell) -> Result<String> {
         );
     }
     let compose = Compose::detect(sh)?;
-    let ports = codegen::published_ports(sh, &compose)?;
-    let port_of = |service: &str| {
-        ports
+    let ports = compose.published_ports(sh)?;
+    let mut found = Vec::new();
+    for env in [Env::Test, Env::Dev] {
+        let service = Service::database(env).context("a compose database")?;
+        let expected = service.model_port();
+        let published = ports
             .iter()
-            .find(|(s, _)| s == service)
+            .find(|(s, _)| s == service.name())
             .map(|(_, p)| p.clone())
-            .unwrap_or_default()
-    };
-    let (test, dev) = (port_of("test-db"), port_of("postgres"));
-    anyhow::ensure!(
-        test == [5433] && dev == [5435],
-        "compose publishes test-db on {test:?} and postgres on {dev:?}, not 5433 and 5435"
-    );
+            .unwrap_or_default();
+        anyhow::ensure!(
+            published == [expected],
+            "compose publishes {} on {published:?}, not {expected}",
+            service.name()
+        );
+        found.push(format!("{} on {expected}", service.name()));
+    }
     Ok(format!(
-        "test-db on 5433, postgres on 5435, as {} reads it",
+        "{}, as {} reads it",
+        found.join(", "),
         compose.describe(sh)?
     ))
 }
