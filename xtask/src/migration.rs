@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use xshell::Shell;
 
 use crate::flags;
+use crate::services::Stack;
 use crate::util::{project_root, usage};
 
 /// The folder of the application's migrations, relative to the workspace root.
@@ -20,7 +21,7 @@ pub const MIGRATIONS_DIR: &str = "crates/genesis-api/migrations";
 const MAX_NAME: usize = 60;
 
 impl flags::Migration {
-    pub fn run(self, sh: &Shell) -> Result<()> {
+    pub fn run(self, sh: &Shell, _stack: &Stack) -> Result<()> {
         match self.cmd {
             flags::MigrationCmd::New(cmd) => cmd.run(sh),
         }
