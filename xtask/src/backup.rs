@@ -98,7 +98,7 @@ fn resolve_allowed(
 /// Connects once: the server's version, or how to make it reachable.
 fn reach(sh: &Shell, target: &Target) -> Result<(String, u32)> {
     target.server_version(sh).map_err(|err| {
-        let hint = match target.env.database().service {
+        let hint = match target.env.database().compose() {
             Some(_) if target.origin == pg::Origin::Model => {
                 format!("start it with `cargo xtask db-up --env {}`", target.env)
             }

@@ -50,15 +50,15 @@ impl Target {
             return Target::from_url(env, raw, "--url");
         }
         let db = env.database();
-        match (db.host_address, db.password) {
-            (Some(address), Password::Public(password)) => Ok(Target::model(
+        match (db.compose(), db.password) {
+            (Some(compose), Password::Public(password)) => Ok(Target::model(
                 env,
-                address.port,
+                compose.host_address,
                 Some(Secret::new(password)),
             )),
-            (Some(address), Password::FromEnv(_)) => {
+            (Some(compose), Password::FromEnv(_)) => {
                 let password = dev_password(&project_root())?.map(|(secret, _)| secret);
-                Ok(Target::model(env, address.port, password))
+                Ok(Target::model(env, compose.host_address, password))
             }
             (None, _) => match std::env::var("DATABASE_URL") {
                 Ok(raw) if !raw.trim().is_empty() => Target::from_url(env, &raw, "DATABASE_URL"),
@@ -70,15 +70,12 @@ impl Target {
         }
     }
 
-    fn model(env: Env, port: u16, password: Option<Secret>) -> Target {
+    fn model(env: Env, address: model::Address, password: Option<Secret>) -> Target {
         let db = env.database();
-        let address = db
-            .host_address
-            .expect("compose databases have a host address");
         Target {
             env,
             host: address.host.to_owned(),
-            port,
+            port: address.port,
             user: db.user.to_owned(),
             database: db.name.to_owned(),
             password,

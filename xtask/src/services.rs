@@ -133,7 +133,7 @@ impl Stack {
     fn model_volumes(&self) -> Vec<String> {
         Env::ALL
             .iter()
-            .filter_map(|env| match env.database().storage {
+            .filter_map(|env| match env.database().compose()?.storage {
                 Storage::Volume(name) => Some(self.volume_name(name)),
                 _ => None,
             })
@@ -442,14 +442,19 @@ impl Service {
         }
     }
 
+    /// The model's compose database this service runs, if it runs one.
+    pub fn compose_db(self) -> Option<model::ComposeDb> {
+        match self {
+            Service::TestDb => Some(model::TEST_DB_SERVICE),
+            Service::DevDb => Some(model::DEV_DB_SERVICE),
+            Service::Redis | Service::Api => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
-            Service::TestDb => model::TEST_DB
-                .service
-                .expect("test-db is a compose service"),
-            Service::DevDb => model::DEV_DB
-                .service
-                .expect("postgres is a compose service"),
+            Service::TestDb => model::TEST_DB_SERVICE.service,
+            Service::DevDb => model::DEV_DB_SERVICE.service,
             Service::Redis => model::REDIS.service,
             Service::Api => model::API.service,
         }
@@ -470,14 +475,11 @@ impl Service {
     /// The host port of the default stack.
     pub fn model_port(self) -> u16 {
         match self {
-            Service::TestDb | Service::DevDb => {
-                self.env()
-                    .and_then(|env| env.database().host_address)
-                    .expect("compose databases are published")
-                    .port
-            }
             Service::Redis => model::REDIS.host_address.port,
             Service::Api => model::API.port,
+            Service::TestDb | Service::DevDb => self
+                .compose_db()
+                .map_or(model::POSTGRES_PORT, |db| db.host_address.port),
         }
     }
 
@@ -492,8 +494,8 @@ impl Service {
 
     /// The storage of the service's data.
     pub fn storage(self) -> Storage {
-        self.env()
-            .map_or(Storage::Disposable, |env| env.database().storage)
+        self.compose_db()
+            .map_or(Storage::Disposable, |db| db.storage)
     }
 }
 
@@ -779,12 +781,9 @@ impl Running<'_> {
     /// test database and Redis from the host.
     pub fn host_settings(&self) -> Result<Vec<(&'static str, String)>> {
         let db = model::TEST_DB;
-        let genesis_model::Password::Public(password) = db.password else {
-            anyhow::bail!("the test database's password is public by design");
-        };
-        let mut address = db.host_address.context("test-db is published")?;
+        let mut address = model::TEST_DB_SERVICE.host_address;
         address.port = self.port(Service::TestDb);
-        let mut vars = vec![(db.url_var, db.url_with(address, password))];
+        let mut vars = vec![(db.url_var, db.url_with(address, model::TEST_DB_PASSWORD))];
         if let Some(port) = self.ports.get(&Service::Redis) {
             let mut redis = model::REDIS.host_address;
             redis.port = *port;

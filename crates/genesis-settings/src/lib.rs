@@ -15,7 +15,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use genesis_model::{self as model, Address, Env, Password};
+use genesis_model::{self as model, Env};
 
 pub use crate::env_file::{Entry, expand, parse as parse_env_file};
 pub use crate::secret::{MASK, Secret, redact};
@@ -206,10 +206,8 @@ impl Settings {
             }
             None => {
                 sources.insert(test_db.url_var, Source::Default);
-                let Password::Public(password) = test_db.password else {
-                    unreachable!("the test database's password is public by design")
-                };
-                let url = test_db.url_with(host_address(test_db.host_address), password);
+                let url =
+                    test_db.url_with(model::TEST_DB_SERVICE.host_address, model::TEST_DB_PASSWORD);
                 ServiceUrl::parse(&url, Scheme::Postgres).expect("the model's test URL is valid")
             }
         };
@@ -416,16 +414,13 @@ fn find_upwards(dir: &Path, name: &str) -> Option<PathBuf> {
     dir.ancestors().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-fn host_address(address: Option<Address>) -> Address {
-    address.expect("services run by compose have a host address")
-}
-
 /// Inside a container, the model's host addresses (`localhost:5433`) mean nothing: translate
 /// them to the in-network ones (`test-db:5432`). Any other address is left as the user wrote it.
 fn to_network(url: ServiceUrl) -> ServiceUrl {
     let pairs = [model::TEST_DB, model::DEV_DB]
         .iter()
-        .filter_map(|db| Some((db.host_address?, db.network_address?)))
+        .filter_map(|db| db.compose())
+        .map(|db| (db.host_address, db.network_address))
         .chain([(model::REDIS.host_address, model::REDIS.network_address)]);
     for (host, network) in pairs {
         let is_local = matches!(url.host(), "localhost" | "127.0.0.1" | "[::1]");
