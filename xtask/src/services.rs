@@ -796,32 +796,37 @@ impl Running<'_> {
     /// container's state now and then, stops on Ctrl-C, and on failure shows the last logs.
     fn wait_ready(&self, service: Service, timeout: Duration) -> Result<()> {
         let port = self.port(service);
-        let target = match service.env() {
-            Some(env) => Some(self.database(env)?),
-            None => None,
+        // The one probe of each service: a real login as the app's role for a database,
+        // `PING` for Redis, `GET /health` for the application.
+        enum Check {
+            Database(pg::Target),
+            Redis,
+            Http,
+        }
+        let check = match (service.env(), service) {
+            (Some(env), _) => Check::Database(self.database(env)?),
+            (None, Service::Redis) => Check::Redis,
+            (None, _) => Check::Http,
         };
         let mut refused_since: Option<Instant> = None;
         let mut probe = || -> std::result::Result<Waiting, String> {
-            match service {
-                Service::TestDb | Service::DevDb => {
-                    let target = target.as_ref().expect("a database has a target");
-                    match target.probe(self.sh) {
-                        Probe::Ready => Ok(Waiting::Ready),
-                        Probe::NotYet(why) => {
-                            refused_since = None;
-                            Ok(Waiting::NotYet(why))
-                        }
-                        Probe::AuthFailed(why) => {
-                            let since = *refused_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() < AUTH_GRACE {
-                                return Ok(Waiting::NotYet(why));
-                            }
-                            Err(self.refused_password(service, target, &why))
-                        }
+            match &check {
+                Check::Database(target) => match target.probe(self.sh) {
+                    Probe::Ready => Ok(Waiting::Ready),
+                    Probe::NotYet(why) => {
+                        refused_since = None;
+                        Ok(Waiting::NotYet(why))
                     }
-                }
-                Service::Redis => Ok(redis_ping(port)),
-                Service::Api => Ok(match http_get(port, "/health") {
+                    Probe::AuthFailed(why) => {
+                        let since = *refused_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() < AUTH_GRACE {
+                            return Ok(Waiting::NotYet(why));
+                        }
+                        Err(self.refused_password(service, target, &why))
+                    }
+                },
+                Check::Redis => Ok(redis_ping(port)),
+                Check::Http => Ok(match http_get(port, "/health") {
                     Ok((200, _)) => Waiting::Ready,
                     Ok((status, _)) => Waiting::NotYet(format!("/health answered {status}")),
                     Err(err) => Waiting::NotYet(err.to_string()),
