@@ -13,7 +13,7 @@ use xshell::{Shell, cmd};
 use crate::compose::Compose;
 use crate::flags;
 use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack};
-use crate::test::xtask_dir;
+use crate::util::xtask_dir;
 
 #[derive(Debug, Serialize)]
 struct Stats {
