@@ -228,7 +228,7 @@ impl Settings {
             _ => match vars.get("POSTGRES_SERVER")? {
                 Some((server, _)) => {
                     sources.insert("DATABASE_URL", Source::Assembled);
-                    Some(assemble_database_url(&vars, &server)?)
+                    Some(assemble_database_url(&vars, &server, environment)?)
                 }
                 None => None,
             },
@@ -381,9 +381,21 @@ impl Settings {
                 source("DATABASE_URL"),
             ),
             (
+                "  as libpq reads it",
+                self.database_url
+                    .as_ref()
+                    .map_or("-".into(), ServiceUrl::describe),
+                "-".into(),
+            ),
+            (
                 "TEST_DATABASE_URL",
                 self.test_database_url.to_string(),
                 source("TEST_DATABASE_URL"),
+            ),
+            (
+                "  as libpq reads it",
+                self.test_database_url.describe(),
+                "-".into(),
             ),
             ("REDIS_URL", self.redis_url.to_string(), source("REDIS_URL")),
             ("DEBUG", self.debug.to_string(), source("DEBUG")),
@@ -566,7 +578,11 @@ fn parse_bool(var: &str, value: &str, origin: &Source) -> Result<bool, ConfigErr
     }
 }
 
-fn assemble_database_url(vars: &Vars, server: &str) -> Result<ServiceUrl, ConfigError> {
+fn assemble_database_url(
+    vars: &Vars,
+    server: &str,
+    environment: Env,
+) -> Result<ServiceUrl, ConfigError> {
     let required = |var: &'static str| match vars.get(var) {
         Ok(Some((value, _))) if !value.is_empty() => Ok(value),
         Ok(_) => Err(ConfigError::MissingPart { var }),
@@ -574,10 +590,15 @@ fn assemble_database_url(vars: &Vars, server: &str) -> Result<ServiceUrl, Config
     };
     let user = required("POSTGRES_USER")?;
     let db = required("POSTGRES_DB")?;
-    let password = vars
-        .get("POSTGRES_PASSWORD")?
-        .map(|(p, _)| p)
-        .unwrap_or_default();
+    // The dev database always has a password (its compose service needs one): without it the
+    // URL would only fail later, at login.
+    let password = if environment == Env::Dev {
+        required("POSTGRES_PASSWORD")?
+    } else {
+        vars.get("POSTGRES_PASSWORD")?
+            .map(|(p, _)| p)
+            .unwrap_or_default()
+    };
     let port = match vars.get("POSTGRES_PORT")? {
         Some((port, origin)) => port.parse::<u16>().map_err(|_| ConfigError::InvalidValue {
             var: "POSTGRES_PORT".into(),
