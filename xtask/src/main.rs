@@ -10,6 +10,7 @@ mod ci;
 mod codegen;
 mod compose;
 mod db;
+mod devpass;
 mod doctor;
 mod flags;
 mod images;

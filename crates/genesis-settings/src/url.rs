@@ -348,6 +348,14 @@ impl ServiceUrl {
         }
     }
 
+    /// The same URL with another password (none: libpq's other sources, such as a passfile).
+    pub fn with_password(&self, password: Option<Secret>) -> ServiceUrl {
+        ServiceUrl {
+            password,
+            ..self.clone()
+        }
+    }
+
     /// The same URL pointing at another database on the same server.
     pub fn with_database(&self, database: &str) -> ServiceUrl {
         ServiceUrl {
