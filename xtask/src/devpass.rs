@@ -113,6 +113,34 @@ pub fn ensure_dev_password(
     Ok((Secret::new(password), PasswordSource::Generated(path)))
 }
 
+/// Makes every password this process can know masked by value in everything it prints
+/// through `redact` (errors, `db-logs`, tool output): the dev password, the model's public test
+/// password, and every secret-named variable of the environment, URLs' passwords included.
+/// Problems reading them are left to the commands that need them.
+pub fn register_known_secrets(root: &Path) {
+    let _ = dev_password(root, &process_env);
+    for env in model::Env::ALL {
+        if let Password::Public(password) = env.database().password {
+            Secret::new(password);
+        }
+    }
+    for (key, value) in std::env::vars_os() {
+        let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else {
+            continue;
+        };
+        if genesis_settings::is_secret_key(key) {
+            Secret::new(value);
+        } else if key.ends_with("_URL") {
+            for scheme in [
+                genesis_settings::Scheme::Postgres,
+                genesis_settings::Scheme::Redis,
+            ] {
+                let _ = genesis_settings::ServiceUrl::parse(value, scheme);
+            }
+        }
+    }
+}
+
 /// [`ensure_dev_password`] with this process's environment.
 pub fn ensure_dev_password_here(root: &Path) -> Result<(Secret, PasswordSource)> {
     ensure_dev_password(root, &process_env)

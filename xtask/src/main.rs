@@ -31,6 +31,8 @@ fn main() -> ExitCode {
     let flags = flags::Xtask::parse();
     let result = Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
         sh.change_dir(util::project_root());
+        // Every password this process can know is masked by value in all it prints.
+        devpass::register_known_secrets(&util::project_root());
         match flags.cmd {
             flags::Cmd::Codegen(cmd) => cmd.run(&sh),
             flags::Cmd::Doctor(cmd) => cmd.run(&sh),

@@ -345,3 +345,72 @@ fn libpq_reads_every_url_of_the_corpus_as_we_do() {
         disagreements.join("\n")
     );
 }
+
+/// The application's driver reads the canonical rendering of every URL the settings accept
+/// for it as we read it: same hosts, ports, user, password, database and parameters.
+#[test]
+fn the_driver_reads_every_accepted_url_as_we_do() {
+    use tokio_postgres::config::Host;
+
+    let corpus: Vec<&str> = include_str!("corpus.txt")
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with("# "))
+        .collect();
+    let mut accepted = 0;
+    let mut disagreements = Vec::new();
+    for raw in &corpus {
+        let Ok(url) = ServiceUrl::parse(raw, Scheme::Postgres) else {
+            continue;
+        };
+        if url.check_app_support().is_err() {
+            continue;
+        }
+        accepted += 1;
+        let config: tokio_postgres::Config = match url.expose().parse() {
+            Ok(config) => config,
+            Err(err) => {
+                disagreements.push(format!("{raw}: the driver refuses it: {err}"));
+                continue;
+            }
+        };
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .collect();
+        let ports: Vec<u16> = url.endpoints(5432).iter().map(|(_, p)| *p).collect();
+        // The driver, like libpq, uses 5432 for a host without a port.
+        let theirs_ports: Vec<u16> = match config.get_ports() {
+            [] => vec![5432; hosts.len()],
+            [one] if hosts.len() > 1 => vec![*one; hosts.len()],
+            ports => ports.to_vec(),
+        };
+        let password = config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned());
+        let same = hosts == url.hosts()
+            && theirs_ports == ports
+            && config.get_user() == Some(url.user())
+            && password.as_deref() == url.password().map(Secret::expose)
+            && config.get_dbname() == Some(url.database())
+            && config.get_application_name() == url.param("application_name")
+            && config.get_options() == url.param("options");
+        if !same {
+            disagreements.push(format!("{raw}: the driver reads {config:?}"));
+        }
+    }
+    eprintln!(
+        "driver oracle: {} URLs, {accepted} accepted for the application, {} disagreements",
+        corpus.len(),
+        disagreements.len()
+    );
+    assert!(accepted >= 30, "the corpus lost its accepted URLs");
+    assert!(
+        disagreements.is_empty(),
+        "the driver disagrees:\n{}",
+        disagreements.join("\n")
+    );
+}
