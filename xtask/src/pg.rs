@@ -130,6 +130,12 @@ impl Target {
         }
     }
 
+    /// The same single-host target on another port (a stack's discovered host port).
+    pub fn set_port(&mut self, port: u16) {
+        let host = self.url.host().to_owned();
+        self.url = self.url.with_address(&host, port);
+    }
+
     /// The libpq URI with the password masked: the only form that is ever printed.
     pub fn masked_url(&self) -> String {
         self.url.to_string()
