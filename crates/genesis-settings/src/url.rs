@@ -166,6 +166,8 @@ fn decode(part: &str, what: &str) -> Result<String, UrlProblem> {
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServiceUrl {
     scheme: Scheme,
+    /// `rediss://`: Redis over TLS.
+    tls: bool,
     /// Host names, IP addresses or (PostgreSQL) Unix-socket directories, in order; empty when
     /// the URL names none (libpq then uses its default socket).
     hosts: Vec<String>,
@@ -214,12 +216,21 @@ impl ServiceUrl {
         }
         match found {
             Scheme::Postgres => parse_libpq(rest),
-            Scheme::Redis => parse_redis(rest),
+            Scheme::Redis => parse_redis(rest).map(|url| ServiceUrl {
+                tls: base == "rediss",
+                ..url
+            }),
         }
     }
 
     pub fn scheme(&self) -> Scheme {
         self.scheme
+    }
+
+    /// Whether the URL asks for TLS by its scheme (`rediss://`). PostgreSQL asks through
+    /// `sslmode` ([`ServiceUrl::param`]).
+    pub fn tls(&self) -> bool {
+        self.tls
     }
 
     /// The first host (the only one of a single-host URL), decoded; `""` when there is none.
@@ -404,7 +415,12 @@ impl ServiceUrl {
     }
 
     fn render(&self, password: Option<String>) -> String {
-        let mut out = format!("{}://", self.scheme.canonical());
+        let scheme = if self.tls {
+            "rediss"
+        } else {
+            self.scheme.canonical()
+        };
+        let mut out = format!("{scheme}://");
         if self.user.is_some() || password.is_some() {
             out.push_str(&encode(self.user()));
             if let Some(p) = password {
@@ -644,6 +660,7 @@ fn parse_libpq(rest: &str) -> Result<ServiceUrl, UrlProblem> {
     };
     Ok(ServiceUrl {
         scheme: Scheme::Postgres,
+        tls: false,
         hosts,
         ports,
         user,
@@ -755,6 +772,7 @@ fn parse_redis(rest: &str) -> Result<ServiceUrl, UrlProblem> {
     }
     Ok(ServiceUrl {
         scheme: Scheme::Redis,
+        tls: false,
         hosts: vec![host],
         ports: vec![port],
         user,

@@ -152,6 +152,8 @@ fn rewrites_address_and_database() {
     assert_eq!(redis.password().unwrap().expose(), "p@w");
     assert_eq!(redis.expose(), "redis://:p%40w@localhost:6380/0");
     assert!(ServiceUrl::parse("redis://:p@w@localhost:6380/0", Scheme::Redis).is_err());
+    let tls = ServiceUrl::parse("rediss://:pw@cache.example:6380/0", Scheme::Redis).unwrap();
+    assert_eq!(tls.expose(), "rediss://:pw@cache.example:6380/0");
 }
 
 // ---- the libpq oracle -----------------------------------------------------------------------
