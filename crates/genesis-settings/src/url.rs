@@ -639,7 +639,10 @@ fn parse_libpq(rest: &str) -> Result<ServiceUrl, UrlProblem> {
                 }
                 match port.parse::<u16>() {
                     Ok(n) if n > 0 => Ok(Some(n)),
-                    _ => Err(malformed("a port is not a number from 1 to 65535")),
+                    _ => Err(malformed(
+                        "a port is not a number from 1 to 65535 (a / or : in a user name or \
+                         password must be written %2F or %3A)",
+                    )),
                 }
             })
             .collect::<Result<_, _>>()?,
