@@ -342,6 +342,7 @@ pub fn resolve(
     process: &dyn Fn(&str) -> Option<String>,
     before: &[Resolved],
 ) -> Vec<Resolved> {
+    let lines: Vec<(String, usize)> = entries.iter().map(|e| (e.key.clone(), e.line)).collect();
     let mut out: Vec<Resolved> = Vec::new();
     for entry in entries {
         let origin = crate::Source::File {
@@ -406,11 +407,25 @@ pub fn resolve(
                 {
                     Ok(None)
                 }
-                Err(missing) => Err(ConfigError::Unresolved {
-                    var: entry.key.clone(),
-                    origin,
-                    missing: missing.join(", "),
-                }),
+                Err(missing) => match lines
+                    .iter()
+                    .find(|(k, l)| missing.contains(k) && *l > entry.line)
+                {
+                    Some((name, line)) => Err(ConfigError::EnvFile {
+                        path: path.to_owned(),
+                        line: entry.line,
+                        reason: format!(
+                            "{} refers to ${{{name}}}, which is set only below, on line {line}: \
+                             Compose reads it as empty here; move that line up",
+                            entry.key
+                        ),
+                    }),
+                    None => Err(ConfigError::Unresolved {
+                        var: entry.key.clone(),
+                        origin,
+                        missing: missing.join(", "),
+                    }),
+                },
             }
         };
         out.push(Resolved {

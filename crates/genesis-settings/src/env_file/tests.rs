@@ -103,7 +103,7 @@ fn resolves_chains_in_order_and_refuses_what_the_flavours_resolve_differently() 
     assert!(
         get("C")
             .unwrap_err()
-            .contains("refers to ${B}, which is not set")
+            .contains(".env:1: C refers to ${B}, which is set only below, on line 3")
     );
     assert_eq!(get("D"), Ok(Some("1".to_owned())));
     assert!(
