@@ -329,14 +329,15 @@ fn env_lines(env: Env) -> Vec<(&'static str, String)> {
             ]
         }
         Env::Dev => {
+            // The parts, not a URL: the settings assemble DATABASE_URL from them and the
+            // password with every part percent-encoded, so a password with `@`, `:` or `%`
+            // means itself (a `${POSTGRES_PASSWORD}` spliced into a URL would not).
+            let address = model::DEV_DB_SERVICE.host_address;
             vec![
-                (
-                    db.url_var,
-                    db.url_with(
-                        model::DEV_DB_SERVICE.host_address,
-                        &format!("${{{}}}", model::PASSWORD_VAR),
-                    ),
-                ),
+                ("POSTGRES_SERVER", address.host.to_owned()),
+                ("POSTGRES_PORT", address.port.to_string()),
+                ("POSTGRES_USER", db.user.to_owned()),
+                ("POSTGRES_DB", db.name.to_owned()),
                 ("ENVIRONMENT", env.environment_value().to_owned()),
                 ("DEBUG", "true".to_owned()),
                 (redis.url_var, redis_url),
@@ -361,7 +362,7 @@ pub fn render_env_file(env: Env) -> String {
     let mut out = header("#");
     match env {
         Env::Test => out.push_str("# The test database's password is public by design: its data is disposable.\n"),
-        Env::Dev => out.push_str("# POSTGRES_PASSWORD comes from your environment or the git-ignored .env (`cargo xtask db-up --env dev` makes one).\n"),
+        Env::Dev => out.push_str("# DATABASE_URL is assembled from these parts and POSTGRES_PASSWORD, which comes from your environment or the git-ignored .env (`cargo xtask db-up --env dev` makes one).\n"),
         Env::Prod => out.push_str("# Placeholders only: the real values come from the deployment's environment.\n"),
     }
     for (key, value) in env_lines(env) {

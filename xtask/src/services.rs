@@ -365,7 +365,7 @@ impl Stack {
             .find(|c| c.service == service.name() && c.running())
             .and_then(|c| c.host_port(service.container_port()));
         match port {
-            Some(port) => target.port = port,
+            Some(port) => target.set_port(port),
             None if self.is_default() => {}
             None => {
                 return Err(usage(format!(
@@ -773,7 +773,7 @@ impl Running<'_> {
     pub fn database(&self, env: Env) -> Result<pg::Target> {
         let service = Service::database(env).context("a managed database has no service")?;
         let mut target = pg::Target::resolve(env, None)?;
-        target.port = self.port(service);
+        target.set_port(self.port(service));
         Ok(target)
     }
 
