@@ -1,3 +1,6 @@
+//! The URL tests: unit cases, and the corpus compared with libpq's own parser and with the
+//! application's driver.
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
