@@ -190,6 +190,11 @@ impl Settings {
             }
         }
         register_file_secrets(&resolved);
+        for (key, value) in &process {
+            if is_secret_key(key) {
+                secret::register(value);
+            }
+        }
         let vars = Vars { process, resolved };
 
         let runtime = match vars.get(model::API.in_container_var)? {

@@ -97,24 +97,25 @@ fn redact_url_passwords(text: &str) -> String {
     while let Some(idx) = rest.find("://") {
         let (head, tail) = rest.split_at(idx + 3);
         out.push_str(head);
-        // As libpq reads it: the user information ends at the first `@` or `/`.
+        // libpq ends the user information at the first `@`, URL parsers at the last: masking
+        // up to the last `@` before the path hides the password for both readings.
         let end = tail
-            .find(|c: char| c.is_whitespace() || matches!(c, '@' | '/'))
+            .find(|c: char| c.is_whitespace() || c == '/')
             .unwrap_or(tail.len());
-        let userinfo = &tail[..end];
-        if tail[end..].starts_with('@') {
-            match userinfo.find(':') {
-                Some(colon) => {
-                    out.push_str(&userinfo[..colon]);
-                    out.push(':');
-                    out.push_str(MASK);
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                let userinfo = &tail[..at];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        out.push_str(&userinfo[..colon]);
+                        out.push(':');
+                        out.push_str(MASK);
+                    }
+                    None => out.push_str(userinfo),
                 }
-                None => out.push_str(userinfo),
+                rest = &tail[at..];
             }
-            out.push('@');
-            rest = &tail[end + 1..];
-        } else {
-            rest = tail;
+            None => rest = tail,
         }
     }
     out.push_str(rest);

@@ -438,3 +438,15 @@ fn the_search_stops_at_the_workspace_root_and_refuses_non_files() {
         .to_string();
     assert!(err.contains(".env.local"), "{err}");
 }
+
+#[test]
+fn every_password_the_settings_know_is_masked_by_value() {
+    let fx = Fixture::new(&[(".env", "POSTGRES_PASSWORD='zq-file-9Kx'\n")]);
+    fx.resolve(&[
+        ("DATABASE_URL", "postgresql://u@h/db"),
+        ("REDIS_PASSWORD", "zq-env-7Hw"),
+    ])
+    .unwrap();
+    let text = "a log line with zq-file-9Kx, zq-env-7Hw and zq-file-9Kx again";
+    assert_eq!(redact(text), "a log line with ***, *** and *** again");
+}

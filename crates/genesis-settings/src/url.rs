@@ -584,6 +584,8 @@ fn parse_libpq(rest: &str) -> Result<ServiceUrl, UrlProblem> {
         Some('?') => query = Some(&p[1..]),
         _ => {}
     }
+    // libpq stops at the end of the text, so one trailing `&` is harmless to it.
+    let query = query.map(|q| q.strip_suffix('&').filter(|r| !r.is_empty()).unwrap_or(q));
     if let Some(query) = query.filter(|q| !q.is_empty()) {
         for pair in query.split('&') {
             let Some((key, value)) = pair.split_once('=') else {

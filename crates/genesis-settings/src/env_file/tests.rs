@@ -1,3 +1,5 @@
+//! The env-file tests: unit cases, and the corpus compared with Docker Compose v2 and v1.
+
 use std::collections::BTreeMap;
 use std::process::Command;
 

@@ -1,3 +1,6 @@
+//! The URL tests: unit cases, and the corpus compared with libpq's own parser and with the
+//! application's driver.
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -177,6 +180,7 @@ fn oracle() -> Option<PathBuf> {
     match built {
         Ok(out) if out.status.success() => Some(bin),
         other => {
+            let _ = std::fs::remove_dir_all(&dir);
             let why = match other {
                 Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
                 Err(err) => err.to_string(),
@@ -353,6 +357,7 @@ fn libpq_reads_every_url_of_the_corpus_as_we_do() {
             }
         }
     }
+    let _ = std::fs::remove_dir_all(bin.parent().unwrap());
     eprintln!(
         "libpq oracle: {} URLs, {both} read by both, {stricter} refused only by us, {} disagreements",
         corpus.len(),
