@@ -799,12 +799,12 @@ impl Running<'_> {
         // The one probe of each service: a real login as the app's role for a database,
         // `PING` for Redis, `GET /health` for the application.
         enum Check {
-            Database(pg::Target),
+            Database(Box<pg::Target>),
             Redis,
             Http,
         }
         let check = match (service.env(), service) {
-            (Some(env), _) => Check::Database(self.database(env)?),
+            (Some(env), _) => Check::Database(Box::new(self.database(env)?)),
             (None, Service::Redis) => Check::Redis,
             (None, _) => Check::Http,
         };
