@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use genesis_model::{self as model, Password};
+use genesis_model as model;
 use serde::Serialize;
 use serde_json::json;
 use xshell::{Shell, cmd};
@@ -13,7 +13,7 @@ use xshell::{Shell, cmd};
 use crate::compose::Compose;
 use crate::flags;
 use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack};
-use crate::test::xtask_dir;
+use crate::util::xtask_dir;
 
 #[derive(Debug, Serialize)]
 struct Stats {
@@ -145,13 +145,9 @@ fn timed(f: impl FnOnce() -> Result<()>) -> Result<f64> {
 }
 
 fn test_db_url(port: u16) -> String {
-    let db = model::TEST_DB;
-    let Password::Public(password) = db.password else {
-        unreachable!("the test password is public")
-    };
-    let mut address = db.host_address.expect("test-db is published");
+    let mut address = model::TEST_DB_SERVICE.host_address;
     address.port = port;
-    db.url_with(address, password)
+    model::TEST_DB.url_with(address, model::TEST_DB_PASSWORD)
 }
 
 /// `cargo xtask db-up` against `compose up -d test-db` and a `psql -c 'select 1'` loop, each

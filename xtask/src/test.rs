@@ -20,11 +20,8 @@ use crate::compose::Compose;
 use crate::flags::{self, Suite};
 use crate::parity::{self, Outcomes, Report, Target};
 use crate::services::{Lifetime, Running, Service, Stack};
-use crate::util::{check_failed, interrupted, project_root, target_dir, usage};
+use crate::util::{check_failed, interrupted, project_root, target_dir, usage, xtask_dir};
 use crate::{child, preflight};
-
-/// Kept here for the modules that still import it from `test`; it lives in `util`.
-pub use crate::util::xtask_dir;
 
 const ARCHIVE: &str = "genesis-tests.tar.zst";
 

@@ -1319,12 +1319,12 @@ fn service_addresses_follow_the_runtime() {
             );
         }
     };
-    let db = genesis_model::TEST_DB;
+    let db = genesis_model::TEST_DB_SERVICE;
     check(
         &host.test_database_url,
         &container.test_database_url,
-        db.host_address.unwrap(),
-        db.network_address.unwrap(),
+        db.host_address,
+        db.network_address,
     );
     let redis = genesis_model::REDIS;
     check(
