@@ -31,6 +31,7 @@ pub enum Cmd {
     Ci(Ci),
     Bench(Bench),
     Images(Images),
+    Parity(Parity),
 }
 
 /// Write docker-compose.yml and the env files from the environment model.
@@ -67,6 +68,42 @@ pub struct Test {
     #[arg(long, value_enum, default_value_t = Suite::All)]
     pub suite: Suite,
     /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Run this nextest archive (`cargo nextest archive -p genesis-api`, built once, possibly
+    /// elsewhere) instead of building one.
+    #[arg(long, value_name = "FILE")]
+    pub archive: Option<std::path::PathBuf>,
+    /// Run one slice of the selected tests (nextest's `slice:M/N`, `count:M/N` or `hash:M/N`).
+    /// The report still lists every selected test, for `cargo xtask parity merge`.
+    #[arg(long, value_name = "KIND:M/N", value_parser = crate::parity::parse_partition)]
+    pub partition: Option<String>,
+    /// Test name filters, passed to nextest after `--` (`cargo xtask test -- login health::`).
+    #[arg(last = true, value_name = "FILTERS")]
+    pub filters: Vec<String>,
+}
+
+/// Parity reports of shards run on several machines.
+#[derive(Debug, Args)]
+pub struct Parity {
+    #[command(subcommand)]
+    pub cmd: ParityCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParityCmd {
+    Merge(ParityMerge),
+}
+
+/// Merge the parity.json of shards of one archive (`cargo xtask test --archive FILE
+/// --partition slice:M/N` on each machine); exit 1 when a test of the archive ran in no shard,
+/// in one mode only, or with different outcomes.
+#[derive(Debug, Args)]
+pub struct ParityMerge {
+    /// The shards' parity reports (target/xtask/parity.json of each run).
+    #[arg(required = true, value_name = "REPORTS")]
+    pub reports: Vec<std::path::PathBuf>,
+    /// Print the merged report as JSON.
     #[arg(long)]
     pub json: bool,
 }

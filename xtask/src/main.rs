@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             flags::Cmd::Images(cmd) => cmd.run(&sh),
             flags::Cmd::Ci(cmd) => cmd.run(&sh),
             flags::Cmd::Bench(cmd) => cmd.run(&sh),
+            flags::Cmd::Parity(cmd) => cmd.run(&sh),
         }
     });
     match result {

@@ -34,7 +34,12 @@ const ARCHIVE: &str = "genesis-tests.tar.zst";
 impl flags::Test {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let targets = self.targets();
-        let report = run_suites(sh, &targets, self.suite)?;
+        let selection = Selection {
+            archive: self.archive.clone(),
+            partition: self.partition.clone(),
+            filters: self.filters.clone(),
+        };
+        let report = run_suites_with(sh, &targets, self.suite, &selection)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -90,33 +95,70 @@ pub fn print_report(report: &Report) {
     }
 }
 
+/// What of the suites a run takes: an archive built elsewhere, one partition of it, and name
+/// filters. The default builds the archive here and runs every test of the suite.
+#[derive(Debug, Default)]
+pub struct Selection {
+    pub archive: Option<PathBuf>,
+    pub partition: Option<String>,
+    pub filters: Vec<String>,
+}
+
 /// Builds the suites once, brings up what they need, runs them in `targets` (at the same time
 /// when there are two), writes the reports under `target/xtask/` and tears down what it started.
 pub fn run_suites(sh: &Shell, targets: &[Target], suite: Suite) -> Result<Report> {
+    run_suites_with(sh, targets, suite, &Selection::default())
+}
+
+/// [`run_suites`] on a [`Selection`].
+pub fn run_suites_with(
+    sh: &Shell,
+    targets: &[Target],
+    suite: Suite,
+    selection: &Selection,
+) -> Result<Report> {
     let nextest = find_nextest()?;
+    if let Some(given) = &selection.archive
+        && !given.is_file()
+    {
+        return Err(usage(format!(
+            "the archive {} does not exist",
+            given.display()
+        )));
+    }
     preflight::docker_daemon(sh)?;
     let compose = Compose::detect(sh)?;
     let dir = xtask_dir();
     std::fs::create_dir_all(dir.join("bin")).context("create target/xtask")?;
 
-    let target = target_dir();
-    let started = Instant::now();
-    eprintln!("building the suites (one archive for every mode)");
-    cmd!(
-        sh,
-        "cargo build --quiet -p genesis-api --bin genesis-api --target-dir {target}"
-    )
-    .run()
-    .context("build genesis-api")?;
     let archive = dir.join(ARCHIVE);
-    cmd!(
-        sh,
-        "cargo nextest archive --cargo-quiet -p genesis-api --target-dir {target} --archive-file {archive}"
-    )
-    .quiet()
-    .run()
-    .context("build the test archive")?;
-    eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
+    if let Some(given) = &selection.archive {
+        // The container finds the archive under the mounted target/xtask.
+        if std::fs::canonicalize(given).ok() != std::fs::canonicalize(&archive).ok() {
+            std::fs::copy(given, &archive)
+                .with_context(|| format!("copy {} to {}", given.display(), archive.display()))?;
+        }
+    } else {
+        let target = target_dir();
+        let started = Instant::now();
+        eprintln!("building the suites (one archive for every mode)");
+        cmd!(
+            sh,
+            "cargo build --quiet -p genesis-api --bin genesis-api --target-dir {target}"
+        )
+        .run()
+        .context("build genesis-api")?;
+        cmd!(
+            sh,
+            "cargo nextest archive --cargo-quiet -p genesis-api --target-dir {target} --archive-file {archive}"
+        )
+        .quiet()
+        .run()
+        .context("build the test archive")?;
+        eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    let filter = suite.filter();
+    let listed = list_archive(sh, &archive, filter, selection)?;
 
     // From here on Ctrl-C stops the runs and removes the services this run started, instead of
     // killing the xtask and leaving containers behind; a second Ctrl-C exits at once.
@@ -141,14 +183,32 @@ pub fn run_suites(sh: &Shell, targets: &[Target], suite: Suite) -> Result<Report
     }
 
     let names: Vec<&str> = targets.iter().map(|t| t.name()).collect();
-    eprintln!("running the suites: {}", names.join(" and "));
-    let filter = suite.filter();
+    eprintln!(
+        "running the suites: {}{}",
+        names.join(" and "),
+        selection
+            .partition
+            .as_ref()
+            .map_or(String::new(), |p| format!(
+                ", partition {p}: {} of {} tests",
+                listed.shard.len(),
+                listed.tests.len()
+            ))
+    );
+    let mut extra: Vec<String> = Vec::new();
+    if let Some(partition) = &selection.partition {
+        extra.extend(["--partition".to_owned(), partition.clone()]);
+    }
+    if !selection.filters.is_empty() {
+        extra.push("--".to_owned());
+        extra.extend(selection.filters.iter().cloned());
+    }
     let mut runs = Vec::new();
     for &target in targets {
         let junit = target_dir().join(format!("nextest/{}/junit.xml", target.name()));
         let _ = std::fs::remove_file(&junit);
         let log = dir.join(format!("{}.log", target.name()));
-        let child = spawn_mode(sh, &compose, target, &archive, filter, &log)?;
+        let child = spawn_mode(sh, &compose, target, &archive, filter, &extra, &log)?;
         runs.push(Running {
             target,
             child,
@@ -184,13 +244,53 @@ pub fn run_suites(sh: &Shell, targets: &[Target], suite: Suite) -> Result<Report
             parity::parse_junit(&text).with_context(|| format!("read {}", run.junit.display()))?;
         outcomes.push((run.target, parsed));
     }
-    let report = parity::compare(&outcomes);
-    std::fs::write(
-        dir.join("parity.json"),
-        serde_json::to_string_pretty(&report)?,
-    )
-    .context("write parity.json")?;
+    let mut report = parity::compare(&outcomes);
+    parity::check_shard(&mut report, listed);
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(dir.join("parity.json"), &json).context("write parity.json")?;
+    if let Some(partition) = &selection.partition {
+        // Shards run one after another on one machine keep their reports apart.
+        let name = format!("parity-{}.json", partition.replace([':', '/'], "-"));
+        std::fs::write(dir.join(&name), &json).with_context(|| format!("write {name}"))?;
+    }
     Ok(report)
+}
+
+/// Every test the run selects from the archive, and this partition's share, from
+/// `cargo nextest list` (which needs no services).
+fn list_archive(
+    sh: &Shell,
+    archive: &Path,
+    filter: &str,
+    selection: &Selection,
+) -> Result<parity::ArchiveTests> {
+    let root = project_root();
+    let extract = xtask_dir().join("extract/list");
+    std::fs::create_dir_all(&extract)?;
+    let partition = selection
+        .partition
+        .as_ref()
+        .map(|p| vec!["--partition".to_owned(), p.clone()])
+        .unwrap_or_default();
+    let filters = &selection.filters;
+    let json = cmd!(sh, "cargo nextest list --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite -E {filter} {partition...} --message-format json -- {filters...}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .context("list the tests of the archive")?;
+    let (tests, shard) = parity::parse_list(&json)?;
+    let mut all_filters = vec![filter.to_owned()];
+    all_filters.extend(filters.iter().cloned());
+    Ok(parity::ArchiveTests {
+        file: archive
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+        bytes: std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0),
+        partition: selection.partition.clone(),
+        filters: all_filters,
+        tests,
+        shard,
+    })
 }
 
 struct Running {
@@ -208,6 +308,7 @@ fn spawn_mode(
     target: Target,
     archive: &Path,
     filter: &str,
+    extra: &[String],
     log: &Path,
 ) -> Result<Child> {
     let root = project_root();
@@ -216,7 +317,7 @@ fn spawn_mode(
         Target::Host => {
             let extract = xtask_dir().join("extract/host");
             std::fs::create_dir_all(&extract)?;
-            cmd!(sh, "cargo nextest run --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite --profile {profile} --no-tests=fail -E {filter}")
+            cmd!(sh, "cargo nextest run --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite --profile {profile} --no-tests=fail -E {filter} {extra...}")
                 .env_remove(model::API.in_container_var)
         }
         Target::Container => {
@@ -257,6 +358,7 @@ fn spawn_mode(
                     "-E",
                     filter,
                 ])
+                .args(extra)
         }
     };
     child::background(xcmd, log).with_context(|| format!("start the {} run", target.name()))
