@@ -141,14 +141,20 @@ pub struct VerifyMigration {
 #[derive(Debug, Args)]
 pub struct Ci {}
 
-/// Measure the workflow against its baselines: db-up against a raw start, a template clone
-/// against migrations, both modes against one, and the xtask's cold build. Writes
-/// target/xtask/bench.json.
+/// Measure the workflow against its baselines: db-up against a raw start and the engine's
+/// floor, a test database's hand-out and clone against migrations, the main job (both modes)
+/// and its harness share, and the xtask's cold build. Writes target/xtask/bench.json.
 #[derive(Debug, Args)]
 pub struct Bench {
     /// Repetitions of each measurement (the database one runs five times as many).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Measure nothing: render the table of this bench.json (for example to update the README).
+    #[arg(long, value_name = "BENCH_JSON")]
+    pub from: Option<std::path::PathBuf>,
+    /// Write the table into README.md's performance section, between its bench markers.
+    #[arg(long)]
+    pub update_readme: bool,
 }
 
 /// An environment of the model, as `--env` names it.

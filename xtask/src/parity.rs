@@ -96,6 +96,28 @@ pub fn parse_junit(xml: &str) -> Result<Outcomes> {
     Ok(outcomes)
 }
 
+/// The sum of the `time` of every test case of a JUnit report, in seconds: the test bodies
+/// (for nextest, each test's process from start to exit).
+pub fn body_seconds(xml: &str) -> Result<f64> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut total = 0.0;
+    loop {
+        match reader
+            .read_event()
+            .with_context(|| format!("malformed JUnit near byte {}", reader.buffer_position()))?
+        {
+            Event::Start(tag) | Event::Empty(tag) if tag.name().as_ref() == b"testcase" => {
+                let time = attribute(&tag, "time")?;
+                total += time
+                    .parse::<f64>()
+                    .with_context(|| format!("a testcase time {time:?}"))?;
+            }
+            Event::Eof => return Ok(total),
+            _ => {}
+        }
+    }
+}
+
 fn attribute(tag: &BytesStart<'_>, key: &str) -> Result<String> {
     for attr in tag.attributes() {
         let attr = attr.context("malformed JUnit attribute")?;
