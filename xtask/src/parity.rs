@@ -332,6 +332,45 @@ pub fn parse_list(json: &str) -> Result<(Vec<TestId>, Vec<TestId>)> {
     Ok((all, shard))
 }
 
+/// A shard's JUnit report with the archive's other tests added as skipped, in a `<testsuite>`
+/// per test binary named as nextest names it (`genesis-api::auth`), so that the report of each
+/// shard lists every test of the archive.
+pub fn junit_with_other_shards(xml: &str, archive: &ArchiveTests, package: &str) -> Result<String> {
+    let Some(at) = xml.rfind("</testsuites>") else {
+        bail!("a JUnit report without </testsuites>");
+    };
+    let shard: BTreeSet<&TestId> = archive.shard.iter().collect();
+    let mut others: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for id in archive.tests.iter().filter(|id| !shard.contains(id)) {
+        others.entry(&id.suite).or_default().push(&id.name);
+    }
+    let partition = archive.partition.as_deref().unwrap_or("none");
+    let mut added = String::new();
+    for (suite, names) in others {
+        let suite = xml_escape(&format!("{package}::{suite}"));
+        added.push_str(&format!(
+            "    <testsuite name=\"{suite}\" tests=\"{n}\" disabled=\"0\" errors=\"0\" failures=\"0\" skipped=\"{n}\">\n",
+            n = names.len()
+        ));
+        for name in names {
+            added.push_str(&format!(
+                "        <testcase name=\"{}\" classname=\"{suite}\" time=\"0\"><skipped message=\"in another shard than this one ({})\"/></testcase>\n",
+                xml_escape(name),
+                xml_escape(partition)
+            ));
+        }
+        added.push_str("    </testsuite>\n");
+    }
+    Ok(format!("{}{added}{}", &xml[..at], &xml[at..]))
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
 /// Adds a problem for every test of this run's shard that ran in no mode (a test that ran in
 /// some modes only is already one).
 pub fn check_shard(report: &mut Report, archive: ArchiveTests) {
@@ -818,5 +857,31 @@ mod tests {
         let two = shard(&ALL[..2], &[("auth::logout", "pass")], "slice:2/2");
         let err = merge(&[("1.json".into(), one), ("2.json".into(), two)]).unwrap_err();
         assert!(err.to_string().contains("different archives"), "{err}");
+    }
+
+    #[test]
+    fn a_shards_junit_lists_the_other_shards_tests_as_skipped() {
+        let xml = junit(&[("auth", &[("login", "pass")])]);
+        let archive = ArchiveTests {
+            file: "a".into(),
+            bytes: 1,
+            partition: Some("slice:1/2".into()),
+            filters: vec![],
+            tests: ids(&["auth::login", "auth::logout", "integrations::jsonb::paths"]),
+            shard: ids(&["auth::login"]),
+        };
+        let full = junit_with_other_shards(&xml, &archive, "genesis-api").unwrap();
+        let parsed = parse_junit(&full).unwrap();
+        let got: Vec<(String, Outcome)> =
+            parsed.iter().map(|(id, o)| (id.to_string(), *o)).collect();
+        assert_eq!(
+            got,
+            [
+                ("auth::login".to_owned(), Outcome::Passed),
+                ("auth::logout".to_owned(), Outcome::Skipped),
+                ("integrations::jsonb::paths".to_owned(), Outcome::Skipped)
+            ]
+        );
+        assert_eq!(body_seconds(&full).unwrap(), 0.1);
     }
 }
