@@ -144,7 +144,7 @@ pub fn run_suites_with(
         eprintln!("building the suites (one archive for every mode)");
         cmd!(
             sh,
-            "cargo build --quiet -p genesis-api --bin genesis-api --target-dir {target}"
+            "cargo build --quiet -p genesis-api --bin genesis-api --example {POOL_SERVER} --target-dir {target}"
         )
         .run()
         .context("build genesis-api")?;
@@ -195,6 +195,12 @@ pub fn run_suites_with(
                 listed.tests.len()
             ))
     );
+    // An archive built elsewhere comes without the pool server: its tests use pools of their
+    // own (slower hand-outs, same results).
+    let pool_server = match selection.archive {
+        None => start_pool_server(sh)?,
+        Some(_) => None,
+    };
     let mut extra: Vec<String> = Vec::new();
     if let Some(partition) = &selection.partition {
         extra.extend(["--partition".to_owned(), partition.clone()]);
@@ -208,7 +214,12 @@ pub fn run_suites_with(
         let junit = target_dir().join(format!("nextest/{}/junit.xml", target.name()));
         let _ = std::fs::remove_file(&junit);
         let log = dir.join(format!("{}.log", target.name()));
-        let child = spawn_mode(sh, &compose, target, &archive, filter, &extra, &log)?;
+        let args = RunArgs {
+            filter,
+            extra: &extra,
+            pool: pool_server.is_some(),
+        };
+        let child = spawn_mode(sh, &compose, target, &archive, &args, &log)?;
         runs.push(Running {
             target,
             child,
@@ -219,6 +230,7 @@ pub fn run_suites_with(
         });
     }
     wait_all(&mut runs, &interrupted)?;
+    drop(pool_server);
     drop(guard);
     if interrupted.load(Ordering::SeqCst) {
         bail!("interrupted; the services this run started were stopped");
@@ -305,15 +317,29 @@ struct Running {
     status: Option<i32>,
 }
 
+/// What every mode's nextest run gets: the suite's filterset, the partition and name filters,
+/// and whether the pool server serves it.
+#[derive(Clone, Copy)]
+struct RunArgs<'a> {
+    filter: &'a str,
+    extra: &'a [String],
+    pool: bool,
+}
+
 fn spawn_mode(
     sh: &Shell,
     compose: &Compose,
     target: Target,
     archive: &Path,
-    filter: &str,
-    extra: &[String],
+    run: &RunArgs<'_>,
     log: &Path,
 ) -> Result<Child> {
+    let RunArgs {
+        filter,
+        extra,
+        pool,
+    } = *run;
+    let pool_socket = pool.then(|| pool_socket(target));
     let root = project_root();
     let profile = target.name();
     let xcmd = match target {
@@ -322,6 +348,7 @@ fn spawn_mode(
             std::fs::create_dir_all(&extract)?;
             cmd!(sh, "cargo nextest run --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite --profile {profile} --no-tests=fail -E {filter} {extra...}")
                 .env_remove(model::API.in_container_var)
+                .envs(pool_socket.map(|socket| (POOL_SOCKET_VAR, socket)))
         }
         Target::Container => {
             let workdir = model::API.workdir;
@@ -331,17 +358,14 @@ fn spawn_mode(
             let nextest = format!("{workdir}/target/xtask/bin/cargo-nextest");
             // Run as the host user so that what the tests write under target/ stays the user's.
             let user = host_user(sh)?;
+            let pool_env: Vec<String> = pool_socket
+                .map(|socket| vec!["-e".to_owned(), format!("{POOL_SOCKET_VAR}={socket}")])
+                .unwrap_or_default();
             compose
                 .cmd(sh)
-                .args([
-                    "exec",
-                    "-T",
-                    "-u",
-                    &user,
-                    "-e",
-                    "HOME=/tmp",
-                    model::API.service,
-                ])
+                .args(["exec", "-T", "-u", &user, "-e", "HOME=/tmp"])
+                .args(&pool_env)
+                .arg(model::API.service)
                 .args([
                     &nextest,
                     "nextest",
@@ -423,6 +447,42 @@ fn wait_all(runs: &mut [Running], interrupted: &AtomicBool) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The suites' pool server (`crates/genesis-api/examples/test_db_pool.rs`): one process whose
+/// connections hand out every test's database, so that no test process logs in for it.
+const POOL_SERVER: &str = "test_db_pool";
+const POOL_SOCKET_VAR: &str = "GENESIS_TEST_DB_POOL_SOCKET";
+const POOL_SOCKET: &str = "test-db-pool.sock";
+
+/// The pool server's socket as `target`'s tests reach it: under target/xtask, which the
+/// container sees through the mounted workspace.
+fn pool_socket(target: Target) -> String {
+    match target {
+        Target::Host => xtask_dir().join(POOL_SOCKET).display().to_string(),
+        Target::Container => format!("{}/target/xtask/{POOL_SOCKET}", model::API.workdir),
+    }
+}
+
+/// Starts the pool server on the host, against the test database as host-mode tests see it,
+/// and waits until it serves. `None` (the tests then use pools of their own) where a Unix
+/// socket path would be too long.
+fn start_pool_server(sh: &Shell) -> Result<Option<child::Session>> {
+    let socket = pool_socket(Target::Host);
+    if socket.len() > 100 || pool_socket(Target::Container).len() > 100 {
+        eprintln!("note: {socket} is too long for a Unix socket; no shared test database pool");
+        return Ok(None);
+    }
+    let server = target_dir().join(format!("debug/examples/{POOL_SERVER}"));
+    let cmd = cmd!(sh, "{server} {socket}").env_remove(model::API.in_container_var);
+    let mut session = child::Session::spawn(cmd).context("start the test database pool")?;
+    let ready = session
+        .read_line()
+        .context("start the test database pool")?;
+    if ready != "ready" {
+        bail!("the test database pool server said {ready:?} instead of ready");
+    }
+    Ok(Some(session))
 }
 
 /// `cargo-nextest` on the PATH, or the command that installs it.

@@ -6,13 +6,16 @@
 //!
 //! The hand-out is measured as nextest runs the suites, one process per test: this program
 //! starts itself `COUNT` times, `PARALLEL` (default 2) at once, and each child times its
-//! `TestDb::new()` from its first instruction, its connection to the server included.
-//! `cargo xtask bench` runs this and reads the one JSON line it prints:
-//! `{"handout": [ms...], "handout_misses": n, "template_clone": [ms...], "migrations": [ms...]}`.
+//! hand-out from its first instruction: from a pool server as `cargo xtask test` runs one
+//! (`handout`, the server being a thread of this program), and from a pool of the child's own,
+//! its login included (`handout_own_pool`). `cargo xtask bench` runs this and reads the one
+//! JSON line it prints: `{"handout": [ms...], "handout_misses": n, "handout_own_pool": [ms...],
+//! "handout_in_process": [ms...], "template_clone": [ms...], "migrations": [ms...]}`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -40,7 +43,11 @@ fn main() {
         // tests of a run do.
         drop(TestDb::new().await);
     });
-    let (handout, misses) = handouts(count, parallel);
+    let socket = std::env::temp_dir().join(format!("test_db_cost-{}.sock", std::process::id()));
+    start_server(&socket);
+    let (handout, misses) = handouts(count, parallel, Some(&socket));
+    let (own_pool, _) = handouts(count, parallel, None);
+    let _ = std::fs::remove_file(&socket);
     let in_process = runtime.block_on(in_process(count, parallel));
     let (clone, migrations) = runtime.block_on(on_demand(count));
     println!(
@@ -48,6 +55,7 @@ fn main() {
         serde_json::json!({
             "handout": handout,
             "handout_misses": misses,
+            "handout_own_pool": own_pool,
             "handout_in_process": in_process,
             "template_clone": clone,
             "migrations": migrations,
@@ -55,9 +63,28 @@ fn main() {
     );
 }
 
+/// The pool server of a `cargo xtask test` run, on a thread of this program.
+fn start_server(socket: &Path) {
+    let socket = socket.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let ready = move || {
+            let _ = tx.send(());
+        };
+        runtime
+            .block_on(support::pool::serve(&socket, ready, std::future::pending()))
+            .expect("the pool server");
+    });
+    rx.recv().expect("the pool server started");
+}
+
 /// One test's hand-out, in a process of its own: prints `<ms> hit|miss`.
 async fn child(start: Instant) {
-    let handout = support::pool::pool().checkout(start).await;
+    let handout = support::pool::checkout(start).await;
     let db = TestDb::adopt(handout.name);
     println!(
         "{:.3} {}",
@@ -67,8 +94,9 @@ async fn child(start: Instant) {
     drop(db);
 }
 
-/// `count` children, `parallel` at a time.
-fn handouts(count: usize, parallel: usize) -> (Vec<f64>, usize) {
+/// `count` children, `parallel` at a time, served by the pool server at `socket` or by pools
+/// of their own.
+fn handouts(count: usize, parallel: usize, socket: Option<&Path>) -> (Vec<f64>, usize) {
     let exe = std::env::current_exe().expect("this program's path");
     let (mut ms, mut misses) = (Vec::new(), 0);
     let mut left = count;
@@ -77,7 +105,12 @@ fn handouts(count: usize, parallel: usize) -> (Vec<f64>, usize) {
         left -= batch;
         let children: Vec<_> = (0..batch)
             .map(|_| {
-                Command::new(&exe)
+                let mut command = Command::new(&exe);
+                match socket {
+                    Some(socket) => command.env(support::pool::SOCKET_VAR, socket),
+                    None => command.env_remove(support::pool::SOCKET_VAR),
+                };
+                command
                     .arg(CHILD)
                     .stdout(Stdio::piped())
                     .spawn()

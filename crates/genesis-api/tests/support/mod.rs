@@ -111,10 +111,16 @@ pub async fn admin() -> Client {
     }
 }
 
+/// The digest of this build's migrations that names its template.
+pub fn template_digest() -> &'static str {
+    static DIGEST: OnceLock<String> = OnceLock::new();
+    DIGEST.get_or_init(|| fingerprint(MIGRATIONS)[..16].to_owned())
+}
+
 /// The template database holding this build's migrated schema, built if needed under the
 /// template lock.
 pub async fn template(admin: &Client) -> String {
-    let name = format!("{TEMPLATE_PREFIX}{}", &fingerprint(MIGRATIONS)[..16]);
+    let name = format!("{TEMPLATE_PREFIX}{}", template_digest());
     if is_template(admin, &name).await {
         return name;
     }
@@ -136,7 +142,7 @@ pub async fn template(admin: &Client) -> String {
 /// Sweeps leftovers under the template lock; the pool does it once per process, off the
 /// hand-out path.
 pub async fn sweep(admin: &Client) {
-    let current = format!("{TEMPLATE_PREFIX}{}", &fingerprint(MIGRATIONS)[..16]);
+    let current = format!("{TEMPLATE_PREFIX}{}", template_digest());
     if admin
         .execute("select pg_advisory_lock($1)", &[&TEMPLATE_LOCK])
         .await
@@ -314,7 +320,7 @@ impl TestDb {
     /// A clone of the migrated template, handed out by the pool.
     pub async fn new() -> TestDb {
         let start = Instant::now();
-        let handout = pool::pool().checkout(start).await;
+        let handout = pool::checkout(start).await;
         record(&handout);
         TestDb {
             url: settings().test_database_url.with_database(&handout.name),
@@ -385,7 +391,7 @@ impl Drop for TestDb {
             );
             format!("failed test {test}")
         });
-        pool::pool().release(std::mem::take(&mut self.name), keep);
+        pool::release(std::mem::take(&mut self.name), keep);
     }
 }
 

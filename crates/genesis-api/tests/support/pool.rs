@@ -13,13 +13,23 @@
 //! is refilled to [`target`] ready clones and used databases are dropped, off the hand-out path.
 //! A clone interrupted by the end of its process is either committed whole or rolled back by
 //! the server, so the pool never holds half a database.
+//!
+//! Under nextest every test is a process of its own, which would pay a login for its hand-out.
+//! So `cargo xtask test` also runs a pool server (`examples/test_db_pool.rs`, [`serve`]): one
+//! process whose connections hand out and take back databases for every test process of the
+//! run, over a Unix socket that [`SOCKET_VAR`] names (the workspace is mounted in the
+//! container, so the host's server serves both modes). Without it, or when it does not
+//! answer, a process uses a pool of its own.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use genesis_api::db;
 use rand_core::{OsRng, RngCore};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::runtime::Handle;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
@@ -37,6 +47,12 @@ pub const KEEP_VAR: &str = "GENESIS_KEEP_FAILED_DB";
 /// whether a ready clone was there (`2.1 hit`), for `cargo xtask bench`.
 pub const TIMINGS_VAR: &str = "GENESIS_TEST_DB_TIMINGS";
 
+/// The variable naming the Unix socket of the run's pool server.
+pub const SOCKET_VAR: &str = "GENESIS_TEST_DB_POOL_SOCKET";
+/// The server keeps more ready clones: it alone refills them, for every process of a run.
+const SERVER_TARGET: usize = 8;
+static DEFAULT: AtomicUsize = AtomicUsize::new(DEFAULT_TARGET);
+
 /// How many ready clones the pool keeps, from [`TARGET_VAR`].
 pub fn target() -> usize {
     match std::env::var(TARGET_VAR) {
@@ -44,8 +60,153 @@ pub fn target() -> usize {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("{TARGET_VAR}={value:?} is not a number of databases")),
-        Err(_) => DEFAULT_TARGET,
+        Err(_) => DEFAULT.load(Ordering::Relaxed),
     }
+}
+
+/// Hands out a database to one test: from the run's pool server when [`SOCKET_VAR`] names
+/// one, otherwise (or when it does not answer) from this process's pool.
+pub async fn checkout(start: Instant) -> Handout {
+    if let Some(socket) = server_socket() {
+        // The server hands out clones of its own build's template: they must be this one's.
+        let request = format!("checkout {}", super::template_digest());
+        match ask_async(&socket, &request).await {
+            Ok(reply) => {
+                let mut words = reply.split_whitespace();
+                if let (Some("ok"), Some(name), Some(how)) =
+                    (words.next(), words.next(), words.next())
+                {
+                    return Handout {
+                        name: name.to_owned(),
+                        hit: how == "hit",
+                        elapsed: start.elapsed(),
+                    };
+                }
+                eprintln!(
+                    "warning: the test database pool server answered {reply:?}; \
+                     using a pool of this process"
+                );
+            }
+            Err(err) => eprintln!(
+                "warning: the test database pool server at {} did not answer ({err}); \
+                 using a pool of this process",
+                socket.display()
+            ),
+        }
+    }
+    pool().checkout(start).await
+}
+
+/// Gives a test's database back: dropped, or kept with the reason (see [`Pool::release`]).
+pub fn release(name: String, keep: Option<String>) {
+    if let Some(socket) = server_socket() {
+        let request = match &keep {
+            Some(why) => format!("keep {name} {why}"),
+            None => format!("release {name}"),
+        };
+        match ask(&socket, &request) {
+            Ok(reply) if reply == "ok" => return,
+            Ok(reply) => eprintln!("warning: the pool server answered {reply:?} to {request:?}"),
+            Err(err) => eprintln!("warning: the pool server did not take {name} back: {err}"),
+        }
+    }
+    pool().release(name, keep);
+}
+
+fn server_socket() -> Option<PathBuf> {
+    std::env::var_os(SOCKET_VAR)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// One request, one line each way.
+fn ask(socket: &Path, request: &str) -> std::io::Result<String> {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.write_all(format!("{request}\n").as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply)?;
+    Ok(reply.trim_end().to_owned())
+}
+
+async fn ask_async(socket: &Path, request: &str) -> std::io::Result<String> {
+    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    stream.write_all(format!("{request}\n").as_bytes()).await?;
+    let mut reply = String::new();
+    tokio::io::BufReader::new(stream)
+        .read_line(&mut reply)
+        .await?;
+    Ok(reply.trim_end().to_owned())
+}
+
+/// The pool server: listens on `socket`, calls `ready` once it can hand out, and serves until
+/// `until` completes (for `examples/test_db_pool.rs`, until its standard input
+/// ends: the xtask that started it closes it, or dies).
+/// Requests: `checkout <template digest>` → `ok <name> hit|miss` (or an error when the
+/// client's migrations are not the server's); `release <name>` and `keep <name> <why>` →
+/// `ok` once the database is dropped or marked.
+pub async fn serve(
+    socket: &Path,
+    ready: impl FnOnce(),
+    until: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    DEFAULT.store(SERVER_TARGET, Ordering::Relaxed);
+    let pool = pool();
+    pool.refill();
+    let _ = std::fs::remove_file(socket);
+    let listener = tokio::net::UnixListener::bind(socket)?;
+    ready();
+    tokio::pin!(until);
+    loop {
+        tokio::select! {
+            () = &mut until => break,
+            accepted = listener.accept() => {
+                let (stream, _) = accepted?;
+                tokio::spawn(answer(pool, stream));
+            }
+        }
+    }
+    let _ = std::fs::remove_file(socket);
+    Ok(())
+}
+
+async fn answer(pool: &'static Pool, stream: tokio::net::UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    if tokio::io::BufReader::new(read)
+        .read_line(&mut line)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let line = line.trim_end();
+    let reply = match line.split_once(' ').unwrap_or((line, "")) {
+        ("checkout", digest) if digest != super::template_digest() => {
+            format!(
+                "error: this server hands out clones of template {}",
+                pool.template
+            )
+        }
+        ("checkout", _) => {
+            let handout = pool.checkout(Instant::now()).await;
+            let how = if handout.hit { "hit" } else { "miss" };
+            format!("ok {} {how}", handout.name)
+        }
+        ("release", name) if name.starts_with(DB_PREFIX) => {
+            let name = name.to_owned();
+            let _ = tokio::task::spawn_blocking(move || pool.release(name, None)).await;
+            "ok".to_owned()
+        }
+        ("keep", rest) if rest.starts_with(DB_PREFIX) => {
+            let (name, why) = rest.split_once(' ').unwrap_or((rest, "kept"));
+            let (name, why) = (name.to_owned(), why.to_owned());
+            let _ = tokio::task::spawn_blocking(move || pool.release(name, Some(why))).await;
+            "ok".to_owned()
+        }
+        _ => format!("error: unknown request {line:?}"),
+    };
+    let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
 }
 
 /// Whether [`KEEP_VAR`] asks to keep failed tests' databases.
@@ -223,7 +384,7 @@ impl Pool {
 
     /// Tops the pool up to [`target`] ready clones on the worker connection, unless a refill of
     /// this process is already at it.
-    fn refill(&'static self) {
+    pub fn refill(&'static self) {
         if self.refilling.swap(true, Ordering::AcqRel) {
             return;
         }
