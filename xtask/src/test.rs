@@ -10,8 +10,6 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -21,25 +19,24 @@ use xshell::{Shell, cmd};
 use crate::compose::Compose;
 use crate::flags::{self, Suite};
 use crate::parity::{self, Outcomes, Report, Target};
-use crate::util::{check_failed, project_root, target_dir, usage};
-use crate::{child, preflight, services};
+use crate::services::{Lifetime, Running, Service, Stack};
+use crate::util::{check_failed, interrupted, project_root, target_dir, usage};
+use crate::{child, preflight};
 
-/// Where the xtask keeps its build products and reports, under `target/`.
-pub fn xtask_dir() -> PathBuf {
-    target_dir().join("xtask")
-}
+/// Kept here for the modules that still import it from `test`; it lives in `util`.
+pub use crate::util::xtask_dir;
 
 const ARCHIVE: &str = "genesis-tests.tar.zst";
 
 impl flags::Test {
-    pub fn run(self, sh: &Shell) -> Result<()> {
+    pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let targets = self.targets();
         let selection = Selection {
             archive: self.archive.clone(),
             partition: self.partition.clone(),
             filters: self.filters.clone(),
         };
-        let report = run_suites_with(sh, &targets, self.suite, &selection)?;
+        let report = run_suites_with(sh, stack, &targets, self.suite, &selection)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -106,18 +103,20 @@ pub struct Selection {
 
 /// Builds the suites once, brings up what they need, runs them in `targets` (at the same time
 /// when there are two), writes the reports under `target/xtask/` and tears down what it started.
-pub fn run_suites(sh: &Shell, targets: &[Target], suite: Suite) -> Result<Report> {
-    run_suites_with(sh, targets, suite, &Selection::default())
+pub fn run_suites(sh: &Shell, stack: &Stack, targets: &[Target], suite: Suite) -> Result<Report> {
+    run_suites_with(sh, stack, targets, suite, &Selection::default())
 }
 
 /// [`run_suites`] on a [`Selection`].
 pub fn run_suites_with(
     sh: &Shell,
+    stack: &Stack,
     targets: &[Target],
     suite: Suite,
     selection: &Selection,
 ) -> Result<Report> {
-    let nextest = find_nextest()?;
+    // Preflight, then act: every tool and image before the build.
+    let nextest = preflight::nextest()?;
     if let Some(given) = &selection.archive
         && !given.is_file()
     {
@@ -128,6 +127,12 @@ pub fn run_suites_with(
     }
     preflight::docker_daemon(sh)?;
     let compose = Compose::detect(sh)?;
+    let needs_container = targets.contains(&Target::Container);
+    let mut wanted = vec![Service::TestDb, Service::Redis];
+    if needs_container {
+        wanted.push(Service::Api);
+    }
+    preflight::images_for(sh, &wanted)?;
     let dir = xtask_dir();
     std::fs::create_dir_all(dir.join("bin")).context("create target/xtask")?;
 
@@ -160,26 +165,22 @@ pub fn run_suites_with(
     let filter = suite.filter();
     let listed = list_archive(sh, &archive, filter, selection)?;
 
-    // From here on Ctrl-C stops the runs and removes the services this run started, instead of
-    // killing the xtask and leaving containers behind; a second Ctrl-C exits at once.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&interrupted))
-            .context("install the Ctrl-C handler")?;
-        signal_hook::flag::register(signal, Arc::clone(&interrupted))
-            .context("install the Ctrl-C handler")?;
-    }
+    crate::util::check_interrupted()?;
 
-    let needs_container = targets.contains(&Target::Container);
-    let mut wanted = vec![services::Service::TestDb, services::Service::Redis];
     if needs_container {
-        wanted.push(services::Service::Api);
         // The container runs the host's nextest binary from the mounted workspace.
         copy_if_changed(&nextest, &dir.join("bin/cargo-nextest"))?;
     }
-    let guard = services::Session::up(sh, &compose, &wanted)?;
+    // Ctrl-C from here on stops the runs and the guard removes the services this run started.
+    let guard = stack.start(
+        sh,
+        &compose,
+        &wanted,
+        Lifetime::ThisRun,
+        crate::services::READY_TIMEOUT,
+    )?;
     if needs_container {
-        check_container_runs_host_binaries(sh, &compose)?;
+        check_container_runs_host_binaries(sh, &compose, stack)?;
     }
 
     let names: Vec<&str> = targets.iter().map(|t| t.name()).collect();
@@ -198,7 +199,7 @@ pub fn run_suites_with(
     // An archive built elsewhere comes without the pool server: its tests use pools of their
     // own (slower hand-outs, same results).
     let pool_server = match selection.archive {
-        None => start_pool_server(sh)?,
+        None => start_pool_server(sh, &guard)?,
         Some(_) => None,
     };
     let mut extra: Vec<String> = Vec::new();
@@ -219,8 +220,8 @@ pub fn run_suites_with(
             extra: &extra,
             pool: pool_server.is_some(),
         };
-        let child = spawn_mode(sh, &compose, target, &archive, &args, &log)?;
-        runs.push(Running {
+        let child = spawn_mode(sh, &compose, &guard, target, &archive, &args, &log)?;
+        runs.push(ModeRun {
             target,
             child,
             log,
@@ -229,10 +230,10 @@ pub fn run_suites_with(
             status: None,
         });
     }
-    wait_all(&mut runs, &interrupted)?;
+    wait_all(&mut runs)?;
     drop(pool_server);
     drop(guard);
-    if interrupted.load(Ordering::SeqCst) {
+    if interrupted() {
         bail!("interrupted; the services this run started were stopped");
     }
 
@@ -308,7 +309,7 @@ fn list_archive(
     })
 }
 
-struct Running {
+struct ModeRun {
     target: Target,
     child: Child,
     log: PathBuf,
@@ -329,6 +330,7 @@ struct RunArgs<'a> {
 fn spawn_mode(
     sh: &Shell,
     compose: &Compose,
+    running: &Running<'_>,
     target: Target,
     archive: &Path,
     run: &RunArgs<'_>,
@@ -346,8 +348,10 @@ fn spawn_mode(
         Target::Host => {
             let extract = xtask_dir().join("extract/host");
             std::fs::create_dir_all(&extract)?;
+            // The stack's host ports, through the settings' own variables.
             cmd!(sh, "cargo nextest run --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite --profile {profile} --no-tests=fail -E {filter} {extra...}")
                 .env_remove(model::API.in_container_var)
+                .envs(running.host_settings()?)
                 .envs(pool_socket.map(|socket| (POOL_SOCKET_VAR, socket)))
         }
         Target::Container => {
@@ -362,7 +366,7 @@ fn spawn_mode(
                 .map(|socket| vec!["-e".to_owned(), format!("{POOL_SOCKET_VAR}={socket}")])
                 .unwrap_or_default();
             compose
-                .cmd(sh)
+                .cmd(sh, running.stack())
                 .args(["exec", "-T", "-u", &user, "-e", "HOME=/tmp"])
                 .args(&pool_env)
                 .arg(model::API.service)
@@ -391,7 +395,45 @@ fn spawn_mode(
     child::background(xcmd, log).with_context(|| format!("start the {} run", target.name()))
 }
 
-fn wait_all(runs: &mut [Running], interrupted: &AtomicBool) -> Result<()> {
+/// The suites' pool server (`crates/genesis-api/examples/test_db_pool.rs`): one process whose
+/// connections hand out every test's database, so that no test process logs in for it.
+const POOL_SERVER: &str = "test_db_pool";
+const POOL_SOCKET_VAR: &str = "GENESIS_TEST_DB_POOL_SOCKET";
+const POOL_SOCKET: &str = "test-db-pool.sock";
+
+/// The pool server's socket as `target`'s tests reach it: under target/xtask, which the
+/// container sees through the mounted workspace.
+fn pool_socket(target: Target) -> String {
+    match target {
+        Target::Host => xtask_dir().join(POOL_SOCKET).display().to_string(),
+        Target::Container => format!("{}/target/xtask/{POOL_SOCKET}", model::API.workdir),
+    }
+}
+
+/// Starts the pool server on the host, against the test database as host-mode tests see it,
+/// and waits until it serves. `None` (the tests then use pools of their own) where a Unix
+/// socket path would be too long.
+fn start_pool_server(sh: &Shell, running: &Running<'_>) -> Result<Option<child::Session>> {
+    let socket = pool_socket(Target::Host);
+    if socket.len() > 100 || pool_socket(Target::Container).len() > 100 {
+        eprintln!("note: {socket} is too long for a Unix socket; no shared test database pool");
+        return Ok(None);
+    }
+    let server = target_dir().join(format!("debug/examples/{POOL_SERVER}"));
+    let cmd = cmd!(sh, "{server} {socket}")
+        .env_remove(model::API.in_container_var)
+        .envs(running.host_settings()?);
+    let mut session = child::Session::spawn(cmd).context("start the test database pool")?;
+    let ready = session
+        .read_line()
+        .context("start the test database pool")?;
+    if ready != "ready" {
+        bail!("the test database pool server said {ready:?} instead of ready");
+    }
+    Ok(Some(session))
+}
+
+fn wait_all(runs: &mut [ModeRun]) -> Result<()> {
     let tty = std::io::stderr().is_terminal();
     let mut last_note = Instant::now();
     loop {
@@ -414,7 +456,7 @@ fn wait_all(runs: &mut [Running], interrupted: &AtomicBool) -> Result<()> {
         if pending == 0 {
             return Ok(());
         }
-        if interrupted.load(Ordering::SeqCst) {
+        if interrupted() {
             for run in runs.iter_mut().filter(|r| r.status.is_none()) {
                 let _ = run.child.kill();
                 let _ = run.child.wait();
@@ -449,53 +491,6 @@ fn wait_all(runs: &mut [Running], interrupted: &AtomicBool) -> Result<()> {
     }
 }
 
-/// The suites' pool server (`crates/genesis-api/examples/test_db_pool.rs`): one process whose
-/// connections hand out every test's database, so that no test process logs in for it.
-const POOL_SERVER: &str = "test_db_pool";
-const POOL_SOCKET_VAR: &str = "GENESIS_TEST_DB_POOL_SOCKET";
-const POOL_SOCKET: &str = "test-db-pool.sock";
-
-/// The pool server's socket as `target`'s tests reach it: under target/xtask, which the
-/// container sees through the mounted workspace.
-fn pool_socket(target: Target) -> String {
-    match target {
-        Target::Host => xtask_dir().join(POOL_SOCKET).display().to_string(),
-        Target::Container => format!("{}/target/xtask/{POOL_SOCKET}", model::API.workdir),
-    }
-}
-
-/// Starts the pool server on the host, against the test database as host-mode tests see it,
-/// and waits until it serves. `None` (the tests then use pools of their own) where a Unix
-/// socket path would be too long.
-fn start_pool_server(sh: &Shell) -> Result<Option<child::Session>> {
-    let socket = pool_socket(Target::Host);
-    if socket.len() > 100 || pool_socket(Target::Container).len() > 100 {
-        eprintln!("note: {socket} is too long for a Unix socket; no shared test database pool");
-        return Ok(None);
-    }
-    let server = target_dir().join(format!("debug/examples/{POOL_SERVER}"));
-    let cmd = cmd!(sh, "{server} {socket}").env_remove(model::API.in_container_var);
-    let mut session = child::Session::spawn(cmd).context("start the test database pool")?;
-    let ready = session
-        .read_line()
-        .context("start the test database pool")?;
-    if ready != "ready" {
-        bail!("the test database pool server said {ready:?} instead of ready");
-    }
-    Ok(Some(session))
-}
-
-/// `cargo-nextest` on the PATH, or the command that installs it.
-fn find_nextest() -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("cargo-nextest"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            usage("cargo-nextest is not installed: run `cargo install cargo-nextest --locked`")
-        })
-}
-
 fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
     if size(from) != size(to) {
@@ -512,10 +507,10 @@ fn host_user(sh: &Shell) -> Result<String> {
 }
 
 /// The container's base must run binaries built on this host (its C library at least as new).
-fn check_container_runs_host_binaries(sh: &Shell, compose: &Compose) -> Result<()> {
+fn check_container_runs_host_binaries(sh: &Shell, compose: &Compose, stack: &Stack) -> Result<()> {
     let nextest = format!("{}/target/xtask/bin/cargo-nextest", model::API.workdir);
     let out = compose
-        .cmd(sh)
+        .cmd(sh, stack)
         .args(["exec", "-T", model::API.service, &nextest, "--version"])
         .quiet()
         .ignore_status()
