@@ -1,4 +1,5 @@
-//! The migration runner: applied once with checksums, idempotent, edits and newer databases refused, concurrent migrators, a failing migration rolled back alone.
+//! The migration runner: applied once with checksums, idempotent, edits and newer databases
+//! refused, concurrent migrators, a failing migration rolled back alone.
 
 use super::*;
 

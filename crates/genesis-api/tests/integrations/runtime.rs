@@ -1,4 +1,5 @@
-//! Host or container: the runtime detection and the addresses it resolves, and the isolation each test gets.
+//! Host or container: the runtime detection and the addresses it resolves, and the isolation each
+//! test gets.
 
 use super::*;
 
@@ -133,4 +134,76 @@ async fn each_test_database_is_private_and_dropped_afterwards() {
         .await
         .unwrap();
     assert!(left.is_none(), "{name} was not dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_server_hands_out_takes_back_and_refuses_what_is_not_its_own() {
+    use support::pool;
+    let socket = std::env::temp_dir().join(format!("genesis-{}.sock", support::unique_suffix()));
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let socket = socket.clone();
+        async move {
+            let ready = move || {
+                let _ = ready_tx.send(());
+            };
+            let stop = async { drop(stop_rx.await) };
+            pool::serve(&socket, ready, stop).await
+        }
+    });
+    ready_rx.await.expect("the server is ready");
+    let ask = |request: String| {
+        let socket = socket.clone();
+        async move {
+            tokio::task::spawn_blocking(move || pool::ask(&socket, &request))
+                .await
+                .unwrap()
+                .expect("the server answers")
+        }
+    };
+
+    let reply = ask(format!("checkout {}", support::template_digest())).await;
+    let words: Vec<&str> = reply.split(' ').collect();
+    assert!(
+        words.len() == 3 && words[0] == "ok" && ["hit", "miss"].contains(&words[2]),
+        "{reply}"
+    );
+    let db = TestDb::adopt(words[1].to_owned());
+    assert!(db.name().starts_with(support::DB_PREFIX));
+    assert_eq!(count_users(&db.client().await).await, 0, "a migrated clone");
+
+    // Another build's tests get no clone of this build's template.
+    let reply = ask("checkout 0000000000000000".into()).await;
+    assert!(
+        reply.starts_with("error: this server hands out clones of "),
+        "{reply}"
+    );
+    // Nothing but test databases is taken back, and nothing else is understood.
+    assert!(ask("release test_db".into()).await.starts_with("error:"));
+    assert!(ask("drop everything".into()).await.starts_with("error:"));
+
+    let name = db.name().to_owned();
+    assert_eq!(ask(format!("keep {name} failed test x")).await, "ok");
+    let admin = support::admin().await;
+    let comment: Option<String> = admin
+        .query_one(
+            "select shobj_description(oid, 'pg_database') from pg_database where datname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(comment.as_deref(), Some("genesis kept: failed test x"));
+    assert_eq!(ask(format!("release {name}")).await, "ok");
+    let left = admin
+        .query_opt("select 1 from pg_database where datname = $1", &[&name])
+        .await
+        .unwrap();
+    assert!(left.is_none(), "{name} was not dropped");
+    drop(db); // Given back once more: a database already gone is left alone.
+
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().expect("the server stops cleanly");
+    assert!(!socket.exists(), "the socket is removed");
 }

@@ -119,8 +119,8 @@ fn server_socket() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// One request, one line each way.
-fn ask(socket: &Path, request: &str) -> std::io::Result<String> {
+/// One request to the pool server at `socket`, one line each way.
+pub fn ask(socket: &Path, request: &str) -> std::io::Result<String> {
     let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     stream.write_all(format!("{request}\n").as_bytes())?;
