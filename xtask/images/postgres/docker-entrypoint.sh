@@ -95,8 +95,8 @@ sql_ident() {
 # The official image's first start, in one single-user backend instead of
 # initdb, a temporary server and its restart: the build-time cluster copied
 # in, its bootstrap superuser renamed to POSTGRES_USER and given
-# POSTGRES_PASSWORD, and POSTGRES_DB created. The SQL goes through stdin,
-# never argv. Renaming the session user is refused by ALTER ROLE, hence the
+# POSTGRES_PASSWORD, and its placeholder database renamed to POSTGRES_DB.
+# The SQL goes through stdin, never argv. Renaming the session user is refused by ALTER ROLE, hence the
 # catalog update; the role keeps OID 10, as the one initdb names does.
 seed_cluster() {
     cp -a "$SEED/." "$PGDATA/"
@@ -107,8 +107,12 @@ seed_cluster() {
         if [ -n "$POSTGRES_PASSWORD" ]; then
             printf 'ALTER ROLE %s PASSWORD %s;\n\n' "$(sql_ident "$POSTGRES_USER")" "$(sql_literal "$POSTGRES_PASSWORD")"
         fi
+        # The build-time database becomes POSTGRES_DB; none is made for `postgres`,
+        # which initdb made already.
         if [ "$POSTGRES_DB" != postgres ]; then
-            printf 'CREATE DATABASE %s;\n\n' "$(sql_ident "$POSTGRES_DB")"
+            printf 'ALTER DATABASE genesis_seed_db RENAME TO %s;\n\n' "$(sql_ident "$POSTGRES_DB")"
+        else
+            printf 'DROP DATABASE genesis_seed_db;\n\n'
         fi
     } | postgres --single -j -D "$PGDATA" "$@" postgres >/dev/null
 }
