@@ -96,8 +96,9 @@ sql_ident() {
 # initdb, a temporary server and its restart: the build-time cluster copied
 # in, its bootstrap superuser renamed to POSTGRES_USER and given
 # POSTGRES_PASSWORD, and its placeholder database renamed to POSTGRES_DB.
-# The SQL goes through stdin, never argv. Renaming the session user is refused by ALTER ROLE, hence the
-# catalog update; the role keeps OID 10, as the one initdb names does.
+# The SQL goes through stdin, never argv. ALTER ROLE refuses to rename the
+# session user, hence the catalog update; the role keeps OID 10, as the one
+# initdb names does.
 seed_cluster() {
     cp -a "$SEED/." "$PGDATA/"
     {
