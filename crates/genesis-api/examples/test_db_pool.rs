@@ -28,7 +28,10 @@ fn main() {
         println!("ready");
         let _ = std::io::Write::flush(&mut std::io::stdout());
     };
-    if let Err(err) = runtime.block_on(support::pool::serve(&socket, ready, stdin_closed)) {
+    let served = runtime.block_on(support::pool::serve(&socket, ready, stdin_closed));
+    // A request still being answered does not hold the exit for long.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    if let Err(err) = served {
         eprintln!("test_db_pool: {}: {err}", socket.display());
         std::process::exit(1);
     }
