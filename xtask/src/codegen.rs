@@ -325,6 +325,10 @@ fn env_lines(env: Env) -> Vec<(&'static str, String)> {
                 ("ENVIRONMENT", env.environment_value().to_owned()),
                 ("TESTING_MODE", "true".to_owned()),
                 ("STRICT_HEALTH_CHECKS", "false".to_owned()),
+                (
+                    genesis_settings::PASSWORD_HASH_COST,
+                    env.password_cost().name.to_owned(),
+                ),
                 (redis.url_var, redis_url),
             ]
         }

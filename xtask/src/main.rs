@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             flags::Cmd::Ci(cmd) => cmd.run(&sh),
             flags::Cmd::Bench(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::Migration(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::Parity(cmd) => cmd.run(&sh),
         }
     });
     match result {

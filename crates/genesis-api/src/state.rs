@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::Pool;
+use genesis_model::PasswordCost;
 use genesis_settings::{Secret, ServiceUrl, Settings};
 
 use crate::db::{self, BadUrl, Redis};
@@ -18,6 +19,7 @@ struct Inner {
     database_url: ServiceUrl,
     redis: Redis,
     strict_health_checks: bool,
+    password_cost: PasswordCost,
     token_secret: Secret,
     migrated: AtomicBool,
 }
@@ -33,6 +35,7 @@ impl AppState {
             database_url,
             redis: Redis::open(&settings.redis_url)?,
             strict_health_checks: settings.strict_health_checks,
+            password_cost: settings.password_cost,
             token_secret: settings.token_secret.clone(),
             migrated: AtomicBool::new(false),
         })))
@@ -52,6 +55,11 @@ impl AppState {
 
     pub fn strict_health_checks(&self) -> bool {
         self.0.strict_health_checks
+    }
+
+    /// The Argon2id cost new password hashes are made with (`PASSWORD_HASH_COST`).
+    pub fn password_cost(&self) -> PasswordCost {
+        self.0.password_cost
     }
 
     pub(crate) fn token_secret(&self) -> &Secret {
@@ -76,6 +84,7 @@ impl fmt::Debug for AppState {
             .field("database_url", &self.0.database_url)
             .field("redis", &self.0.redis)
             .field("strict_health_checks", &self.0.strict_health_checks)
+            .field("password_cost", &self.0.password_cost.name)
             .field("migrated", &self.migrated())
             .finish_non_exhaustive()
     }

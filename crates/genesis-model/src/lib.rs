@@ -339,6 +339,46 @@ pub const TEST_DB_SERVER_FLAGS: [(&str, &str); 3] = [
     ("full_page_writes", "off"),
 ];
 
+/// The cost of hashing a password with Argon2id, by name (`PASSWORD_HASH_COST`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PasswordCost {
+    pub name: &'static str,
+    /// Memory in KiB, iterations and lanes: Argon2's `m`, `t` and `p`.
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+/// What production pays per password: the `argon2` crate's defaults, OWASP's recommendation
+/// (`m=19456,t=2,p=1`).
+pub const PASSWORD_COST_PRODUCTION: PasswordCost = PasswordCost {
+    name: "production",
+    memory_kib: 19456,
+    iterations: 2,
+    parallelism: 1,
+};
+
+/// The least Argon2id accepts (`m=8,t=1,p=1`): for the test suites only, whose passwords are
+/// disposable, through the same code path as production. Production refuses it.
+pub const PASSWORD_COST_MINIMUM: PasswordCost = PasswordCost {
+    name: "minimum",
+    memory_kib: 8,
+    iterations: 1,
+    parallelism: 1,
+};
+
+pub const PASSWORD_COSTS: [PasswordCost; 2] = [PASSWORD_COST_PRODUCTION, PASSWORD_COST_MINIMUM];
+
+impl Env {
+    /// The password hashing cost of this environment when `PASSWORD_HASH_COST` is unset.
+    pub const fn password_cost(self) -> PasswordCost {
+        match self {
+            Env::Test => PASSWORD_COST_MINIMUM,
+            Env::Dev | Env::Prod => PASSWORD_COST_PRODUCTION,
+        }
+    }
+}
+
 /// The default token secret of development and test. Production refuses it.
 pub const DEV_TOKEN_SECRET: &str = "dev-only-insecure-token-secret";
 

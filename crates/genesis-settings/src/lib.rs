@@ -97,7 +97,14 @@ pub enum ConfigError {
          not the development default"
     )]
     WeakTokenSecret,
+    #[error(
+        "{PASSWORD_HASH_COST} (from {origin}) lowers the password hashing cost; production keeps `production`"
+    )]
+    WeakPasswordCost { origin: Source },
 }
+
+/// The variable that names the password hashing cost.
+pub const PASSWORD_HASH_COST: &str = "PASSWORD_HASH_COST";
 
 /// The shortest token secret production accepts.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -122,6 +129,9 @@ pub struct Settings {
     pub debug: bool,
     pub testing_mode: bool,
     pub strict_health_checks: bool,
+    /// The Argon2id cost of password hashing (`PASSWORD_HASH_COST`): the minimum in the test
+    /// environment, production's everywhere else.
+    pub password_cost: model::PasswordCost,
     pub token_secret: Secret,
     pub bind: SocketAddr,
     /// The env files that were read, in the order they were read.
@@ -257,6 +267,29 @@ impl Settings {
             &mut sources,
         )?;
 
+        let password_cost = match vars.get(PASSWORD_HASH_COST)? {
+            Some((value, origin)) => {
+                let cost = model::PASSWORD_COSTS
+                    .into_iter()
+                    .find(|cost| cost.name == value.trim())
+                    .ok_or_else(|| ConfigError::InvalidValue {
+                        var: PASSWORD_HASH_COST.into(),
+                        origin: origin.clone(),
+                        value: value.clone(),
+                        expected: "production or minimum",
+                    })?;
+                if environment == Env::Prod && cost != model::PASSWORD_COST_PRODUCTION {
+                    return Err(ConfigError::WeakPasswordCost { origin });
+                }
+                sources.insert(PASSWORD_HASH_COST, origin);
+                cost
+            }
+            None => {
+                sources.insert(PASSWORD_HASH_COST, Source::Default);
+                environment.password_cost()
+            }
+        };
+
         let token_secret = match vars.get("TOKEN_SECRET")? {
             Some((value, origin)) if !value.is_empty() => {
                 sources.insert("TOKEN_SECRET", origin);
@@ -322,6 +355,7 @@ impl Settings {
             debug,
             testing_mode,
             strict_health_checks,
+            password_cost,
             token_secret,
             bind,
             files,
@@ -411,6 +445,17 @@ impl Settings {
                 "STRICT_HEALTH_CHECKS",
                 self.strict_health_checks.to_string(),
                 source("STRICT_HEALTH_CHECKS"),
+            ),
+            (
+                PASSWORD_HASH_COST,
+                format!(
+                    "{} (argon2id m={} KiB, t={}, p={})",
+                    self.password_cost.name,
+                    self.password_cost.memory_kib,
+                    self.password_cost.iterations,
+                    self.password_cost.parallelism
+                ),
+                source(PASSWORD_HASH_COST),
             ),
             ("TOKEN_SECRET", secret, source("TOKEN_SECRET")),
             ("BIND_ADDR", self.bind.to_string(), source("BIND_ADDR")),

@@ -449,4 +449,40 @@ fn every_password_the_settings_know_is_masked_by_value() {
     .unwrap();
     let text = "a log line with zq-file-9Kx, zq-env-7Hw and zq-file-9Kx again";
     assert_eq!(redact(text), "a log line with ***, *** and *** again");
+
+#[test]
+fn password_cost_is_the_minimum_in_test_only_and_production_refuses_less() {
+    let fx = Fixture::new(&[]);
+    let cost = |env: &[(&str, &str)]| fx.resolve(env).map(|s| s.password_cost.name);
+    assert_eq!(cost(&[("ENVIRONMENT", "test")]).unwrap(), "minimum");
+    assert_eq!(
+        cost(&[("ENVIRONMENT", "development")]).unwrap(),
+        "production"
+    );
+    assert_eq!(
+        cost(&[("ENVIRONMENT", "test"), (PASSWORD_HASH_COST, "production")]).unwrap(),
+        "production"
+    );
+    let err = cost(&[("ENVIRONMENT", "test"), (PASSWORD_HASH_COST, "low")])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "PASSWORD_HASH_COST (from the environment) is \"low\"; expected production or minimum"
+    );
+
+    let strong = "s".repeat(MIN_SECRET_LEN);
+    let prod = [
+        ("ENVIRONMENT", "production"),
+        (
+            "DATABASE_URL",
+            "postgresql://u:p@db.cloud:5432/genesis_ai_prod",
+        ),
+        ("TOKEN_SECRET", strong.as_str()),
+    ];
+    assert_eq!(cost(&prod).unwrap(), "production");
+    let err = fx
+        .resolve(&[prod.as_slice(), &[(PASSWORD_HASH_COST, "minimum")]].concat())
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::WeakPasswordCost { .. }), "{err}");
 }
