@@ -176,6 +176,8 @@ impl Steps {
     }
 
     fn step<T>(&mut self, name: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        // Ctrl-C during a step that is not a wait (a build, a test run) still ends `ci` here.
+        crate::util::check_interrupted().with_context(|| format!("ci step `{name}`"))?;
         let style = Style::stdout();
         println!("{}", style.green(&format!("== {name}")));
         let started = Instant::now();
