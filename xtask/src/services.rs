@@ -881,7 +881,7 @@ impl Running<'_> {
     fn refused_password(&self, service: Service, target: &pg::Target, why: &str) -> String {
         let fix = match service.storage() {
             Storage::Volume(volume) => format!(
-                "the data in volume {} was initialised with another password: set \
+                "the data in volume {} was initialised with another password; set \
                  POSTGRES_PASSWORD (in your environment or .env) to that one, or start afresh \
                  with `cargo xtask db-down --env {}{} --volumes` (this deletes the data)",
                 self.stack.volume_name(volume),

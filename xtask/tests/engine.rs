@@ -712,7 +712,12 @@ fn restore_refuses_production_and_remote_targets_unless_allowed() {
         .fails_with(2, &["refusing to touch production", "--allow-production"]);
     xtask(&["db-backup", "--env", "prod"])
         .fails_with(2, &["refusing to touch production", "--allow-production"]);
-    let remote = "postgresql://admin:hunter2@db.example.com:5432/genesis_ai_prod";
+    // Production is judged by the real target: its database, whatever `--env` says.
+    let prod = "postgresql://admin:hunter2@db.example.com:5432/genesis_ai_prod";
+    let run = xtask(&["db-restore", "--env", "dev", "--url", prod, file])
+        .fails_with(2, &["which is production", "--allow-production"]);
+    assert!(!run.all().contains("hunter2"), "{run:#?}");
+    let remote = "postgresql://admin:hunter2@db.example.com:5432/genesis_db";
     let run = xtask(&["db-restore", "--env", "dev", "--url", remote, file]).fails_with(
         2,
         &[
