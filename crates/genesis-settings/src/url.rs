@@ -12,10 +12,11 @@ pub enum Scheme {
 }
 
 impl Scheme {
-    fn canonical(self) -> &'static str {
-        match self {
-            Scheme::Postgres => "postgresql",
-            Scheme::Redis => "redis",
+    fn canonical(self, tls: bool) -> &'static str {
+        match (self, tls) {
+            (Scheme::Postgres, _) => "postgresql",
+            (Scheme::Redis, false) => "redis",
+            (Scheme::Redis, true) => "rediss",
         }
     }
 }
@@ -33,6 +34,8 @@ pub enum UrlProblem {
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServiceUrl {
     scheme: Scheme,
+    /// `rediss://`: Redis over TLS. (PostgreSQL says it with `sslmode` in the tail.)
+    tls: bool,
     user: String,
     password: Option<Secret>,
     host: String,
@@ -121,12 +124,18 @@ impl ServiceUrl {
         }
         Ok(ServiceUrl {
             scheme: found,
+            tls: base == "rediss",
             user,
             password,
             host,
             port,
             tail: tail.to_owned(),
         })
+    }
+
+    /// Whether the scheme itself asks for TLS (`rediss://`).
+    pub fn scheme_is_tls(&self) -> bool {
+        self.tls
     }
 
     pub fn host(&self) -> &str {
@@ -183,7 +192,7 @@ impl ServiceUrl {
     }
 
     fn render(&self, password: Option<&str>) -> String {
-        let mut out = format!("{}://", self.scheme.canonical());
+        let mut out = format!("{}://", self.scheme.canonical(self.tls));
         if !self.user.is_empty() || password.is_some() {
             out.push_str(&self.user);
             if let Some(p) = password {
@@ -288,5 +297,11 @@ mod tests {
         assert_eq!(url.database(), "test_db");
         let redis = ServiceUrl::parse("redis://:pw@localhost:6380/0", Scheme::Redis).unwrap();
         assert_eq!(redis.to_string(), "redis://:***@localhost:6380/0");
+        // TLS is part of the scheme and must survive the round trip.
+        let rediss = ServiceUrl::parse("rediss://:pw@cache.example.com:6380/0", Scheme::Redis);
+        assert_eq!(
+            rediss.unwrap().expose(),
+            "rediss://:pw@cache.example.com:6380/0"
+        );
     }
 }
