@@ -12,6 +12,7 @@ pub mod logging;
 pub mod migrate;
 mod startup;
 mod state;
+pub mod tls;
 
 pub use crate::error::{ApiError, ErrorBody};
 pub use crate::migrate::{MIGRATIONS, MigrateError, Migration, MigrationReport};

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::db::{BadUrl, error_chain};
 use crate::health::{self, CheckStatus, POSTGRES};
+use crate::tls::SslMode;
 use crate::{ApiError, AppState, MigrateError, auth, logging, migrate};
 
 /// Why the API did not start. Messages name the dependency and never hold a secret.
@@ -20,6 +21,11 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     BadUrl(BadUrl),
+    #[error(
+        "DATABASE_URL {url} allows a plaintext connection (sslmode={mode}); production requires \
+         sslmode=verify-full with sslrootcert (or require, verify-ca), or a Unix-socket host"
+    )]
+    PlaintextDatabase { url: String, mode: SslMode },
     #[error(
         "STRICT_HEALTH_CHECKS is on and {}; fix the dependency, or set \
          STRICT_HEALTH_CHECKS=false to serve in degraded mode",

@@ -8,6 +8,7 @@ use deadpool_postgres::Pool;
 use genesis_settings::{Secret, ServiceUrl, Settings};
 
 use crate::db::{self, BadUrl, Redis};
+use crate::tls::PgTls;
 
 /// The shared state, cheap to clone.
 #[derive(Clone)]
@@ -16,6 +17,7 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     pool: Pool,
     database_url: ServiceUrl,
+    database_tls: PgTls,
     redis: Redis,
     strict_health_checks: bool,
     token_secret: Secret,
@@ -27,10 +29,14 @@ impl AppState {
     /// database ([`Settings::app_database_url`]), `REDIS_URL`, `STRICT_HEALTH_CHECKS` and
     /// `TOKEN_SECRET`.
     pub fn new(settings: &Settings) -> Result<AppState, crate::StartupError> {
+        crate::tls::install_crypto_provider();
         let database_url = settings.app_database_url()?.clone();
+        let database_tls = db::check_database_tls(settings)?;
+        let (_, connect) = db::pg_target(&database_url)?;
         Ok(AppState(Arc::new(Inner {
-            pool: db::pool(&database_url, db::POOL_SIZE)?,
+            pool: db::pool(&database_url, connect, db::POOL_SIZE)?,
             database_url,
+            database_tls,
             redis: Redis::open(&settings.redis_url)?,
             strict_health_checks: settings.strict_health_checks,
             token_secret: settings.token_secret.clone(),
@@ -44,6 +50,11 @@ impl AppState {
 
     pub fn database_url(&self) -> &ServiceUrl {
         &self.0.database_url
+    }
+
+    /// The database connection's TLS, as its `sslmode` and certificates say.
+    pub fn database_tls(&self) -> &PgTls {
+        &self.0.database_tls
     }
 
     pub fn redis(&self) -> &Redis {
