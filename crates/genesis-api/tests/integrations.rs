@@ -3,6 +3,8 @@
 //! its own, so the suite runs in parallel, and beside another run, on the host or in a container.
 
 mod support;
+#[path = "integrations/tls.rs"]
+mod tls;
 
 use std::time::{Duration, Instant};
 
