@@ -1,6 +1,6 @@
 //! Accounts and bearer tokens: register, login, the current user, logout.
 //!
-//! Passwords are hashed with Argon2id on the blocking pool. Tokens are 32 random bytes handed
+//! Passwords are hashed with Argon2id on the blocking pool, at most `HASH_CONCURRENCY` at once. Tokens are 32 random bytes handed
 //! to the client in hex; the database keeps only their HMAC-SHA-256 under `TOKEN_SECRET`, so a
 //! copy of the database does not hold a usable token, and logout revokes the row. Login answers
 //! unknown emails and wrong passwords with the same error after the same amount of work.
@@ -73,7 +73,10 @@ pub(crate) async fn register(
 ) -> Result<(StatusCode, Json<User>), ApiError> {
     let email = normalise_email(&body.email)?;
     check_password(&body.password)?;
-    let hash = blocking(move || hash_password(&body.password)).await??;
+    let hash = state
+        .hashing()
+        .run(move || hash_password(&body.password))
+        .await??;
     let client = state.pool().get().await?;
     let sql = format!(
         "insert into users (email, password_hash) values ($1, $2)
@@ -119,11 +122,13 @@ pub(crate) async fn login(
     };
     // Without a user, verify against a dummy hash anyway so that the answer takes as long.
     let password = body.password;
-    let verified = blocking(move || {
-        let stored = stored.unwrap_or_else(|| dummy_hash().to_owned());
-        verify_password(&password, &stored)
-    })
-    .await?;
+    let verified = state
+        .hashing()
+        .run(move || {
+            let stored = stored.unwrap_or_else(|| dummy_hash().to_owned());
+            verify_password(&password, &stored)
+        })
+        .await?;
     let Some(user_id) = user_id.filter(|_| verified) else {
         return Err(ApiError::InvalidCredentials);
     };
@@ -265,14 +270,6 @@ fn token_hash(state: &AppState, token: &str) -> Vec<u8> {
         .expect("HMAC accepts keys of any length");
     mac.update(token.as_bytes());
     mac.finalize().into_bytes().to_vec()
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|err| ApiError::internal("password hashing task", &err))
 }
 
 /// The token of an `Authorization: Bearer <token>` header; anything else is a 401.

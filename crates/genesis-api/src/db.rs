@@ -16,9 +16,6 @@ use crate::tls::{self, PgConnect, PgTls};
 /// How long connecting to a dependency may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The most connections the API holds to PostgreSQL.
-pub const POOL_SIZE: usize = 10;
-
 /// A URL the drivers refused. The message never holds the password.
 #[derive(Debug, thiserror::Error)]
 #[error("{url} cannot be used: {reason}")]
@@ -69,8 +66,14 @@ pub fn check_database_tls(settings: &Settings) -> Result<PgTls, StartupError> {
     Ok(tls)
 }
 
-/// A pool of at most `max_size` connections through `connect`; it connects lazily.
-pub fn pool(url: &ServiceUrl, connect: PgConnect, max_size: usize) -> Result<Pool, BadUrl> {
+/// A pool of at most `max_size` connections through `connect`, in which a request waits at most
+/// `wait` for a connection; it connects lazily.
+pub fn pool(
+    url: &ServiceUrl,
+    connect: PgConnect,
+    max_size: usize,
+    wait: Duration,
+) -> Result<Pool, BadUrl> {
     let manager = Manager::from_connect(
         connect.config().clone(),
         connect,
@@ -81,7 +84,7 @@ pub fn pool(url: &ServiceUrl, connect: PgConnect, max_size: usize) -> Result<Poo
     Pool::builder(manager)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_secs(5)))
+        .wait_timeout(Some(wait))
         .create_timeout(Some(CONNECT_TIMEOUT))
         .recycle_timeout(Some(CONNECT_TIMEOUT))
         .build()

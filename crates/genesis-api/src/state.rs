@@ -3,11 +3,14 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use genesis_settings::{Secret, ServiceUrl, Settings};
 
 use crate::db::{self, BadUrl, Redis};
+use crate::limits::HashGate;
+use crate::metrics::Metrics;
 use crate::tls::PgTls;
 
 /// The shared state, cheap to clone.
@@ -22,6 +25,9 @@ struct Inner {
     strict_health_checks: bool,
     token_secret: Secret,
     migrated: AtomicBool,
+    metrics: Metrics,
+    hashing: HashGate,
+    request_timeout: Duration,
 }
 
 impl AppState {
@@ -34,13 +40,21 @@ impl AppState {
         let database_tls = db::check_database_tls(settings)?;
         let (_, connect) = db::pg_target(&database_url)?;
         Ok(AppState(Arc::new(Inner {
-            pool: db::pool(&database_url, connect, db::POOL_SIZE)?,
+            pool: db::pool(
+                &database_url,
+                connect,
+                settings.pool_size,
+                settings.pool_timeout,
+            )?,
             database_url,
             database_tls,
             redis: Redis::open(&settings.redis_url)?,
             strict_health_checks: settings.strict_health_checks,
             token_secret: settings.token_secret.clone(),
             migrated: AtomicBool::new(false),
+            metrics: Metrics::default(),
+            hashing: HashGate::new(settings.hash_concurrency),
+            request_timeout: settings.request_timeout,
         })))
     }
 
@@ -67,6 +81,19 @@ impl AppState {
 
     pub(crate) fn token_secret(&self) -> &Secret {
         &self.0.token_secret
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// The bound on concurrent password hashing.
+    pub fn hashing(&self) -> &HashGate {
+        &self.0.hashing
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.0.request_timeout
     }
 
     /// Whether this process has seen the database fully migrated.
