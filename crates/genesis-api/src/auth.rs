@@ -21,6 +21,7 @@ use rand_core::{OsRng, RngCore};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::migrate::hex;
 use crate::{ApiError, AppState};
@@ -195,9 +196,26 @@ pub(crate) async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Trims and lowercases an address and checks its shape (not its deliverability).
+/// The one form of an address that is stored and compared: trimmed, NFC, case-folded, then NFC
+/// again (folding can undo it). Its shape is checked, not its deliverability.
+///
+/// Refused rather than mapped: invisible characters (Unicode's Default_Ignorable_Code_Point,
+/// which holds the zero-width and bidi controls) and compatibility forms such as fullwidth
+/// letters, which NFKC would change; a mail server would not read them as we would.
 pub(crate) fn normalise_email(raw: &str) -> Result<String, ApiError> {
-    let email = raw.trim().to_lowercase();
+    let invalid = |why: &str| ApiError::Validation(format!("email is not a valid address: {why}"));
+    let trimmed = raw.trim();
+    if trimmed.chars().any(is_default_ignorable) {
+        return Err(invalid("it holds an invisible or bidi control character"));
+    }
+    let nfc: String = trimmed.nfc().collect();
+    if nfc.nfkc().ne(nfc.chars()) {
+        return Err(invalid(
+            "it holds a compatibility character (such as a fullwidth letter); \
+             write it in its usual form",
+        ));
+    }
+    let email: String = caseless::default_case_fold_str(&nfc).nfc().collect();
     let well_formed = match email.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
@@ -214,8 +232,34 @@ pub(crate) fn normalise_email(raw: &str) -> Result<String, ApiError> {
     if well_formed && clean && email.len() <= MAX_EMAIL_BYTES {
         Ok(email)
     } else {
-        Err(ApiError::Validation("email is not a valid address".into()))
+        Err(invalid("expected name@domain.tld"))
     }
+}
+
+/// Unicode 15's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): characters that
+/// render as nothing, among them U+200B..U+200F and the bidi controls U+202A..U+202E and
+/// U+2066..U+2069.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 fn check_password(password: &str) -> Result<(), ApiError> {
@@ -338,6 +382,32 @@ mod tests {
         check_email("a@.example.com", None);
         check_email("", None);
         check_email(&format!("{}@example.com", "x".repeat(65)), None);
+        // NFD and NFC spellings are one address; so are cases, also beyond ASCII.
+        check_email("Jose\u{301}@example.com", Some("jos\u{e9}@example.com"));
+        check_email("jos\u{e9}@example.com", Some("jos\u{e9}@example.com"));
+        check_email("STRASSE@example.com", Some("strasse@example.com"));
+        check_email("stra\u{df}e@example.com", Some("strasse@example.com"));
+        check_email(
+            "\u{3a3}\u{3c9}\u{3c2}@example.com",
+            Some("\u{3c3}\u{3c9}\u{3c3}@example.com"),
+        );
+        // Invisible and bidi controls are refused, not stripped.
+        for invisible in [
+            '\u{200B}',
+            '\u{200D}',
+            '\u{2060}',
+            '\u{FEFF}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{AD}',
+            '\u{E0041}',
+        ] {
+            check_email(&format!("ali{invisible}ce@example.com"), None);
+        }
+        // Fullwidth and other compatibility forms are refused, not mapped.
+        check_email("\u{FF41}lice@example.com", None);
+        check_email("alice@example\u{FF0E}com", None);
+        check_email("\u{FB01}@example.com", None);
     }
 
     #[test]
