@@ -30,6 +30,7 @@ pub enum Cmd {
     VerifyMigration(VerifyMigration),
     Ci(Ci),
     Bench(Bench),
+    Load(crate::load::Load),
     Images(Images),
 }
 

@@ -13,6 +13,7 @@ mod db;
 mod doctor;
 mod flags;
 mod images;
+mod load;
 mod parity;
 mod pg;
 mod preflight;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
             flags::Cmd::Images(cmd) => cmd.run(&sh),
             flags::Cmd::Ci(cmd) => cmd.run(&sh),
             flags::Cmd::Bench(cmd) => cmd.run(&sh),
+            flags::Cmd::Load(cmd) => cmd.run(&sh),
         }
     });
     match result {

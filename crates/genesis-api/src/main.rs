@@ -41,6 +41,9 @@ fn serve() -> ExitCode {
         }
     };
     genesis_api::logging::init(&settings);
+    if std::env::var_os("ENVIRONMENT").is_none() {
+        tracing::warn!("{UNSET_ENVIRONMENT}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
