@@ -24,6 +24,7 @@ use crate::child::Session;
 use crate::flags;
 use crate::pg::{self, ROW_COUNTS_SQL, TableRows, Target};
 use crate::preflight;
+use crate::services::Stack;
 use crate::util::{check_failed, project_root, usage, utc_timestamp};
 
 /// The first bytes of every pg_dump archive.
@@ -71,13 +72,20 @@ fn user_path(path: &Path) -> Result<PathBuf> {
 
 /// Refuses production and servers on other machines unless the user allowed them, saying why.
 /// Production is refused before its URL is even looked at.
-fn resolve_allowed(env: Env, server: &flags::Server, why: &str) -> Result<Target> {
+fn resolve_allowed(
+    sh: &Shell,
+    stack: &Stack,
+    env: Env,
+    server: &flags::Server,
+    why: &str,
+) -> Result<Target> {
     if env == Env::Prod && !server.allow_production {
         return Err(usage(format!(
             "refusing to touch production: {why}; pass --allow-production if that is what you mean"
         )));
     }
-    let target = Target::resolve(env, server.url.as_deref())?;
+    let mut target = Target::resolve(env, server.url.as_deref())?;
+    stack.aim(sh, &mut target)?;
     let url = target.masked_url();
     if !target.is_local() && !server.allow_remote {
         return Err(usage(format!(
@@ -163,9 +171,11 @@ impl Drop for Partial {
 }
 
 impl flags::DbBackup {
-    pub fn run(self, sh: &Shell) -> Result<()> {
+    pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let env = self.env.model();
         let target = resolve_allowed(
+            sh,
+            stack,
             env,
             &self.server,
             "verifying a backup creates, fills and drops a scratch database on the server it backs up",
@@ -476,9 +486,11 @@ fn sha256(sh: &Shell, file: &Path) -> Result<String> {
 // ---- db-restore ---------------------------------------------------------------------------
 
 impl flags::DbRestore {
-    pub fn run(self, sh: &Shell) -> Result<()> {
+    pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let env = self.env.model();
         let target = resolve_allowed(
+            sh,
+            stack,
             env,
             &self.server,
             "a restore drops and recreates the dump's tables in that database",

@@ -12,7 +12,7 @@ use xshell::{Shell, cmd};
 
 use crate::compose::Compose;
 use crate::flags;
-use crate::services::{self, Service};
+use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack};
 use crate::test::xtask_dir;
 
 #[derive(Debug, Serialize)]
@@ -44,15 +44,17 @@ impl Stats {
 type Row = (String, String, String, String);
 
 impl flags::Bench {
-    pub fn run(self, sh: &Shell) -> Result<()> {
+    pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let reps = self.reps.max(1);
+        // The xtask commands measured below work on the same stack.
+        let _stack_var = sh.push_env(model::STACK_VAR, stack.name());
         let compose = Compose::detect(sh)?;
         let xtask = std::env::current_exe().context("find the xtask binary")?;
         let mut rows: Vec<Row> = Vec::new();
         let mut out = serde_json::Map::new();
 
         eprintln!("1/4 db-up to ready, xtask against raw compose + psql loop ({reps} reps each)");
-        let (xt, raw) = bench_db_up(sh, &compose, &xtask, reps)?;
+        let (xt, raw) = bench_db_up(sh, &compose, stack, &xtask, reps)?;
         rows.push(row("db-up to ready (s)", "xtask", &xt, "raw", &raw));
         out.insert(
             "db_up_ready_s".into(),
@@ -63,7 +65,7 @@ impl flags::Bench {
             "2/4 one isolated test database: template clone against migrations ({} each)",
             reps * 5
         );
-        let (clone, migrate) = bench_test_db(sh, &compose, reps * 5)?;
+        let (clone, migrate) = bench_test_db(sh, &compose, stack, reps * 5)?;
         rows.push((
             "test database (ms)".into(),
             format!("template clone {}", show(&clone)),
@@ -142,28 +144,39 @@ fn timed(f: impl FnOnce() -> Result<()>) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn test_db_url() -> String {
+fn test_db_url(port: u16) -> String {
     let db = model::TEST_DB;
     let Password::Public(password) = db.password else {
         unreachable!("the test password is public")
     };
-    db.url_with(db.host_address.expect("test-db is published"), password)
+    let mut address = db.host_address.expect("test-db is published");
+    address.port = port;
+    db.url_with(address, password)
 }
 
 /// `cargo xtask db-up` against `compose up -d test-db` and a `psql -c 'select 1'` loop, each
 /// from a removed container, on a warm image.
-fn bench_db_up(sh: &Shell, compose: &Compose, xtask: &Path, reps: usize) -> Result<(Stats, Stats)> {
+fn bench_db_up(
+    sh: &Shell,
+    compose: &Compose,
+    stack: &Stack,
+    xtask: &Path,
+    reps: usize,
+) -> Result<(Stats, Stats)> {
     let service = Service::TestDb.name();
-    let was_running = services::is_running(sh, service);
-    let remove = || {
-        compose
-            .cmd(sh)
-            .args(["rm", "--stop", "--force", "-v", service])
-            .quiet()
-            .ignore_stderr()
-            .run()
+    let was_running = stack
+        .containers(sh)?
+        .iter()
+        .any(|c| c.service == service && c.running());
+    let remove = || stack.remove(sh, compose, &[service]);
+    let port = |sh: &Shell| -> Result<u16> {
+        stack
+            .containers(sh)?
+            .iter()
+            .find(|c| c.service == service)
+            .and_then(|c| c.host_port(Service::TestDb.container_port()))
+            .context("test-db publishes no port")
     };
-    let url = test_db_url();
     let (mut xt, mut raw) = (Vec::new(), Vec::new());
     for rep in 0..reps {
         remove()?;
@@ -178,11 +191,12 @@ fn bench_db_up(sh: &Shell, compose: &Compose, xtask: &Path, reps: usize) -> Resu
         remove()?;
         raw.push(timed(|| {
             compose
-                .cmd(sh)
+                .cmd(sh, stack)
                 .args(["up", "-d", service])
                 .quiet()
                 .ignore_stderr()
                 .run()?;
+            let url = test_db_url(port(sh)?);
             let deadline = Instant::now() + Duration::from_secs(90);
             while cmd!(sh, "psql {url} -XAtqc 'select 1'")
                 .quiet()
@@ -214,8 +228,19 @@ fn bench_db_up(sh: &Shell, compose: &Compose, xtask: &Path, reps: usize) -> Resu
 /// Per-database cost as the suites pay it, measured in-process by the API crate's
 /// `test_db_cost` example with the suites' own support module: a clone of the migrated template
 /// against an empty database and the migration runner, interleaved, connection included.
-fn bench_test_db(sh: &Shell, compose: &Compose, count: usize) -> Result<(Stats, Stats)> {
-    let _session = services::Session::up(sh, compose, &[Service::TestDb])?;
+fn bench_test_db(
+    sh: &Shell,
+    compose: &Compose,
+    stack: &Stack,
+    count: usize,
+) -> Result<(Stats, Stats)> {
+    let running = stack.start(
+        sh,
+        compose,
+        &[Service::TestDb],
+        Lifetime::ThisRun,
+        READY_TIMEOUT,
+    )?;
     cmd!(
         sh,
         "cargo build --quiet -p genesis-api --example test_db_cost"
@@ -228,6 +253,7 @@ fn bench_test_db(sh: &Shell, compose: &Compose, count: usize) -> Result<(Stats, 
         "cargo run --quiet -p genesis-api --example test_db_cost -- {count}"
     )
     .env_remove(model::API.in_container_var)
+    .envs(running.host_settings()?)
     .read()
     .context("run the test_db_cost example")?;
     let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or_default())

@@ -1,27 +1,30 @@
-//! `cargo xtask ci`: everything CI needs, in order, with the services removed at the end
-//! whatever happened.
+//! `cargo xtask ci`: everything CI needs, in order, on private stacks of its own that are
+//! removed at the end whatever happened, under each Compose flavour.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use xshell::{Shell, cmd};
 
-use crate::compose::Compose;
+use crate::compose::{Compose, Flavour};
 use crate::flags::{self, Suite};
-use crate::parity::Target;
-use crate::services::{Service, Session};
-use crate::util::{Style, check_failed};
+use crate::parity::{Report, Target};
+use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack};
+use crate::util::{Style, check_failed, usage};
 use crate::{codegen, images, preflight, test, verify};
+
+/// The DOCKER_CONFIG folder holding the Compose v2 plugin (`.ci/run` sets it).
+const V2_VAR: &str = "GENESIS_COMPOSE_V2_DOCKER_CONFIG";
 
 impl flags::Ci {
     pub fn run(self, sh: &Shell) -> Result<()> {
         let mut steps = Steps::default();
-        steps.run("formatting", || {
+        steps.step("formatting", || {
             cmd!(sh, "cargo fmt --all -- --check")
                 .run()
                 .context("run `cargo fmt --all` and commit")
         })?;
-        steps.run("clippy", || {
+        steps.step("clippy", || {
             cmd!(
                 sh,
                 "cargo clippy --quiet --workspace --all-targets -- -D warnings"
@@ -29,67 +32,154 @@ impl flags::Ci {
             .run()
             .context("clippy found problems")
         })?;
-        steps.run("unit tests", || {
+        steps.step("unit tests", || {
             cmd!(sh, "cargo test --quiet --workspace --lib --bins")
                 .run()
-                .context("unit tests failed")
-        })?;
-        steps.run("codegen --check", codegen::check)?;
-        preflight::docker_daemon(sh)?;
-        steps.run("images", || images::ensure(sh))?;
-        steps.run("service tests", || {
-            cmd!(sh, "cargo test --quiet -p xtask --test engine")
+                .context("unit tests failed")?;
+            cmd!(sh, "cargo test --quiet -p xtask --test tidy")
                 .run()
-                .context("service tests failed")
+                .context("the tidy checks failed")
         })?;
-        let compose = Compose::detect(sh)?;
-        // The session removes the services it started when it is dropped, on success, on a
-        // failed step and on Ctrl-C alike.
-        let session = steps.run("db-up", || {
-            Session::up(sh, &compose, &[Service::TestDb, Service::Redis])
-        })?;
-        let report = steps.run("test --both-modes", || {
-            let report = test::run_suites(sh, &[Target::Host, Target::Container], Suite::All)?;
-            test::print_report(&report);
-            if report.ok {
-                Ok(report)
-            } else {
-                Err(check_failed(report.problems.join("; ")))
+        steps.step("codegen --check", codegen::check)?;
+        preflight::docker_daemon(sh)?;
+        steps.step("images", || images::ensure(sh))?;
+
+        // The machine's own compose first, then v2 from its private DOCKER_CONFIG.
+        let v2 = std::env::var_os(V2_VAR).filter(|v| !v.is_empty());
+        let default = Compose::detect(sh)?;
+        let passed = flavour(sh, &mut steps, &default, "ci")?;
+        let mut total = passed;
+        match v2 {
+            Some(dir) if default.flavour != Flavour::V2 => {
+                let _config = sh.push_env("DOCKER_CONFIG", &dir);
+                let compose = Compose::detect(sh)?;
+                if compose.flavour != Flavour::V2 {
+                    return Err(usage(format!(
+                        "{V2_VAR}={} holds no Compose v2 plugin: `bash .ci/install-compose-v2` makes one",
+                        dir.to_string_lossy()
+                    )));
+                }
+                total += flavour(sh, &mut steps, &compose, "ci-v2")?;
             }
-        })?;
-        // Every test run in both modes (the suites passed, or the step above failed).
-        let passed: usize = report
-            .suites
-            .values()
-            .flat_map(|s| s.modes.values())
-            .map(|c| c.passed)
-            .sum();
-        steps.run("verify-migration", || {
-            verify::report(&verify::checklist(sh, Some(report))?, false)
-        })?;
-        steps.run("db-down", || {
-            drop(session);
-            Ok(())
-        })?;
+            Some(_) => println!("the machine's compose is already v2: one flavour ran"),
+            None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                steps.print();
+                return Err(usage(format!(
+                    "CI must exercise Compose v2 as well: set {V2_VAR} to the DOCKER_CONFIG folder \
+                     of the v2 plugin (`bash .ci/install-compose-v2` prints it; `.ci/run` does this)"
+                )));
+            }
+            None => println!(
+                "{}",
+                Style::stdout().red(&format!(
+                    "skipped: Compose v2 ({V2_VAR} is not set; `bash .ci/install-compose-v2` prints the folder)"
+                ))
+            ),
+        }
         steps.print();
-        println!("tests: {passed} passed, 0 failed");
+        println!("tests: {total} passed, 0 failed");
         Ok(())
+    }
+}
+
+/// The service tests, db-up, `test --both-modes`, `verify-migration` and db-down under one
+/// Compose flavour, on a private stack removed at the end whatever happened. Returns the
+/// number of test runs that passed.
+fn flavour(sh: &Shell, steps: &mut Steps, compose: &Compose, purpose: &str) -> Result<usize> {
+    let tag = match compose.flavour {
+        Flavour::V1 => "v1",
+        Flavour::V2 => "v2",
+    };
+    let stack = Stack::private(purpose);
+    let private = PrivateStack {
+        sh,
+        compose: compose.clone(),
+        stack: stack.clone(),
+    };
+    steps.run(tag, "service tests", || {
+        cmd!(sh, "cargo test --quiet -p xtask --test engine")
+            .run()
+            .context("service tests failed")
+    })?;
+    let running = steps.run(tag, "db-up", || {
+        stack.start(
+            sh,
+            compose,
+            &[Service::TestDb, Service::Redis],
+            Lifetime::ThisRun,
+            READY_TIMEOUT,
+        )
+    })?;
+    let report = steps.run(tag, "test --both-modes", || {
+        let report = test::run_suites(sh, &stack, &[Target::Host, Target::Container], Suite::All)?;
+        test::print_report(&report);
+        if report.ok {
+            Ok(report)
+        } else {
+            Err(check_failed(report.problems.join("; ")))
+        }
+    })?;
+    let passed = passed(&report);
+    // The checklist's other items do not depend on the flavour: once is enough.
+    if purpose == "ci" {
+        steps.run(tag, "verify-migration", || {
+            verify::report(&verify::checklist(sh, &stack, Some(report))?, false)
+        })?;
+    }
+    steps.run(tag, "db-down", || {
+        drop(running);
+        drop(private);
+        Ok(())
+    })?;
+    Ok(passed)
+}
+
+/// Every test run in both modes (the suites passed, or the step failed).
+fn passed(report: &Report) -> usize {
+    report
+        .suites
+        .values()
+        .flat_map(|s| s.modes.values())
+        .map(|c| c.passed)
+        .sum()
+}
+
+/// Removes a private stack entirely (containers, network, volumes) when dropped.
+struct PrivateStack<'a> {
+    sh: &'a Shell,
+    compose: Compose,
+    stack: Stack,
+}
+
+impl Drop for PrivateStack<'_> {
+    fn drop(&mut self) {
+        if let Err(err) = self.stack.remove_all(self.sh, &self.compose, true) {
+            eprintln!(
+                "warning: could not remove the private stack {}: {err:#}",
+                self.stack.project()
+            );
+        }
     }
 }
 
 #[derive(Default)]
 struct Steps {
-    done: Vec<(&'static str, f64)>,
+    done: Vec<(String, f64)>,
 }
 
 impl Steps {
-    fn run<T>(&mut self, name: &'static str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+    /// A step of one Compose flavour, named `name (v1)`.
+    fn run<T>(&mut self, tag: &str, name: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.step(&format!("{name} ({tag})"), step)
+    }
+
+    fn step<T>(&mut self, name: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
         let style = Style::stdout();
         println!("{}", style.green(&format!("== {name}")));
         let started = Instant::now();
         let result = step().with_context(|| format!("ci step `{name}`"));
         let seconds = started.elapsed().as_secs_f64();
-        self.done.push((name, seconds));
+        self.done.push((name.to_owned(), seconds));
         if result.is_err() {
             self.print();
             println!(
@@ -103,9 +193,9 @@ impl Steps {
     fn print(&self) {
         println!("\nci steps:");
         for (name, seconds) in &self.done {
-            println!("  {name:<20} {seconds:>7.1} s");
+            println!("  {name:<28} {seconds:>7.1} s");
         }
         let total: f64 = self.done.iter().map(|(_, s)| s).sum();
-        println!("  {:<20} {total:>7.1} s", "total");
+        println!("  {:<28} {total:>7.1} s", "total");
     }
 }

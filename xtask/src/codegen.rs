@@ -8,7 +8,6 @@ use genesis_model::{self as model, Database, Env, Password, Storage};
 use serde::Serialize;
 use xshell::Shell;
 
-use crate::compose::Compose;
 use crate::flags;
 use crate::util::{FileState, Mode, check_failed, ensure_file_contents, project_root};
 
@@ -87,11 +86,28 @@ fn header(comment: &str) -> String {
 #[derive(Serialize)]
 struct ComposeFile {
     services: BTreeMap<&'static str, Service>,
-    volumes: BTreeMap<&'static str, Volume>,
+    networks: BTreeMap<&'static str, Labelled>,
+    volumes: BTreeMap<&'static str, Labelled>,
 }
 
+/// A network or a volume, labelled with the checkout its stack belongs to.
 #[derive(Serialize)]
-struct Volume {}
+struct Labelled {
+    labels: BTreeMap<&'static str, String>,
+}
+
+/// The labels a stack's objects carry; the xtask fills the variables in (see `services`).
+fn labels(with_run: bool) -> BTreeMap<&'static str, String> {
+    let mut labels = BTreeMap::from([(model::CHECKOUT_LABEL, var_ref(model::CHECKOUT_VAR))]);
+    if with_run {
+        labels.insert(model::RUN_LABEL, var_ref(model::RUN_VAR));
+    }
+    labels
+}
+
+fn var_ref(var: &str) -> String {
+    format!("${{{var}:-}}")
+}
 
 #[derive(Serialize, Default)]
 struct Service {
@@ -102,6 +118,8 @@ struct Service {
     working_dir: Option<&'static str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     environment: BTreeMap<&'static str, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<&'static str, String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ports: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -140,9 +158,12 @@ fn healthcheck(test: &[&str]) -> Option<Healthcheck> {
 }
 
 /// Host ports are bound to the loopback interface: the test database's password is public,
-/// and nothing here is meant to be reached from another machine.
-fn published(host_port: u16, container_port: u16) -> String {
-    format!("127.0.0.1:{host_port}:{container_port}")
+/// and nothing here is meant to be reached from another machine. The host port is the
+/// model's unless the service's port variable is set (`${VAR-port}`: set and empty, the
+/// engine picks a free port, which is how every stack but the default one runs).
+fn published(service: &str, host_port: u16, container_port: u16) -> String {
+    let var = model::host_port_var(service);
+    format!("127.0.0.1:${{{var}-{host_port}}}:{container_port}")
 }
 
 /// The compose value of a database's password: public ones are written out, the others are
@@ -156,7 +177,7 @@ fn password_value(db: &Database) -> String {
     }
 }
 
-fn database_service(db: &Database) -> Service {
+fn database_service(name: &'static str, db: &Database) -> Service {
     let host = db
         .host_address
         .expect("compose databases have a host address");
@@ -167,7 +188,8 @@ fn database_service(db: &Database) -> Service {
             ("POSTGRES_PASSWORD", password_value(db)),
             ("POSTGRES_DB", db.name.to_owned()),
         ]),
-        ports: vec![published(host.port, model::POSTGRES_PORT)],
+        labels: labels(true),
+        ports: vec![published(name, host.port, model::POSTGRES_PORT)],
         healthcheck: healthcheck(&[
             "pg_isready",
             "-h",
@@ -199,15 +221,21 @@ fn database_service(db: &Database) -> Service {
 }
 
 const PGDATA: &str = "/var/lib/postgresql/data";
+const REDIS_DATA: &str = "/data";
 
 fn compose_file() -> ComposeFile {
     let mut services = BTreeMap::new();
     let mut volumes = BTreeMap::new();
     for db in Env::ALL.map(Env::database) {
         let Some(name) = db.service else { continue };
-        services.insert(name, database_service(db));
+        services.insert(name, database_service(name, db));
         if let Storage::Volume(volume) = db.storage {
-            volumes.insert(volume, Volume {});
+            volumes.insert(
+                volume,
+                Labelled {
+                    labels: labels(false),
+                },
+            );
         }
     }
     let redis = model::REDIS;
@@ -215,10 +243,15 @@ fn compose_file() -> ComposeFile {
         redis.service,
         Service {
             image: model::REDIS_IMAGE.compose_ref(),
+            labels: labels(true),
             ports: vec![published(
+                redis.service,
                 redis.host_address.port,
                 redis.network_address.port,
             )],
+            // The image declares `/data` a volume: without a mount there, every start would
+            // leave an anonymous volume behind. The tests' Redis keeps nothing.
+            tmpfs: vec![REDIS_DATA],
             healthcheck: healthcheck(&["redis-cli", "ping"]),
             ..Service::default()
         },
@@ -241,7 +274,8 @@ fn compose_file() -> ComposeFile {
                 (api.in_container_var, "1".to_owned()),
                 ("ENVIRONMENT", Env::Test.environment_value().to_owned()),
             ]),
-            ports: vec![published(api.port, api.port)],
+            labels: labels(true),
+            ports: vec![published(api.service, api.port, api.port)],
             volumes: vec![format!(".:{}", api.workdir)],
             depends_on: BTreeMap::from([
                 (
@@ -260,47 +294,22 @@ fn compose_file() -> ComposeFile {
             ..Service::default()
         },
     );
-    ComposeFile { services, volumes }
+    let networks = BTreeMap::from([(
+        "default",
+        Labelled {
+            labels: labels(false),
+        },
+    )]);
+    ComposeFile {
+        services,
+        networks,
+        volumes,
+    }
 }
 
 pub fn render_compose() -> String {
     let yaml = serde_saphyr::to_string(&compose_file()).expect("the compose model serialises");
     format!("{}{yaml}", header("#"))
-}
-
-/// The host ports of every service as the installed compose reads `docker-compose.yml`
-/// (`compose config`), so a quoting mistake that makes compose misread a port shows up here.
-pub fn published_ports(sh: &Shell, compose: &Compose) -> Result<Vec<(String, Vec<u16>)>> {
-    let out = compose
-        .cmd(sh)
-        .arg("config")
-        .quiet()
-        .read()
-        .context("compose rejected docker-compose.yml")?;
-    let config: serde_json::Value =
-        serde_saphyr::from_str(&out).context("compose config printed no YAML")?;
-    let services = config["services"]
-        .as_object()
-        .context("compose config shows no services")?;
-    let mut ports = Vec::new();
-    for (name, service) in services {
-        let published = service["ports"]
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .filter_map(|port| match port {
-                        // v1 prints `127.0.0.1:5433:5432/tcp`, v2 the long syntax.
-                        serde_json::Value::String(short) => {
-                            short.split(':').rev().nth(1)?.parse().ok()
-                        }
-                        long => long["published"].to_string().trim_matches('"').parse().ok(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        ports.push((name.clone(), published));
-    }
-    Ok(ports)
 }
 
 // ---- env files ----------------------------------------------------------------------------
@@ -443,22 +452,5 @@ mod tests {
             settings.test_database_url.to_string(),
             "postgresql://test_user:***@localhost:5433/test_db"
         );
-    }
-
-    #[test]
-    fn compose_accepts_the_file_and_publishes_the_model_ports() {
-        let sh = Shell::new().unwrap();
-        let compose = Compose::detect(&sh).expect("this test needs Docker Compose installed");
-        let ports = published_ports(&sh, &compose).unwrap();
-        let get = |service: &str| {
-            ports
-                .iter()
-                .find(|(s, _)| s == service)
-                .map(|(_, p)| p.clone())
-                .unwrap_or_default()
-        };
-        assert_eq!(get("test-db"), [5433]);
-        assert_eq!(get("postgres"), [5435]);
-        assert_eq!(get("redis"), [model::REDIS.host_address.port]);
     }
 }

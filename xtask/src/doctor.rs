@@ -9,6 +9,7 @@ use xshell::Shell;
 use crate::compose::Compose;
 use crate::flags;
 use crate::preflight::{self, PortState};
+use crate::services::{Service, Stack};
 use crate::util::{Style, check_failed};
 
 #[derive(Debug, Serialize)]
@@ -53,8 +54,8 @@ impl Row {
 }
 
 impl flags::Doctor {
-    pub fn run(self, sh: &Shell) -> Result<()> {
-        let rows = diagnose(sh);
+    pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
+        let rows = diagnose(sh, stack);
         if self.json {
             println!("{}", serde_json::to_string_pretty(&rows)?);
         } else {
@@ -80,7 +81,7 @@ impl flags::Doctor {
     }
 }
 
-fn diagnose(sh: &Shell) -> Vec<Row> {
+fn diagnose(sh: &Shell, stack: &Stack) -> Vec<Row> {
     let mut rows = vec![Row::from_result(
         "docker client",
         preflight::docker_client(sh),
@@ -91,7 +92,7 @@ fn diagnose(sh: &Shell) -> Vec<Row> {
     let compose = Compose::detect(sh);
     if let Ok(compose) = &compose {
         let config = compose
-            .cmd(sh)
+            .cmd(sh, stack)
             .args(["config", "-q"])
             .quiet()
             .ignore_stderr()
@@ -121,17 +122,41 @@ fn diagnose(sh: &Shell) -> Vec<Row> {
         };
         rows.push(row);
     }
-    for (service, port) in service_ports() {
-        let check = format!("port {port} ({service})");
-        rows.push(match preflight::port_state(sh, port) {
-            PortState::Free => Row::ok(check, "free"),
-            PortState::Ours(container) => Row::ok(check, format!("published by {container}")),
-            PortState::Taken => Row::problem(
-                check,
-                "taken by another process",
-                format!("stop what listens on it (`ss -ltnp 'sport = :{port}'` shows it)"),
+    rows.push(Row::from_result(
+        "cargo-nextest (test)",
+        preflight::nextest().map(|p| p.display().to_string()),
+    ));
+    rows.push(Row::from_result(
+        "mmdebstrap (images)",
+        preflight::mmdebstrap().map(|p| p.display().to_string()),
+    ));
+    if stack.is_default() {
+        for service in Service::ALL {
+            let port = service.model_port();
+            let check = format!("port {port} ({})", service.name());
+            rows.push(match preflight::port_state(sh, port, stack) {
+                PortState::Free => Row::ok(check, "free"),
+                PortState::Ours(container) => Row::ok(check, format!("published by {container}")),
+                PortState::Other(container, whose) => Row::problem(
+                    check,
+                    format!("published by {container}, {whose}"),
+                    "stop it there, or use a stack of your own: `--stack NAME` (or GENESIS_STACK=NAME)",
+                ),
+                PortState::Taken => Row::problem(
+                    check,
+                    "taken by another process",
+                    format!("stop what listens on it (`ss -ltnp 'sport = :{port}'` shows it)"),
+                ),
+            });
+        }
+    } else {
+        rows.push(Row::ok(
+            format!("stack {}", stack.name()),
+            format!(
+                "compose project {}, host ports chosen by the engine",
+                stack.project()
             ),
-        });
+        ));
     }
     if daemon_up {
         for image in model::IMAGES {
@@ -139,20 +164,6 @@ fn diagnose(sh: &Shell) -> Vec<Row> {
         }
     }
     rows
-}
-
-/// The host ports the compose services publish, from the model.
-pub fn service_ports() -> Vec<(&'static str, u16)> {
-    let mut ports: Vec<(&'static str, u16)> = model::Env::ALL
-        .iter()
-        .filter_map(|env| {
-            let db = env.database();
-            Some((db.service?, db.host_address?.port))
-        })
-        .collect();
-    ports.push((model::REDIS.service, model::REDIS.host_address.port));
-    ports.push((model::API.service, model::API.port));
-    ports
 }
 
 fn image_row(sh: &Shell, image: Image) -> Row {

@@ -11,6 +11,10 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
     after_help = "Exit codes: 0 success, 1 a failed check, 2 bad usage or a missing prerequisite."
 )]
 pub struct Xtask {
+    /// The stack to work on: its own compose project, network, volumes and engine-chosen host
+    /// ports [env: GENESIS_STACK; default: the default stack, on the model's ports].
+    #[arg(long, global = true, value_name = "NAME")]
+    pub stack: Option<String>,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -55,10 +59,10 @@ pub struct Doctor {
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("mode").args(["host", "container", "both_modes"])))]
 pub struct Test {
-    /// Run on the host against localhost:5433 (the default).
+    /// Run on the host against the stack's test database (the default).
     #[arg(long)]
     pub host: bool,
-    /// Run the same test binaries inside the genesis-api container against test-db:5432.
+    /// Run the same test binaries inside the application container, on the stack's network.
     #[arg(long)]
     pub container: bool,
     /// Run both modes at the same time and check parity test by test.

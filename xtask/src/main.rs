@@ -30,22 +30,27 @@ use xshell::Shell;
 fn main() -> ExitCode {
     let flags = flags::Xtask::parse();
     let result = Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
-        sh.change_dir(util::project_root());
+        util::install_interrupt_handler()?;
+        sh.change_dir(util::find_project_root()?);
+        let name = flags
+            .stack
+            .or_else(|| std::env::var(genesis_model::STACK_VAR).ok());
+        let stack = services::Stack::select(name.as_deref())?;
         match flags.cmd {
             flags::Cmd::Codegen(cmd) => cmd.run(&sh),
-            flags::Cmd::Doctor(cmd) => cmd.run(&sh),
-            flags::Cmd::DbUp(cmd) => cmd.run(&sh),
-            flags::Cmd::DbDown(cmd) => cmd.run(&sh),
-            flags::Cmd::DbStatus(cmd) => cmd.run(&sh),
-            flags::Cmd::DbLogs(cmd) => cmd.run(&sh),
-            flags::Cmd::DbShell(cmd) => cmd.run(&sh),
-            flags::Cmd::DbBackup(cmd) => cmd.run(&sh),
-            flags::Cmd::DbRestore(cmd) => cmd.run(&sh),
-            flags::Cmd::Test(cmd) => cmd.run(&sh),
-            flags::Cmd::VerifyMigration(cmd) => cmd.run(&sh),
+            flags::Cmd::Doctor(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::DbUp(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::DbDown(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::DbStatus(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::DbLogs(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::DbShell(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::DbBackup(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::DbRestore(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::Test(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::VerifyMigration(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::Images(cmd) => cmd.run(&sh),
             flags::Cmd::Ci(cmd) => cmd.run(&sh),
-            flags::Cmd::Bench(cmd) => cmd.run(&sh),
+            flags::Cmd::Bench(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::Load(cmd) => cmd.run(&sh),
         }
     });

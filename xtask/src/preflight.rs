@@ -4,9 +4,10 @@
 use std::net::{Ipv4Addr, TcpListener};
 
 use anyhow::Result;
-use genesis_model::{COMPOSE_PROJECT, Image};
+use genesis_model::Image;
 use xshell::{Shell, cmd};
 
+use crate::services::{self, Service, Stack};
 use crate::util::usage;
 
 /// The Docker client is installed.
@@ -63,33 +64,56 @@ pub fn pg_tool(sh: &Shell, tool: &str) -> Result<(String, u32)> {
     Ok((out.trim().to_owned(), major))
 }
 
-/// Who holds a host port.
+/// Who holds a host port of the default stack.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PortState {
     Free,
-    /// Published by a container of this compose project.
+    /// Published by a container of this stack.
     Ours(String),
+    /// Published by another stack or container: `(container, whose)`.
+    Other(String, String),
     /// Held by something else: starting a service on it would fail.
     Taken,
 }
 
-/// Whether `port` on the loopback interface can be used by the project's services.
-pub fn port_state(sh: &Shell, port: u16) -> PortState {
+/// Whether `port` on the loopback interface can be used by `stack`'s services.
+pub fn port_state(sh: &Shell, port: u16, stack: &Stack) -> PortState {
     if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
         return PortState::Free;
     }
-    let label = format!("label=com.docker.compose.project={COMPOSE_PROJECT}");
-    let format = "{{.Names}}\t{{.Ports}}";
-    let listing = cmd!(sh, "docker ps --filter {label} --format {format}")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .unwrap_or_default();
-    let needle = format!(":{port}->");
-    match listing.lines().find(|line| line.contains(&needle)) {
-        Some(line) => PortState::Ours(line.split('\t').next().unwrap_or_default().to_owned()),
+    match services::port_holder(sh, port) {
+        Some(c) if c.project == stack.project() => PortState::Ours(c.name),
+        Some(c) => {
+            let whose = match c.checkout {
+                Some(checkout) => format!("a stack of the checkout {checkout}"),
+                None => "not of this project".to_owned(),
+            };
+            PortState::Other(c.name, whose)
+        }
         None => PortState::Taken,
     }
+}
+
+/// A program on the PATH.
+pub fn on_path(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// `cargo-nextest`, which `test` builds and runs the suites with.
+pub fn nextest() -> Result<std::path::PathBuf> {
+    on_path("cargo-nextest").ok_or_else(|| {
+        usage("cargo-nextest is not installed: run `cargo install cargo-nextest --locked`")
+    })
+}
+
+/// `mmdebstrap`, which `images` builds the drop-in images with.
+pub fn mmdebstrap() -> Result<std::path::PathBuf> {
+    on_path("mmdebstrap").ok_or_else(|| {
+        usage("mmdebstrap is not installed (needed to build the images offline): run `apt-get install mmdebstrap`")
+    })
 }
 
 /// Whether an image is present in the local engine.
@@ -127,4 +151,41 @@ pub fn image_available(sh: &Shell, image: Image) -> Result<String> {
          Debian packages, no registry needed) or `docker pull {}`",
         image.local, image.public, image.public
     )))
+}
+
+/// The images `services` need, got before anything is built: the ones compose would use are
+/// there, or the missing ones are got the way `ci` gets them (pulled where a registry answers,
+/// built from Debian packages where none does, with progress). An image the user named in its
+/// variable is never replaced.
+pub fn images_for(sh: &Shell, services: &[Service]) -> Result<()> {
+    let mut missing = Vec::new();
+    for service in services {
+        let image = service.image();
+        if let Err(err) = image_available(sh, image) {
+            if std::env::var_os(image.var).is_some() {
+                return Err(err);
+            }
+            if !missing.contains(&image.public) {
+                missing.push(image.public);
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "missing images: {}; pulling them, or building the drop-ins from Debian packages where no registry answers",
+        missing.join(", ")
+    );
+    let first = missing[0];
+    let pulled = cmd!(sh, "docker pull --quiet {first}")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok();
+    if !pulled {
+        mmdebstrap()?;
+    }
+    crate::images::ensure(sh)
 }

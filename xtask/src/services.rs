@@ -1,217 +1,921 @@
-//! A session of compose services for a command that needs them (`test`, `verify-migration`):
-//! it starts what is not running yet, waits until each is really ready, and on drop stops and
-//! removes only what it started, also after an error or Ctrl-C.
+//! The service layer: every compose and docker query of the project goes through here.
+//!
+//! A [`Stack`] is one set of the project's services: its own compose project, network and
+//! volumes, labelled with the checkout it belongs to. [`Stack::start`] starts what a command
+//! needs, discovers the host ports, waits on one readiness probe per service and returns a
+//! [`Running`] guard that removes what it started on error, on drop and on Ctrl-C (`db-up`
+//! keeps it). Every container carries the identity of the run that started it, so a run that
+//! died (`kill -9`) leaves containers that the next run reclaims instead of adopting.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use genesis_model::{self as model, COMPOSE_PROJECT, Env, Image, Storage};
+use genesis_settings::redact;
 use xshell::{Shell, cmd};
 
 use crate::compose::Compose;
-use crate::pg;
-use crate::preflight::{self, PortState};
-use crate::util::{check_failed, usage};
+use crate::pg::{self, Probe};
+use crate::preflight;
+use crate::util::{Progress, check_failed, interrupted, project_root, usage};
 
-/// The services a command can ask for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// ---- stacks -------------------------------------------------------------------------------
+
+/// One set of the project's services, owned by one checkout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stack {
+    /// `None` for the default stack (the model's host ports).
+    name: Option<String>,
+    project: String,
+    checkout: PathBuf,
+}
+
+impl Stack {
+    /// The stack `--stack` (or `GENESIS_STACK`) names, else the default one, of this checkout.
+    pub fn select(name: Option<&str>) -> Result<Stack> {
+        match name.map(str::trim).filter(|n| !n.is_empty()) {
+            None | Some("default") => Ok(Stack::named(None)),
+            Some(name) => {
+                let valid = name.len() <= 32
+                    && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && name.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
+                    });
+                if !valid {
+                    return Err(usage(format!(
+                        "--stack {name:?} is not a stack name: use up to 32 lowercase letters, digits, `-` and `_`, starting with a letter or digit"
+                    )));
+                }
+                Ok(Stack::named(Some(name.to_owned())))
+            }
+        }
+    }
+
+    fn named(name: Option<String>) -> Stack {
+        let checkout = project_root();
+        let id = checkout_id(&checkout);
+        let project = match &name {
+            None => format!("{COMPOSE_PROJECT}-{id}"),
+            Some(name) => format!("{COMPOSE_PROJECT}-{id}-{name}"),
+        };
+        Stack {
+            name,
+            project,
+            checkout,
+        }
+    }
+
+    /// The default stack of this checkout: the model's host ports.
+    pub fn default_stack() -> Stack {
+        Stack::named(None)
+    }
+
+    /// A private stack for one run (`ci`), named after it.
+    pub fn private(purpose: &str) -> Stack {
+        Stack::named(Some(format!("{purpose}-{}", std::process::id())))
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.name.is_none()
+    }
+
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("default")
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// How a command line selects this stack again, for messages: `` or ` --stack NAME`.
+    pub fn flag(&self) -> String {
+        match &self.name {
+            None => String::new(),
+            Some(name) => format!(" --stack {name}"),
+        }
+    }
+
+    fn project_filter(&self) -> String {
+        format!("label=com.docker.compose.project={}", self.project)
+    }
+
+    /// The stack's containers, running or not, as `docker inspect` describes them.
+    pub fn containers(&self, sh: &Shell) -> Result<Vec<Container>> {
+        let filter = self.project_filter();
+        let ids = cmd!(sh, "docker ps -a -q --filter {filter}")
+            .quiet()
+            .read()
+            .context("list the stack's containers")?;
+        let ids: Vec<&str> = ids.lines().filter(|l| !l.trim().is_empty()).collect();
+        inspect(sh, &ids)
+    }
+
+    /// The stack's volumes that exist now, by name.
+    pub fn volumes(&self, sh: &Shell) -> Result<Vec<String>> {
+        let filter = self.project_filter();
+        let out = cmd!(sh, "docker volume ls -q --filter {filter}")
+            .quiet()
+            .read()
+            .context("list the stack's volumes")?;
+        Ok(out.lines().map(str::to_owned).collect())
+    }
+
+    /// The name compose gives the model's volume `volume` in this stack.
+    pub fn volume_name(&self, volume: &str) -> String {
+        format!("{}_{volume}", self.project)
+    }
+
+    /// The named volumes of the compose file, as compose names them in this stack.
+    fn model_volumes(&self) -> Vec<String> {
+        Env::ALL
+            .iter()
+            .filter_map(|env| match env.database().storage {
+                Storage::Volume(name) => Some(self.volume_name(name)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Starts the services of `wanted` that do not run yet, reclaims the ones a dead run left,
+    /// waits until each is ready and returns the guard that removes what it started.
+    pub fn start<'a>(
+        &self,
+        sh: &'a Shell,
+        compose: &Compose,
+        wanted: &[Service],
+        lifetime: Lifetime,
+        timeout: Duration,
+    ) -> Result<Running<'a>> {
+        let mut running = Running {
+            sh,
+            compose: compose.clone(),
+            stack: self.clone(),
+            started: Vec::new(),
+            created_volumes: Vec::new(),
+            ports: BTreeMap::new(),
+        };
+        self.reclaim_orphans(sh, compose)?;
+        let present = self.containers(sh)?;
+        let missing: Vec<Service> = wanted
+            .iter()
+            .copied()
+            .filter(|s| !present.iter().any(|c| c.service == s.name() && c.running()))
+            .collect();
+        if self.is_default() {
+            for service in &missing {
+                check_port_free(sh, *service, self)?;
+            }
+        }
+        preflight::images_for(sh, &missing)?;
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|s| s.name()).collect();
+            eprintln!("starting {} (stack {})", names.join(", "), self.name());
+            // Recorded before `up`, so a failure or Ctrl-C half-way still removes what was made.
+            running.started = missing.clone();
+            let before = self.volumes(sh)?;
+            running.created_volumes = self
+                .model_volumes()
+                .into_iter()
+                .filter(|v| !before.contains(v))
+                .collect();
+            let out = compose
+                .cmd(sh, self)
+                .env(model::RUN_VAR, lifetime.label())
+                .args(["up", "-d", "--no-recreate"])
+                .args(&names)
+                .quiet()
+                .ignore_status()
+                .output()
+                .context("run compose up")?;
+            if !out.status.success() {
+                return Err(check_failed(format!(
+                    "compose could not start {}: {}",
+                    names.join(", "),
+                    redact(String::from_utf8_lossy(&out.stderr).trim())
+                )));
+            }
+            // Compose v1 creates every volume of the file on any `up`: the ones no started
+            // service uses go at once, so `db-up --env test` leaves no dev volume behind.
+            let used: Vec<String> = missing
+                .iter()
+                .filter_map(|s| match s.storage() {
+                    Storage::Volume(volume) => Some(self.volume_name(volume)),
+                    _ => None,
+                })
+                .collect();
+            let (keep, unused): (Vec<String>, Vec<String>) = running
+                .created_volumes
+                .drain(..)
+                .partition(|v| used.contains(v));
+            running.created_volumes = keep;
+            for volume in unused {
+                let _ = cmd!(sh, "docker volume rm {volume}")
+                    .quiet()
+                    .ignore_stdout()
+                    .ignore_stderr()
+                    .run();
+            }
+        }
+        let containers = self.containers(sh)?;
+        for service in wanted {
+            let container = containers
+                .iter()
+                .find(|c| c.service == service.name())
+                .with_context(|| format!("compose started no {} container", service.name()))?;
+            let port = container
+                .host_port(service.container_port())
+                .with_context(|| format!("{} publishes no host port", service.name()))?;
+            running.ports.insert(*service, port);
+        }
+        for service in wanted {
+            running.wait_ready(*service, timeout)?;
+        }
+        Ok(running)
+    }
+
+    /// Removes the containers of this stack whose run died, with what they were started for.
+    fn reclaim_orphans(&self, sh: &Shell, compose: &Compose) -> Result<()> {
+        let orphans: Vec<Container> = self
+            .containers(sh)?
+            .into_iter()
+            .filter(|c| c.owner() == Owner::Dead)
+            .collect();
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = orphans.iter().map(|c| c.service.as_str()).collect();
+        eprintln!(
+            "reclaiming {} of stack {}: the run that started {} is gone",
+            names.join(", "),
+            self.name(),
+            if names.len() == 1 { "it" } else { "them" }
+        );
+        self.remove(sh, compose, &names)
+    }
+
+    /// Stops and removes the named services' containers and their anonymous volumes.
+    pub fn remove(&self, sh: &Shell, compose: &Compose, names: &[&str]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let out = compose
+            .cmd(sh, self)
+            .args(["rm", "--stop", "--force", "-v"])
+            .args(names)
+            .quiet()
+            .ignore_status()
+            .output()
+            .context("run compose rm")?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(check_failed(format!(
+                "compose could not remove {}: {}",
+                names.join(", "),
+                redact(String::from_utf8_lossy(&out.stderr).trim())
+            )))
+        }
+    }
+
+    /// Removes the stack's network once no container is left in it, as `compose down` does.
+    pub fn remove_network_if_empty(&self, sh: &Shell, compose: &Compose) -> Result<()> {
+        if self.containers(sh)?.is_empty() {
+            compose
+                .cmd(sh, self)
+                .arg("down")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()
+                .context("compose down")?;
+        }
+        Ok(())
+    }
+
+    /// Removes the stack's volume `volume` of the model; whether there was one.
+    pub fn remove_volume(&self, sh: &Shell, volume: &str) -> Result<bool> {
+        let name = self.volume_name(volume);
+        if !self.volumes(sh)?.contains(&name) {
+            return Ok(false);
+        }
+        cmd!(sh, "docker volume rm {name}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .with_context(|| format!("remove volume {name}"))?;
+        Ok(true)
+    }
+
+    /// Every container, the network and, with `volumes`, every volume of the stack.
+    pub fn remove_all(&self, sh: &Shell, compose: &Compose, volumes: bool) -> Result<()> {
+        let mut down = compose.cmd(sh, self).arg("down");
+        if volumes {
+            down = down.arg("--volumes");
+        }
+        let out = down
+            .quiet()
+            .ignore_status()
+            .output()
+            .context("run compose down")?;
+        if !out.status.success() {
+            return Err(check_failed(format!(
+                "compose down failed: {}",
+                redact(String::from_utf8_lossy(&out.stderr).trim())
+            )));
+        }
+        // Containers of services no longer in the compose file, by the stack's own label.
+        let left: Vec<String> = self.containers(sh)?.into_iter().map(|c| c.id).collect();
+        if !left.is_empty() {
+            cmd!(sh, "docker rm -f -v {left...}")
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .context("remove the stack's containers")?;
+        }
+        if volumes {
+            for volume in self.volumes(sh)? {
+                cmd!(sh, "docker volume rm {volume}")
+                    .quiet()
+                    .ignore_stdout()
+                    .run()
+                    .with_context(|| format!("remove volume {volume}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Points a database target the model placed (not a `--url` or `DATABASE_URL`) at this
+    /// stack's running service: its discovered host port. The default stack's service that
+    /// does not run keeps the model's port, so the caller's own "start it" message applies;
+    /// on any other stack there is no port to guess.
+    pub fn aim(&self, sh: &Shell, target: &mut pg::Target) -> Result<()> {
+        if target.origin != pg::Origin::Model {
+            return Ok(());
+        }
+        let Some(service) = Service::database(target.env) else {
+            return Ok(());
+        };
+        let port = self
+            .containers(sh)?
+            .into_iter()
+            .find(|c| c.service == service.name() && c.running())
+            .and_then(|c| c.host_port(service.container_port()));
+        match port {
+            Some(port) => target.port = port,
+            None if self.is_default() => {}
+            None => {
+                return Err(usage(format!(
+                    "{} does not run on stack {}: start it with `cargo xtask db-up --env {}{}`",
+                    service.name(),
+                    self.name(),
+                    target.env,
+                    self.flag()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The last `lines` log lines of a service, passwords masked.
+    pub fn log_tail(&self, sh: &Shell, compose: &Compose, service: &str, lines: u32) -> String {
+        let lines = lines.to_string();
+        let logs = compose
+            .cmd(sh, self)
+            .args(["logs", "--no-color", "--tail", &lines, service])
+            .quiet()
+            .ignore_status()
+            .ignore_stderr()
+            .read()
+            .unwrap_or_default();
+        redact(logs.trim_end())
+    }
+}
+
+/// A short, stable id of a checkout: FNV-1a of its path, so the same checkout always gets the
+/// same compose projects and two checkouts never share one.
+fn checkout_id(path: &std::path::Path) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in path.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{:08x}", (hash >> 32) ^ (hash & 0xffff_ffff))
+}
+
+// ---- services -----------------------------------------------------------------------------
+
+/// A compose service of the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Service {
     TestDb,
+    DevDb,
     Redis,
     Api,
 }
 
 impl Service {
+    pub const ALL: [Service; 4] = [
+        Service::TestDb,
+        Service::DevDb,
+        Service::Redis,
+        Service::Api,
+    ];
+
+    /// The service that runs `env`'s database; none for a managed one.
+    pub fn database(env: Env) -> Option<Service> {
+        match env {
+            Env::Test => Some(Service::TestDb),
+            Env::Dev => Some(Service::DevDb),
+            Env::Prod => None,
+        }
+    }
+
+    pub fn env(self) -> Option<Env> {
+        match self {
+            Service::TestDb => Some(Env::Test),
+            Service::DevDb => Some(Env::Dev),
+            Service::Redis | Service::Api => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Service::TestDb => model::TEST_DB
                 .service
                 .expect("test-db is a compose service"),
+            Service::DevDb => model::DEV_DB
+                .service
+                .expect("postgres is a compose service"),
             Service::Redis => model::REDIS.service,
             Service::Api => model::API.service,
         }
     }
 
-    fn image(self) -> Image {
+    pub fn from_name(name: &str) -> Option<Service> {
+        Service::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    pub fn image(self) -> Image {
         match self {
-            Service::TestDb => model::POSTGRES_IMAGE,
+            Service::TestDb | Service::DevDb => model::POSTGRES_IMAGE,
             Service::Redis => model::REDIS_IMAGE,
             Service::Api => model::API_IMAGE,
         }
     }
 
-    fn host_port(self) -> u16 {
+    /// The host port of the default stack.
+    pub fn model_port(self) -> u16 {
         match self {
-            Service::TestDb => {
-                model::TEST_DB
-                    .host_address
-                    .expect("test-db is published")
+            Service::TestDb | Service::DevDb => {
+                self.env()
+                    .and_then(|env| env.database().host_address)
+                    .expect("compose databases are published")
                     .port
             }
             Service::Redis => model::REDIS.host_address.port,
             Service::Api => model::API.port,
         }
     }
+
+    /// The port the service listens on inside its container.
+    pub fn container_port(self) -> u16 {
+        match self {
+            Service::TestDb | Service::DevDb => model::POSTGRES_PORT,
+            Service::Redis => model::REDIS.network_address.port,
+            Service::Api => model::API.port,
+        }
+    }
+
+    /// The storage of the service's data.
+    pub fn storage(self) -> Storage {
+        self.env()
+            .map_or(Storage::Disposable, |env| env.database().storage)
+    }
 }
 
-/// How long a service may take to become ready before the command gives up.
-const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// Whether a run's services outlive it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Removed when the run ends (test, verify-migration, ci, bench).
+    ThisRun,
+    /// Left running on purpose (`db-up`); never an orphan.
+    Kept,
+}
 
-/// Whether a service of the project has a running container.
-pub fn is_running(sh: &Shell, service: &str) -> bool {
-    let project = format!("label=com.docker.compose.project={COMPOSE_PROJECT}");
-    let label = format!("label=com.docker.compose.service={service}");
-    cmd!(sh, "docker ps -q --filter {project} --filter {label}")
+impl Lifetime {
+    fn label(self) -> String {
+        match self {
+            Lifetime::ThisRun => this_run(),
+            Lifetime::Kept => KEPT.to_owned(),
+        }
+    }
+}
+
+const KEPT: &str = "kept";
+
+/// This process as a run identity: `run:<host>:<pid>:<start time in clock ticks>`. The start
+/// time tells a live process from a later one that got the same pid.
+fn this_run() -> String {
+    let pid = std::process::id();
+    format!(
+        "run:{}:{pid}:{}",
+        hostname(),
+        process_start(pid).unwrap_or_default()
+    )
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Field 22 of `/proc/<pid>/stat`, after the command name (which may hold spaces).
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Who a container belongs to, as far as this machine can tell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    /// Started by `db-up` (or by hand): left running on purpose.
+    Kept,
+    /// Started by a run that still lives, or on another machine (cannot tell: treated as alive).
+    Alive,
+    /// Started by a run that died without removing it.
+    Dead,
+}
+
+fn owner_of(label: &str) -> Owner {
+    let parts: Vec<&str> = label.split(':').collect();
+    match parts.as_slice() {
+        ["run", host, pid, start] => {
+            if *host != hostname() {
+                return Owner::Alive;
+            }
+            let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
+                return Owner::Alive;
+            };
+            if process_start(pid) == Some(start) {
+                Owner::Alive
+            } else {
+                Owner::Dead
+            }
+        }
+        _ => Owner::Kept,
+    }
+}
+
+// ---- containers ---------------------------------------------------------------------------
+
+/// A container as `docker inspect` describes it.
+#[derive(Clone, Debug)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub service: String,
+    pub project: String,
+    /// `running`, `exited`, ...
+    pub state: String,
+    pub health: Option<String>,
+    pub checkout: Option<String>,
+    run: Option<String>,
+    /// `(container port/proto, host ip, host port)` for each published port.
+    pub ports: Vec<(String, String, u16)>,
+}
+
+impl Container {
+    pub fn running(&self) -> bool {
+        self.state == "running"
+    }
+
+    pub fn owner(&self) -> Owner {
+        self.run.as_deref().map_or(Owner::Kept, owner_of)
+    }
+
+    /// The host port published for `container_port`.
+    pub fn host_port(&self, container_port: u16) -> Option<u16> {
+        let key = format!("{container_port}/tcp");
+        self.ports
+            .iter()
+            .find(|(inner, _, _)| *inner == key)
+            .map(|(_, _, port)| *port)
+    }
+
+    fn from_json(c: &serde_json::Value) -> Container {
+        let labels = &c["Config"]["Labels"];
+        let label = |key: &str| {
+            labels[key]
+                .as_str()
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let mut ports = Vec::new();
+        if let Some(map) = c["NetworkSettings"]["Ports"].as_object() {
+            for (inner, bindings) in map {
+                for binding in bindings.as_array().into_iter().flatten() {
+                    let ip = binding["HostIp"].as_str().unwrap_or_default().to_owned();
+                    if let Some(port) = binding["HostPort"].as_str().and_then(|p| p.parse().ok()) {
+                        ports.push((inner.clone(), ip, port));
+                    }
+                }
+            }
+        }
+        ports.sort();
+        Container {
+            id: c["Id"]
+                .as_str()
+                .unwrap_or_default()
+                .chars()
+                .take(12)
+                .collect(),
+            name: c["Name"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned(),
+            service: label("com.docker.compose.service").unwrap_or_default(),
+            project: label("com.docker.compose.project").unwrap_or_default(),
+            state: c["State"]["Status"]
+                .as_str()
+                .unwrap_or("unknown")
+                .to_owned(),
+            health: c["State"]["Health"]["Status"].as_str().map(str::to_owned),
+            checkout: label(model::CHECKOUT_LABEL),
+            run: label(model::RUN_LABEL),
+            ports,
+        }
+    }
+}
+
+fn inspect(sh: &Shell, ids: &[&str]) -> Result<Vec<Container>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = cmd!(sh, "docker inspect {ids...}")
+        .quiet()
+        .ignore_stderr()
+        .ignore_status()
+        .read()
+        .context("inspect the containers")?;
+    // A container removed between the listing and the inspection is simply not there.
+    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
+    Ok(list.iter().map(Container::from_json).collect())
+}
+
+/// A default-stack port must be free before its service starts: held by another checkout's
+/// stack, another container or another process, the start is refused with whose it is.
+fn check_port_free(sh: &Shell, service: Service, stack: &Stack) -> Result<()> {
+    let port = service.model_port();
+    if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+        return Ok(());
+    }
+    let name = service.name();
+    let problem = match port_holder(sh, port) {
+        Some(holder) if holder.project == stack.project => return Ok(()),
+        Some(holder) => match &holder.checkout {
+            Some(checkout) => format!(
+                "port {port} is published by {} of compose project {}, a stack of the checkout \
+                 {checkout}, so {name} cannot publish it: stop it there (`cargo xtask db-down --all` \
+                 in that checkout), or run here on a stack of your own with `--stack NAME` \
+                 (or {}=NAME)",
+                holder.name,
+                holder.project,
+                model::STACK_VAR
+            ),
+            None => format!(
+                "port {port} is published by container {}, which is not of this project, so \
+                 {name} cannot publish it: stop it, or run on a stack of your own with \
+                 `--stack NAME` (or {}=NAME)",
+                holder.name,
+                model::STACK_VAR
+            ),
+        },
+        None => format!(
+            "port {port} is taken by another process, so {name} cannot publish it on \
+             127.0.0.1:{port}: stop what listens there (`ss -ltnp 'sport = :{port}'` shows it), \
+             or run on a stack of your own with `--stack NAME` (or {}=NAME)",
+            model::STACK_VAR
+        ),
+    };
+    Err(usage(problem))
+}
+
+/// The container that publishes `port` on the host, if one does.
+pub fn port_holder(sh: &Shell, port: u16) -> Option<Container> {
+    let filter = format!("publish={port}");
+    let ids = cmd!(sh, "docker ps -q --filter {filter}")
         .quiet()
         .ignore_stderr()
         .read()
-        .is_ok_and(|ids| !ids.trim().is_empty())
+        .ok()?;
+    let ids: Vec<&str> = ids.lines().collect();
+    inspect(sh, &ids).ok()?.into_iter().next()
 }
 
-/// The services of one command; dropping it removes the ones it started.
-pub struct Session<'a> {
+// ---- a running stack ----------------------------------------------------------------------
+
+/// What a command started on a stack, and where the host reaches each service. Dropping it
+/// removes what it started (containers, their anonymous volumes, the network once empty, the
+/// named volumes its `up` created), unless [`Running::keep`] was called.
+#[derive(Debug)]
+pub struct Running<'a> {
     sh: &'a Shell,
     compose: Compose,
+    stack: Stack,
     started: Vec<Service>,
-    /// The project's named volumes that `compose up` created in this session: compose creates
-    /// every volume of the file on any `up`, so starting test-db makes the dev volume too.
     created_volumes: Vec<String>,
+    ports: BTreeMap<Service, u16>,
 }
 
-impl<'a> Session<'a> {
-    pub fn up(sh: &'a Shell, compose: &Compose, wanted: &[Service]) -> Result<Session<'a>> {
-        let mut session = Session {
-            sh,
-            compose: compose.clone(),
-            started: Vec::new(),
-            created_volumes: Vec::new(),
+/// How long a service may take to become ready, unless the command says otherwise.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the wait sleeps between two probes.
+const POLL: Duration = Duration::from_millis(100);
+/// How often the container's own state is looked at while waiting (a crash ends the wait).
+const STATE_EVERY: Duration = Duration::from_secs(2);
+/// How long a refused password may persist: a server that is still initialising can refuse
+/// briefly, one that keeps refusing holds another password.
+const AUTH_GRACE: Duration = Duration::from_secs(3);
+/// Log lines shown when a service does not become ready.
+const LOG_LINES: u32 = 20;
+
+enum Waiting {
+    Ready,
+    NotYet(String),
+}
+
+impl Running<'_> {
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+
+    /// The host port of a service this run waited for.
+    pub fn port(&self, service: Service) -> u16 {
+        self.ports[&service]
+    }
+
+    /// Leaves everything running when the guard goes (`db-up`).
+    pub fn keep(mut self) {
+        self.started.clear();
+        self.created_volumes.clear();
+    }
+
+    /// The database of `env` as the host reaches it on this stack.
+    pub fn database(&self, env: Env) -> Result<pg::Target> {
+        let service = Service::database(env).context("a managed database has no service")?;
+        let mut target = pg::Target::resolve(env, None)?;
+        target.port = self.port(service);
+        Ok(target)
+    }
+
+    /// The settings' variables that point the suites (and the application) at this stack's
+    /// test database and Redis from the host.
+    pub fn host_settings(&self) -> Result<Vec<(&'static str, String)>> {
+        let db = model::TEST_DB;
+        let genesis_model::Password::Public(password) = db.password else {
+            anyhow::bail!("the test database's password is public by design");
         };
-        let missing: Vec<Service> = wanted
-            .iter()
-            .copied()
-            .filter(|s| !is_running(sh, s.name()))
-            .collect();
-        for service in &missing {
-            preflight::image_available(sh, service.image())?;
-            if preflight::port_state(sh, service.host_port()) == PortState::Taken {
-                return Err(usage(format!(
-                    "port {} is taken by another process, so {} cannot be published: stop what listens on it",
-                    service.host_port(),
-                    service.name()
-                )));
-            }
+        let mut address = db.host_address.context("test-db is published")?;
+        address.port = self.port(Service::TestDb);
+        let mut vars = vec![(db.url_var, db.url_with(address, password))];
+        if let Some(port) = self.ports.get(&Service::Redis) {
+            let mut redis = model::REDIS.host_address;
+            redis.port = *port;
+            vars.push((model::REDIS.url_var, model::REDIS.url(redis)));
         }
-        if !missing.is_empty() {
-            let names: Vec<&str> = missing.iter().map(|s| s.name()).collect();
-            eprintln!("starting {}", names.join(", "));
-            // Recorded before `up`, so a failure half-way still removes what was created.
-            session.started = missing.clone();
-            let before = project_volumes(sh);
-            session.created_volumes = model_volumes()
-                .into_iter()
-                .filter(|v| !before.contains(v))
-                .collect();
-            compose
-                .cmd(sh)
-                .args(["up", "-d", "--no-recreate"])
-                .args(&names)
-                .quiet()
-                .run()
-                .context("compose up")?;
-        }
-        for service in wanted {
-            session.wait_ready(*service)?;
-        }
-        Ok(session)
+        Ok(vars)
     }
 
-    fn wait_ready(&self, service: Service) -> Result<()> {
+    /// One probe per service, one timeout policy, one wording: polls until ready, looks at the
+    /// container's state now and then, stops on Ctrl-C, and on failure shows the last logs.
+    fn wait_ready(&self, service: Service, timeout: Duration) -> Result<()> {
+        let port = self.port(service);
+        let target = match service.env() {
+            Some(env) => Some(self.database(env)?),
+            None => None,
+        };
+        let mut refused_since: Option<Instant> = None;
+        let mut probe = || -> std::result::Result<Waiting, String> {
+            match service {
+                Service::TestDb | Service::DevDb => {
+                    let target = target.as_ref().expect("a database has a target");
+                    match target.probe(self.sh) {
+                        Probe::Ready => Ok(Waiting::Ready),
+                        Probe::NotYet(why) => {
+                            refused_since = None;
+                            Ok(Waiting::NotYet(why))
+                        }
+                        Probe::AuthFailed(why) => {
+                            let since = *refused_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() < AUTH_GRACE {
+                                return Ok(Waiting::NotYet(why));
+                            }
+                            Err(self.refused_password(service, target, &why))
+                        }
+                    }
+                }
+                Service::Redis => Ok(redis_ping(port)),
+                Service::Api => Ok(match http_get(port, "/health") {
+                    Ok((200, _)) => Waiting::Ready,
+                    Ok((status, _)) => Waiting::NotYet(format!("/health answered {status}")),
+                    Err(err) => Waiting::NotYet(err.to_string()),
+                }),
+            }
+        };
+        let name = service.name();
         let started = Instant::now();
-        loop {
-            let ready = match service {
-                Service::TestDb => test_db_accepts_the_app_role(self.sh),
-                Service::Redis => self.compose_exec_ok(service, &["redis-cli", "ping"]),
-                Service::Api => http_ok(model::API.port, "/health"),
-            };
-            if ready {
-                return Ok(());
+        let mut progress = Progress::start(&format!("waiting for {name}"), timeout);
+        let mut last_state_check = Instant::now();
+        let mut last_error: String;
+        let failure = loop {
+            match probe() {
+                Ok(Waiting::Ready) => {
+                    progress.finish();
+                    return Ok(());
+                }
+                Ok(Waiting::NotYet(why)) => last_error = why,
+                Err(fatal) => break fatal,
             }
-            if started.elapsed() > READY_TIMEOUT {
-                let logs = self
-                    .compose
-                    .cmd(self.sh)
-                    .args(["logs", "--no-color", "--tail", "20", service.name()])
-                    .quiet()
-                    .ignore_status()
-                    .read()
-                    .unwrap_or_default();
+            if interrupted() {
+                progress.finish();
                 return Err(check_failed(format!(
-                    "{} was not ready after {} s; its last log lines:\n{}",
-                    service.name(),
-                    READY_TIMEOUT.as_secs(),
-                    genesis_settings::redact(&logs)
+                    "interrupted while waiting for {name}"
                 )));
             }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+            if last_state_check.elapsed() >= STATE_EVERY {
+                last_state_check = Instant::now();
+                let containers = self.stack.containers(self.sh).unwrap_or_default();
+                if let Some(c) = containers.iter().find(|c| c.service == name) {
+                    if c.state == "exited" || c.state == "dead" {
+                        break format!("{name} stopped while starting ({})", c.state);
+                    }
+                }
+            }
+            if started.elapsed() >= timeout {
+                break format!(
+                    "{name} was not ready after {} s (last error: {last_error})",
+                    timeout.as_secs()
+                );
+            }
+            progress.tick();
+            std::thread::sleep(POLL);
+        };
+        progress.finish();
+        let logs = self.stack.log_tail(self.sh, &self.compose, name, LOG_LINES);
+        Err(check_failed(redact(&format!(
+            "{failure}\n--- last {LOG_LINES} log lines of {name} ---\n{logs}"
+        ))))
     }
 
-    fn compose_exec_ok(&self, service: Service, command: &[&str]) -> bool {
-        self.compose
-            .cmd(self.sh)
-            .args(["exec", "-T", service.name()])
-            .args(command)
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .is_ok()
+    fn refused_password(&self, service: Service, target: &pg::Target, why: &str) -> String {
+        let fix = match service.storage() {
+            Storage::Volume(volume) => format!(
+                "the data in volume {} was initialised with another password: set \
+                 POSTGRES_PASSWORD (in your environment or .env) to that one, or start afresh \
+                 with `cargo xtask db-down --env {}{} --volumes` (this deletes the data)",
+                self.stack.volume_name(volume),
+                target.env,
+                self.stack.flag()
+            ),
+            _ => "the server was initialised with another password".to_owned(),
+        };
+        format!(
+            "{} refuses the password of {} ({why}): {fix}",
+            service.name(),
+            target.user
+        )
     }
 }
 
-impl Drop for Session<'_> {
+impl Drop for Running<'_> {
     fn drop(&mut self) {
-        if self.started.is_empty() {
+        if self.started.is_empty() && self.created_volumes.is_empty() {
             return;
         }
         let names: Vec<&str> = self.started.iter().map(|s| s.name()).collect();
-        eprintln!("stopping {}", names.join(", "));
-        let removed = self
-            .compose
-            .cmd(self.sh)
-            .args(["rm", "--stop", "--force", "-v"])
-            .args(&names)
-            .quiet()
-            .ignore_stderr()
-            .run();
-        if let Err(err) = removed {
-            eprintln!("warning: could not remove {}: {err}", names.join(", "));
+        if !names.is_empty() {
+            eprintln!(
+                "stopping {} (stack {})",
+                names.join(", "),
+                self.stack.name()
+            );
         }
-        // The network goes with the last container; `down` then removes only the network.
-        let label = format!("label=com.docker.compose.project={COMPOSE_PROJECT}");
-        let left = cmd!(self.sh, "docker ps -a -q --filter {label}")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .unwrap_or_default();
-        if left.trim().is_empty() {
-            let _ = self
-                .compose
-                .cmd(self.sh)
-                .arg("down")
-                .quiet()
-                .ignore_stdout()
-                .ignore_stderr()
-                .run();
+        if let Err(err) = self.stack.remove(self.sh, &self.compose, &names) {
+            eprintln!("warning: {err}");
         }
-        // Only volumes that this session's `up` created, and never one a container uses.
-        for volume in self
-            .created_volumes
-            .iter()
-            .filter(|v| project_volumes(self.sh).contains(v))
-        {
+        if let Err(err) = self.stack.remove_network_if_empty(self.sh, &self.compose) {
+            eprintln!("warning: could not remove the stack's network: {err}");
+        }
+        // Only volumes that this run's `up` created, and never one a container still uses.
+        let existing = self.stack.volumes(self.sh).unwrap_or_default();
+        for volume in self.created_volumes.iter().filter(|v| existing.contains(v)) {
             let _ = cmd!(self.sh, "docker volume rm {volume}")
                 .quiet()
                 .ignore_stdout()
@@ -221,32 +925,22 @@ impl Drop for Session<'_> {
     }
 }
 
-/// The named volumes of the compose file, as compose names them (`genesis_dev-data`).
-fn model_volumes() -> Vec<String> {
-    Env::ALL
-        .iter()
-        .filter_map(|env| match env.database().storage {
-            Storage::Volume(name) => Some(format!("{COMPOSE_PROJECT}_{name}")),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The volumes of this compose project that exist now.
-fn project_volumes(sh: &Shell) -> Vec<String> {
-    let label = format!("label=com.docker.compose.project={COMPOSE_PROJECT}");
-    cmd!(sh, "docker volume ls -q --filter {label}")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .map(|out| out.lines().map(str::to_owned).collect())
-        .unwrap_or_default()
-}
-
-/// A real connection as the application's role to the application's test database: the same
-/// probe `db-up` waits on.
-fn test_db_accepts_the_app_role(sh: &Shell) -> bool {
-    pg::Target::resolve(Env::Test, None).is_ok_and(|db| db.probe(sh) == pg::Probe::Ready)
+/// Redis answers `PING` with `+PONG` on its published port.
+fn redis_ping(port: u16) -> Waiting {
+    let answer = (|| -> std::io::Result<String> {
+        let timeout = Duration::from_secs(1);
+        let mut stream = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.write_all(b"PING\r\n")?;
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).trim().to_owned())
+    })();
+    match answer {
+        Ok(reply) if reply == "+PONG" => Waiting::Ready,
+        Ok(reply) => Waiting::NotYet(format!("redis answered {reply:?}")),
+        Err(err) => Waiting::NotYet(err.to_string()),
+    }
 }
 
 /// Whether `GET path` on a loopback port answers 200.
@@ -276,4 +970,38 @@ pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_names_are_checked_and_projects_are_per_checkout() {
+        let default = Stack::select(None).unwrap();
+        assert!(default.is_default());
+        assert_eq!(Stack::select(Some("default")).unwrap(), default);
+        let a = Stack::select(Some("a")).unwrap();
+        assert_eq!(a.project(), format!("{}-a", default.project()));
+        assert!(a.project().starts_with("genesis-"));
+        for bad in ["A", "-x", "a b", "a/b", &"x".repeat(33)] {
+            assert!(Stack::select(Some(bad)).is_err(), "{bad:?}");
+        }
+        assert_ne!(
+            checkout_id(std::path::Path::new("/tmp/a")),
+            checkout_id(std::path::Path::new("/tmp/b"))
+        );
+    }
+
+    #[test]
+    fn a_run_is_alive_while_its_process_is() {
+        assert_eq!(owner_of(&this_run()), Owner::Alive);
+        assert_eq!(owner_of(KEPT), Owner::Kept);
+        let host = hostname();
+        // Same pid, another start time: the pid was reused, the run is gone.
+        let pid = std::process::id();
+        assert_eq!(owner_of(&format!("run:{host}:{pid}:1")), Owner::Dead);
+        assert_eq!(owner_of(&format!("run:{host}:4194305:1")), Owner::Dead);
+        assert_eq!(owner_of("run:another-host:1:1"), Owner::Alive);
+    }
 }

@@ -10,8 +10,6 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Child;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -21,20 +19,19 @@ use xshell::{Shell, cmd};
 use crate::compose::Compose;
 use crate::flags::{self, Suite};
 use crate::parity::{self, Outcomes, Report, Target};
-use crate::util::{check_failed, project_root, target_dir, usage};
-use crate::{child, preflight, services};
+use crate::services::{Lifetime, Running, Service, Stack};
+use crate::util::{check_failed, interrupted, project_root, target_dir, usage};
+use crate::{child, preflight};
 
-/// Where the xtask keeps its build products and reports, under `target/`.
-pub fn xtask_dir() -> PathBuf {
-    target_dir().join("xtask")
-}
+/// Kept here for the modules that still import it from `test`; it lives in `util`.
+pub use crate::util::xtask_dir;
 
 const ARCHIVE: &str = "genesis-tests.tar.zst";
 
 impl flags::Test {
-    pub fn run(self, sh: &Shell) -> Result<()> {
+    pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let targets = self.targets();
-        let report = run_suites(sh, &targets, self.suite)?;
+        let report = run_suites(sh, stack, &targets, self.suite)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -92,10 +89,17 @@ pub fn print_report(report: &Report) {
 
 /// Builds the suites once, brings up what they need, runs them in `targets` (at the same time
 /// when there are two), writes the reports under `target/xtask/` and tears down what it started.
-pub fn run_suites(sh: &Shell, targets: &[Target], suite: Suite) -> Result<Report> {
-    let nextest = find_nextest()?;
+pub fn run_suites(sh: &Shell, stack: &Stack, targets: &[Target], suite: Suite) -> Result<Report> {
+    // Preflight, then act: every tool and image before the build.
+    let nextest = preflight::nextest()?;
     preflight::docker_daemon(sh)?;
     let compose = Compose::detect(sh)?;
+    let needs_container = targets.contains(&Target::Container);
+    let mut wanted = vec![Service::TestDb, Service::Redis];
+    if needs_container {
+        wanted.push(Service::Api);
+    }
+    preflight::images_for(sh, &wanted)?;
     let dir = xtask_dir();
     std::fs::create_dir_all(dir.join("bin")).context("create target/xtask")?;
 
@@ -118,26 +122,22 @@ pub fn run_suites(sh: &Shell, targets: &[Target], suite: Suite) -> Result<Report
     .context("build the test archive")?;
     eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
 
-    // From here on Ctrl-C stops the runs and removes the services this run started, instead of
-    // killing the xtask and leaving containers behind; a second Ctrl-C exits at once.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&interrupted))
-            .context("install the Ctrl-C handler")?;
-        signal_hook::flag::register(signal, Arc::clone(&interrupted))
-            .context("install the Ctrl-C handler")?;
-    }
+    crate::util::check_interrupted()?;
 
-    let needs_container = targets.contains(&Target::Container);
-    let mut wanted = vec![services::Service::TestDb, services::Service::Redis];
     if needs_container {
-        wanted.push(services::Service::Api);
         // The container runs the host's nextest binary from the mounted workspace.
         copy_if_changed(&nextest, &dir.join("bin/cargo-nextest"))?;
     }
-    let guard = services::Session::up(sh, &compose, &wanted)?;
+    // Ctrl-C from here on stops the runs and the guard removes the services this run started.
+    let guard = stack.start(
+        sh,
+        &compose,
+        &wanted,
+        Lifetime::ThisRun,
+        crate::services::READY_TIMEOUT,
+    )?;
     if needs_container {
-        check_container_runs_host_binaries(sh, &compose)?;
+        check_container_runs_host_binaries(sh, &compose, stack)?;
     }
 
     let names: Vec<&str> = targets.iter().map(|t| t.name()).collect();
@@ -148,8 +148,8 @@ pub fn run_suites(sh: &Shell, targets: &[Target], suite: Suite) -> Result<Report
         let junit = target_dir().join(format!("nextest/{}/junit.xml", target.name()));
         let _ = std::fs::remove_file(&junit);
         let log = dir.join(format!("{}.log", target.name()));
-        let child = spawn_mode(sh, &compose, target, &archive, filter, &log)?;
-        runs.push(Running {
+        let child = spawn_mode(sh, &compose, &guard, target, &archive, filter, &log)?;
+        runs.push(ModeRun {
             target,
             child,
             log,
@@ -158,9 +158,9 @@ pub fn run_suites(sh: &Shell, targets: &[Target], suite: Suite) -> Result<Report
             status: None,
         });
     }
-    wait_all(&mut runs, &interrupted)?;
+    wait_all(&mut runs)?;
     drop(guard);
-    if interrupted.load(Ordering::SeqCst) {
+    if interrupted() {
         bail!("interrupted; the services this run started were stopped");
     }
 
@@ -193,7 +193,7 @@ pub fn run_suites(sh: &Shell, targets: &[Target], suite: Suite) -> Result<Report
     Ok(report)
 }
 
-struct Running {
+struct ModeRun {
     target: Target,
     child: Child,
     log: PathBuf,
@@ -205,6 +205,7 @@ struct Running {
 fn spawn_mode(
     sh: &Shell,
     compose: &Compose,
+    running: &Running<'_>,
     target: Target,
     archive: &Path,
     filter: &str,
@@ -216,8 +217,10 @@ fn spawn_mode(
         Target::Host => {
             let extract = xtask_dir().join("extract/host");
             std::fs::create_dir_all(&extract)?;
+            // The stack's host ports, through the settings' own variables.
             cmd!(sh, "cargo nextest run --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite --profile {profile} --no-tests=fail -E {filter}")
                 .env_remove(model::API.in_container_var)
+                .envs(running.host_settings()?)
         }
         Target::Container => {
             let workdir = model::API.workdir;
@@ -228,7 +231,7 @@ fn spawn_mode(
             // Run as the host user so that what the tests write under target/ stays the user's.
             let user = host_user(sh)?;
             compose
-                .cmd(sh)
+                .cmd(sh, running.stack())
                 .args([
                     "exec",
                     "-T",
@@ -262,7 +265,7 @@ fn spawn_mode(
     child::background(xcmd, log).with_context(|| format!("start the {} run", target.name()))
 }
 
-fn wait_all(runs: &mut [Running], interrupted: &AtomicBool) -> Result<()> {
+fn wait_all(runs: &mut [ModeRun]) -> Result<()> {
     let tty = std::io::stderr().is_terminal();
     let mut last_note = Instant::now();
     loop {
@@ -285,7 +288,7 @@ fn wait_all(runs: &mut [Running], interrupted: &AtomicBool) -> Result<()> {
         if pending == 0 {
             return Ok(());
         }
-        if interrupted.load(Ordering::SeqCst) {
+        if interrupted() {
             for run in runs.iter_mut().filter(|r| r.status.is_none()) {
                 let _ = run.child.kill();
                 let _ = run.child.wait();
@@ -320,17 +323,6 @@ fn wait_all(runs: &mut [Running], interrupted: &AtomicBool) -> Result<()> {
     }
 }
 
-/// `cargo-nextest` on the PATH, or the command that installs it.
-fn find_nextest() -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("cargo-nextest"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            usage("cargo-nextest is not installed: run `cargo install cargo-nextest --locked`")
-        })
-}
-
 fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
     if size(from) != size(to) {
@@ -347,10 +339,10 @@ fn host_user(sh: &Shell) -> Result<String> {
 }
 
 /// The container's base must run binaries built on this host (its C library at least as new).
-fn check_container_runs_host_binaries(sh: &Shell, compose: &Compose) -> Result<()> {
+fn check_container_runs_host_binaries(sh: &Shell, compose: &Compose, stack: &Stack) -> Result<()> {
     let nextest = format!("{}/target/xtask/bin/cargo-nextest", model::API.workdir);
     let out = compose
-        .cmd(sh)
+        .cmd(sh, stack)
         .args(["exec", "-T", model::API.service, &nextest, "--version"])
         .quiet()
         .ignore_status()

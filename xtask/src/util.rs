@@ -1,17 +1,89 @@
-//! Small helpers shared by the commands: the project root, exit codes, writing generated files.
+//! Small helpers shared by the commands: the project root, the interrupt flag, exit codes,
+//! writing generated files.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use genesis_settings::redact;
 
-/// The workspace root (the parent of the xtask crate).
+static ROOT: OnceLock<PathBuf> = OnceLock::new();
+
+/// The workspace root of the checkout this run works on, found once at start-up by
+/// [`find_project_root`]. Never a path compiled into the binary: checkouts that share a
+/// `CARGO_TARGET_DIR` share the binary too.
 pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace root")
-        .to_path_buf()
+    ROOT.get_or_init(|| {
+        find_project_root().unwrap_or_else(|err| {
+            eprintln!("error: {err:#}");
+            std::process::exit(2)
+        })
+    })
+    .clone()
+}
+
+/// `cargo run` (which `cargo xtask` is) puts the xtask package's folder in the child's
+/// `CARGO_MANIFEST_DIR`, for the checkout cargo found the manifest in; the workspace is its
+/// parent. Run any other way (the binary by hand, a test), the nearest folder above the current
+/// one holding `xtask/Cargo.toml` and a `Cargo.toml` is the workspace.
+pub fn find_project_root() -> Result<PathBuf> {
+    let is_root =
+        |dir: &Path| dir.join("Cargo.toml").is_file() && dir.join("xtask/Cargo.toml").is_file();
+    if let Some(manifest) = std::env::var_os("CARGO_MANIFEST_DIR") {
+        let manifest = PathBuf::from(manifest);
+        if manifest.ends_with("xtask") {
+            if let Some(parent) = manifest.parent().filter(|p| is_root(p)) {
+                return Ok(parent
+                    .canonicalize()
+                    .unwrap_or_else(|_| parent.to_path_buf()));
+            }
+        }
+    }
+    let cwd = std::env::current_dir().context("read the current folder")?;
+    cwd.ancestors()
+        .find(|dir| is_root(dir))
+        .map(|dir| dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()))
+        .ok_or_else(|| {
+            usage(format!(
+                "{} is not inside a Genesis workspace (no xtask/Cargo.toml above it): run `cargo xtask` from the checkout",
+                cwd.display()
+            ))
+        })
+}
+
+static INTERRUPTED: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Installs the one process-wide Ctrl-C (and SIGTERM) handler: the first signal sets the flag
+/// that every wait loop reads, so the command stops and its guards remove what it started; a
+/// second one exits at once.
+pub fn install_interrupt_handler() -> Result<()> {
+    let flag = Arc::clone(INTERRUPTED.get_or_init(Default::default));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag))
+            .context("install the Ctrl-C handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&flag))
+            .context("install the Ctrl-C handler")?;
+    }
+    Ok(())
+}
+
+/// Whether Ctrl-C (or SIGTERM) arrived.
+pub fn interrupted() -> bool {
+    INTERRUPTED
+        .get()
+        .is_some_and(|flag| flag.load(Ordering::SeqCst))
+}
+
+/// An error when Ctrl-C arrived: what wait loops return so that guards clean up on the way out.
+pub fn check_interrupted() -> Result<()> {
+    if interrupted() {
+        Err(check_failed("interrupted"))
+    } else {
+        Ok(())
+    }
 }
 
 /// The target folder of the builds the xtask runs or mounts: always `<workspace>/target`, even
@@ -19,6 +91,11 @@ pub fn project_root() -> PathBuf {
 /// sees the workspace (and so this folder) at `/workspace`.
 pub fn target_dir() -> PathBuf {
     project_root().join("target")
+}
+
+/// Where the xtask keeps its build products and reports, under `target/`.
+pub fn xtask_dir() -> PathBuf {
+    target_dir().join("xtask")
 }
 
 /// The failures that map to a documented exit code. Any other error exits 1.

@@ -13,7 +13,7 @@ use xshell::{Shell, cmd};
 use crate::compose::Compose;
 use crate::flags::{self, Suite};
 use crate::parity::{Outcome, Report, Target};
-use crate::services::{self, Service, Session};
+use crate::services::{self, Lifetime, READY_TIMEOUT, Service, Stack};
 use crate::test::run_suites;
 use crate::util::{
     FileState, Mode, Style, check_failed, ensure_file_contents, project_root, target_dir,
@@ -79,8 +79,8 @@ impl Item {
 }
 
 impl flags::VerifyMigration {
-    pub fn run(self, sh: &Shell) -> Result<()> {
-        let items = checklist(sh, None)?;
+    pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
+        let items = checklist(sh, stack, None)?;
         report(&items, self.json)
     }
 }
@@ -120,7 +120,7 @@ pub fn report(items: &[Item], json: bool) -> Result<()> {
 
 /// Runs every item. `suites` is a parity report the caller already has (from `cargo xtask ci`),
 /// so the suites are not run twice.
-pub fn checklist(sh: &Shell, suites: Option<Report>) -> Result<Vec<Item>> {
+pub fn checklist(sh: &Shell, stack: &Stack, suites: Option<Report>) -> Result<Vec<Item>> {
     let root = project_root();
     let mut items = vec![
         Item::from_result("settings reject SQLite", settings_reject_sqlite(sh)),
@@ -135,13 +135,13 @@ pub fn checklist(sh: &Shell, suites: Option<Report>) -> Result<Vec<Item>> {
             "none found",
         ),
         Item::from_result(
-            "docker-compose.yml exposes 5433 and 5435 and matches the model",
+            "docker-compose.yml exposes the model's database ports and matches it",
             compose_matches(sh),
         ),
     ];
     let report = match suites {
         Some(report) => Ok(report),
-        None => run_suites(sh, &[Target::Host, Target::Container], Suite::All),
+        None => run_suites(sh, stack, &[Target::Host, Target::Container], Suite::All),
     };
     match report {
         Ok(report) => {
@@ -170,7 +170,7 @@ pub fn checklist(sh: &Shell, suites: Option<Report>) -> Result<Vec<Item>> {
     }
     items.push(Item::from_result(
         "the application starts and is ready in strict mode",
-        app_ready_in_strict_mode(sh),
+        app_ready_in_strict_mode(sh, stack),
     ));
     Ok(items)
 }
@@ -350,21 +350,26 @@ fn compose_matches(sh: &Shell) -> Result<String> {
         );
     }
     let compose = Compose::detect(sh)?;
-    let ports = codegen::published_ports(sh, &compose)?;
-    let port_of = |service: &str| {
-        ports
+    let ports = compose.published_ports(sh)?;
+    let mut found = Vec::new();
+    for env in [Env::Test, Env::Dev] {
+        let service = Service::database(env).context("a compose database")?;
+        let expected = service.model_port();
+        let published = ports
             .iter()
-            .find(|(s, _)| s == service)
+            .find(|(s, _)| s == service.name())
             .map(|(_, p)| p.clone())
-            .unwrap_or_default()
-    };
-    let (test, dev) = (port_of("test-db"), port_of("postgres"));
-    anyhow::ensure!(
-        test == [5433] && dev == [5435],
-        "compose publishes test-db on {test:?} and postgres on {dev:?}, not 5433 and 5435"
-    );
+            .unwrap_or_default();
+        anyhow::ensure!(
+            published == [expected],
+            "compose publishes {} on {published:?}, not {expected}",
+            service.name()
+        );
+        found.push(format!("{} on {expected}", service.name()));
+    }
     Ok(format!(
-        "test-db on 5433, postgres on 5435, as {} reads it",
+        "{}, as {} reads it",
+        found.join(", "),
         compose.describe(sh)?
     ))
 }
@@ -401,10 +406,16 @@ fn suite_item(item: &'static str, report: &Report, suite: &str) -> Item {
 }
 
 /// Starts the real binary on the host in strict mode and waits for `/health/ready` to answer 200.
-fn app_ready_in_strict_mode(sh: &Shell) -> Result<String> {
+fn app_ready_in_strict_mode(sh: &Shell, stack: &Stack) -> Result<String> {
     let bin = genesis_api_binary(sh)?;
     let compose = Compose::detect(sh)?;
-    let _services = Session::up(sh, &compose, &[Service::TestDb, Service::Redis])?;
+    let running = stack.start(
+        sh,
+        &compose,
+        &[Service::TestDb, Service::Redis],
+        Lifetime::ThisRun,
+        READY_TIMEOUT,
+    )?;
     let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
         .local_addr()?
         .port();
@@ -413,7 +424,8 @@ fn app_ready_in_strict_mode(sh: &Shell) -> Result<String> {
         .env("ENVIRONMENT", Env::Test.environment_value())
         .env("STRICT_HEALTH_CHECKS", "true")
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
-        .env_remove(model::API.in_container_var);
+        .env_remove(model::API.in_container_var)
+        .envs(running.host_settings()?);
     let mut child = child::background(serve, &log).context("start genesis-api")?;
     let started = Instant::now();
     let result = loop {
@@ -428,6 +440,9 @@ fn app_ready_in_strict_mode(sh: &Shell) -> Result<String> {
                 "ready in {:.1} s with STRICT_HEALTH_CHECKS=true",
                 started.elapsed().as_secs_f64()
             ));
+        }
+        if crate::util::interrupted() {
+            break Err(anyhow::anyhow!("interrupted"));
         }
         if started.elapsed() > Duration::from_secs(30) {
             break Err(anyhow::anyhow!(

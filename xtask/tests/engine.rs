@@ -1,11 +1,11 @@
 //! The database commands against the real Docker engine and PostgreSQL: `db-up`, `db-down`,
 //! `db-status`, `db-logs`, `db-shell`, `db-backup` and `db-restore`, good cases and bad; and
-//! `test --both-modes` interrupted half-way.
+//! `test` interrupted half-way, by Ctrl-C and by `kill -9`.
 //!
-//! Every test here shares the one compose project and its fixed ports, so they run one at a
-//! time (the `ENGINE` lock). Other suites may need test-db up meanwhile: a test that stops a
-//! service puts it back as it found it, and tests that write data use databases of their own.
-//! Nothing of their own is left behind: no container, network, volume or database.
+//! Every test works on a stack of this test binary's own (`GENESIS_STACK=engine<pid>`), with
+//! ports the engine chooses, so a developer's default stack, another checkout's stacks and CI
+//! jobs on the same engine are never touched. The tests share that stack, so they run one at a
+//! time (the `ENGINE` lock), and each removes the whole stack when it ends.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -15,15 +15,32 @@ use xshell::{Shell, cmd};
 
 static ENGINE: Mutex<()> = Mutex::new(());
 
-fn engine() -> MutexGuard<'static, ()> {
-    ENGINE
+/// The lock, and on release the whole stack removed: containers, network and volumes.
+struct Engine {
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let run = xtask(&["db-down", "--all", "--volumes"]);
+        if run.code != 0 {
+            eprintln!("warning: could not remove the test stack: {run:#?}");
+        }
+    }
+}
+
+fn engine() -> Engine {
+    let lock = ENGINE
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    Engine { _lock: lock }
 }
 
 const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
-const TEST_URL: &str = "postgresql://test_user:test_password@localhost:5433/test_db";
-const TEST_URL_MASKED: &str = "postgresql://test_user:***@localhost:5433/test_db";
+
+fn stack() -> String {
+    format!("engine{}", std::process::id())
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -61,9 +78,13 @@ impl Run {
     }
 }
 
+/// The xtask on this binary's stack (`GENESIS_STACK` in `env` overrides it).
 fn xtask_with(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
     let sh = Shell::new().unwrap();
-    let mut command = cmd!(sh, "{XTASK} {args...}").quiet().ignore_status();
+    let mut command = cmd!(sh, "{XTASK} {args...}")
+        .quiet()
+        .ignore_status()
+        .env("GENESIS_STACK", stack());
     for (key, value) in env {
         command = command.env(key, value);
     }
@@ -99,131 +120,82 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{nanos}", std::process::id())
 }
 
-/// The project's containers of `service`, running or not.
-fn containers(service: &str) -> Vec<String> {
-    let sh = Shell::new().unwrap();
-    let project = "label=com.docker.compose.project=genesis";
-    let label = format!("label=com.docker.compose.service={service}");
-    let ids = cmd!(sh, "docker ps -a -q --filter {project} --filter {label}")
-        .quiet()
-        .read()
-        .unwrap();
-    ids.lines().map(str::to_owned).collect()
+/// `db-status --json` of the test stack.
+fn status() -> serde_json::Value {
+    serde_json::from_str(&xtask(&["db-status", "--json"]).ok().stdout).unwrap()
+}
+
+fn service_status(service: &str) -> serde_json::Value {
+    status()["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == service)
+        .unwrap()
+        .clone()
+}
+
+/// The host port the engine chose for a service of the test stack.
+fn port(service: &str) -> u16 {
+    let status = service_status(service);
+    let published = status["ports"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{service} publishes no port: {status}"));
+    published
+        .split("->")
+        .next()
+        .and_then(|host| host.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap()
 }
 
 fn running(service: &str) -> bool {
-    let sh = Shell::new().unwrap();
-    let project = "label=com.docker.compose.project=genesis";
-    let label = format!("label=com.docker.compose.service={service}");
-    !cmd!(sh, "docker ps -q --filter {project} --filter {label}")
-        .quiet()
-        .read()
-        .unwrap()
-        .trim()
-        .is_empty()
+    service_status(service)["state"] == "running"
 }
 
-fn dev_volume_ids() -> String {
-    let sh = Shell::new().unwrap();
-    let project = "label=com.docker.compose.project=genesis";
-    let label = "label=com.docker.compose.volume=dev-data";
-    cmd!(
-        sh,
-        "docker volume ls -q --filter {project} --filter {label}"
+fn test_url_on(database: &str) -> String {
+    format!(
+        "postgresql://test_user:test_password@localhost:{}/{database}",
+        port("test-db")
     )
-    .quiet()
-    .read()
-    .unwrap()
 }
 
-/// Puts the project's services back as the test found them: what it started is stopped, what
-/// it stopped is started again, and a dev volume that compose v1 created on the way (it creates
-/// every declared volume on `up`) is removed when nothing uses it.
-struct Restore {
-    test_db: bool,
-    redis: bool,
-    postgres: bool,
-    dev_volume: bool,
+fn test_url() -> String {
+    test_url_on("test_db")
 }
 
-impl Restore {
-    fn capture() -> Restore {
-        Restore {
-            test_db: running("test-db"),
-            redis: running("redis"),
-            postgres: running("postgres"),
-            dev_volume: !dev_volume_ids().trim().is_empty(),
-        }
+/// Every container, network and volume of the test stack's compose project, by name.
+fn leftovers() -> Vec<String> {
+    let project = status()["project"].as_str().unwrap().to_owned();
+    let filter = format!("label=com.docker.compose.project={project}");
+    let sh = Shell::new().unwrap();
+    let mut left = Vec::new();
+    for kind in [&["ps", "-a"][..], &["network", "ls"], &["volume", "ls"]] {
+        let out = cmd!(sh, "docker {kind...} -q --filter {filter}")
+            .quiet()
+            .read()
+            .unwrap();
+        left.extend(out.lines().map(|l| format!("{} {l}", kind[0])));
     }
-}
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        // Redis alone, by container id: `db-down --with redis` would stop test-db as well,
-        // and a restarted test-db has lost what other suites put in it.
-        if !self.redis {
-            for id in containers("redis") {
-                let sh = Shell::new().unwrap();
-                let _ = cmd!(sh, "docker rm -f -v {id}")
-                    .quiet()
-                    .ignore_stdout()
-                    .run();
-            }
-        }
-        let reconcile = |was: bool, service: &str, up: &[&str], down: &[&str]| {
-            let run = match (was, running(service)) {
-                (true, false) => xtask(up),
-                (false, true) => xtask(down),
-                _ => return,
-            };
-            if run.code != 0 {
-                eprintln!("warning: could not put {service} back: {run:#?}");
-            }
-        };
-        reconcile(self.redis, "redis", &["db-up", "--with", "redis"], &[]);
-        reconcile(
-            self.test_db,
-            "test-db",
-            &["db-up"],
-            &["db-down", "--env", "test"],
-        );
-        reconcile(
-            self.postgres,
-            "postgres",
-            &["db-up", "--env", "dev"],
-            &["db-down", "--env", "dev"],
-        );
-        if !self.dev_volume && !running("postgres") {
-            let ids = dev_volume_ids();
-            let ids: Vec<&str> = ids.lines().collect();
-            if !ids.is_empty() {
-                let sh = Shell::new().unwrap();
-                let _ = cmd!(sh, "docker volume rm {ids...}")
-                    .quiet()
-                    .ignore_stdout()
-                    .run();
-            }
-        }
-    }
+    left
 }
 
 /// A database of the test's own on the test-db server, dropped at the end.
 struct OwnDatabase {
     name: String,
+    admin: String,
 }
 
 impl OwnDatabase {
     fn create(prefix: &str) -> OwnDatabase {
         let name = unique(prefix);
-        psql(TEST_URL, &format!("create database {name}"));
-        OwnDatabase { name }
+        let admin = test_url();
+        psql(&admin, &format!("create database {name}"));
+        OwnDatabase { name, admin }
     }
 
     fn url(&self) -> String {
-        format!(
-            "postgresql://test_user:test_password@localhost:5433/{}",
-            self.name
-        )
+        test_url_on(&self.name)
     }
 }
 
@@ -231,7 +203,8 @@ impl Drop for OwnDatabase {
     fn drop(&mut self) {
         let sh = Shell::new().unwrap();
         let sql = format!("drop database if exists {} with (force)", self.name);
-        let _ = cmd!(sh, "psql {TEST_URL} -X -q -c {sql}").quiet().run();
+        let admin = &self.admin;
+        let _ = cmd!(sh, "psql {admin} -X -q -c {sql}").quiet().run();
     }
 }
 
@@ -240,7 +213,6 @@ impl Drop for OwnDatabase {
 #[test]
 fn an_unreachable_docker_daemon_is_a_missing_prerequisite_with_the_fix() {
     let _engine = engine();
-    let before = Restore::capture();
     for args in [&["db-up"][..], &["db-down"], &["db-status"], &["db-logs"]] {
         xtask_with(args, &[("DOCKER_HOST", "unix:///nonexistent.sock")], None).fails_with(
             2,
@@ -251,11 +223,11 @@ fn an_unreachable_docker_daemon_is_a_missing_prerequisite_with_the_fix() {
         );
     }
     // Nothing was touched.
-    assert_eq!(running("test-db"), before.test_db);
+    assert!(!running("test-db"));
 }
 
 #[test]
-fn production_has_no_compose_service() {
+fn production_has_no_compose_service_and_a_stack_name_is_checked() {
     let _engine = engine();
     for args in [
         &["db-up", "--env", "prod"][..],
@@ -263,35 +235,69 @@ fn production_has_no_compose_service() {
     ] {
         xtask(args).fails_with(2, &["no compose service", "managed PostgreSQL server"]);
     }
+    xtask(&["db-status", "--stack", "Not/A/Name"]).fails_with(2, &["is not a stack name"]);
 }
 
+/// The default stack's fixed port, held by something else: the start is refused with whose it
+/// is and how to choose another stack, and nothing starts. A developer's own default stack of
+/// this checkout may hold it: then `db-up` is harmless and changes nothing.
 #[test]
-fn a_taken_port_is_named_and_nothing_starts() {
+fn a_taken_default_port_is_named_and_nothing_starts() {
     let _engine = engine();
-    let restore = Restore::capture();
-    // Port 5433 when test-db is down. When another suite is using test-db, the dev database's
-    // port shows the same check without pulling test-db from under it; only when both run is
-    // test-db stopped for the few seconds the check takes (and `Restore` starts it again).
-    let (service, port, up): (&str, u16, &[&str]) = if !restore.test_db || restore.postgres {
-        ("test-db", 5433, &["db-up"])
-    } else {
-        ("postgres", 5435, &["db-up", "--env", "dev"])
-    };
-    if running(service) {
-        xtask(&["db-down", "--env", "test"]).ok();
+    let default = [("GENESIS_STACK", "default")];
+    let status: serde_json::Value = serde_json::from_str(
+        &xtask_with(&["db-status", "--json"], &default, None)
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    let ours_running = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["service"] == "test-db" && s["state"] == "running");
+    if ours_running {
+        let before = xtask_with(&["db-status"], &default, None).ok().stdout;
+        xtask_with(&["db-up"], &default, None).ok();
+        assert_eq!(
+            xtask_with(&["db-status"], &default, None).ok().stdout,
+            before
+        );
+        return;
     }
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-        .unwrap_or_else(|err| panic!("{port} should be free with {service} down: {err}"));
-    xtask(up).fails_with(
-        2,
-        &[
-            &format!("port {port} is taken by another process"),
-            service,
-            "ss -ltnp",
-        ],
+    match TcpListener::bind((Ipv4Addr::LOCALHOST, 5433)) {
+        Ok(listener) => {
+            xtask_with(&["db-up"], &default, None).fails_with(
+                2,
+                &[
+                    "port 5433 is taken by another process",
+                    "test-db",
+                    "ss -ltnp",
+                    "--stack NAME",
+                ],
+            );
+            drop(listener);
+        }
+        // Another checkout's stack, or another container, holds it.
+        Err(_) => {
+            xtask_with(&["db-up"], &default, None)
+                .fails_with(2, &["port 5433 is published by", "--stack NAME"]);
+        }
+    }
+    let after: serde_json::Value = serde_json::from_str(
+        &xtask_with(&["db-status", "--json"], &default, None)
+            .ok()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        after["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "absent"),
+        "nothing may start: {after}"
     );
-    assert!(!running(service), "{service} must not be started");
-    drop(listener);
 }
 
 // ---- db-up, db-status, db-logs, db-shell ----------------------------------------------------
@@ -299,20 +305,34 @@ fn a_taken_port_is_named_and_nothing_starts() {
 #[test]
 fn db_up_waits_for_a_real_connection_and_is_harmless_twice() {
     let _engine = engine();
-    let _restore = Restore::capture();
+    let mut ports = Vec::new();
     for _ in 0..2 {
         let run = xtask(&["db-up"]).ok();
         assert!(run.stdout.contains("test-db ready in "), "{run:#?}");
-        assert!(run.stdout.contains(TEST_URL_MASKED), "{run:#?}");
+        let masked = format!(
+            "postgresql://test_user:***@localhost:{}/test_db",
+            port("test-db")
+        );
+        assert!(run.stdout.contains(&masked), "{run:#?}");
+        assert!(
+            run.stdout.contains("ports were chosen by the engine"),
+            "{run:#?}"
+        );
         assert!(
             !run.all().contains("test_password"),
             "the password was printed: {run:#?}"
         );
-        assert_eq!(psql(TEST_URL, "select 1"), "1");
+        assert_eq!(psql(&test_url(), "select 1"), "1");
+        ports.push(port("test-db"));
     }
+    assert_eq!(ports[0], ports[1], "the second db-up adopted the first's");
 
-    let status = xtask(&["db-status", "--json"]).ok();
-    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    let status = status();
+    assert_eq!(status["stack"].as_str().unwrap(), stack());
+    assert_eq!(
+        status["checkout"].as_str().unwrap(),
+        root().canonicalize().unwrap().to_str().unwrap()
+    );
     let services = status["services"].as_array().unwrap();
     let names: Vec<&str> = services
         .iter()
@@ -323,15 +343,21 @@ fn db_up_waits_for_a_real_connection_and_is_harmless_twice() {
     }
     let test_db = services.iter().find(|s| s["service"] == "test-db").unwrap();
     assert_eq!(test_db["state"], "running");
-    assert_eq!(test_db["ports"][0], "127.0.0.1:5433->5432/tcp");
+    assert_eq!(
+        test_db["ports"][0],
+        format!("127.0.0.1:{}->5432/tcp", ports[0])
+    );
+    // `db-up --env test` leaves no dev volume behind, under either compose flavour.
+    assert_eq!(status["volumes"][0]["present"], false, "{status}");
     let table = xtask(&["db-status"]).ok();
-    assert!(table.stdout.starts_with("SERVICE"), "{table:#?}");
+    assert!(table.stdout.starts_with("stack "), "{table:#?}");
+    assert!(table.stdout.contains("SERVICE"), "{table:#?}");
 
     // A line of our own in the server's log, whatever else the server logged before: a
     // connection to a database that does not exist is logged with the database's name.
     let marker = unique("genesis_log_marker");
     let sh = Shell::new().unwrap();
-    let missing = TEST_URL.replace("/test_db", &format!("/{marker}"));
+    let missing = test_url_on(&marker);
     let _ = cmd!(sh, "psql {missing} -X -c 'select 1'")
         .quiet()
         .ignore_stderr()
@@ -343,27 +369,27 @@ fn db_up_waits_for_a_real_connection_and_is_harmless_twice() {
 
     let shell = xtask_with(&["db-shell"], &[], Some("select 'via ' || current_user;\n")).ok();
     assert!(shell.stdout.contains("via test_user"), "{shell:#?}");
-    assert!(shell.stderr.contains(TEST_URL_MASKED), "{shell:#?}");
+    assert!(
+        shell.stderr.contains(&format!(":{}/test_db", ports[0])),
+        "{shell:#?}"
+    );
+
+    xtask(&["db-down", "--all"]).ok();
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
 }
 
 #[test]
-fn redis_is_ready_when_it_answers_ping() {
+fn redis_is_ready_when_it_answers_ping_and_leaves_no_volume() {
     let _engine = engine();
-    let _restore = Restore::capture();
     let run = xtask(&["db-up", "--with", "redis"]).ok();
     assert!(run.stdout.contains("test-db ready in"), "{run:#?}");
     assert!(run.stdout.contains("redis ready in"), "{run:#?}");
-    assert!(run.stdout.contains("redis://localhost:6380/0"), "{run:#?}");
-    let status: serde_json::Value =
-        serde_json::from_str(&xtask(&["db-status", "--json"]).ok().stdout).unwrap();
-    let redis = status["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["service"] == "redis")
-        .unwrap()
-        .clone();
-    assert_eq!(redis["state"], "running");
+    let url = format!("redis://localhost:{}/0", port("redis"));
+    assert!(run.stdout.contains(&url), "{run:#?}");
+    assert_eq!(service_status("redis")["state"], "running");
+    // Down without `--volumes`: nothing of the stack is left, not even an anonymous volume.
+    xtask(&["db-down", "--all"]).ok();
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
 }
 
 /// The dev password as compose sees it: the environment, else the git-ignored `.env`.
@@ -387,7 +413,6 @@ fn dev_password() -> String {
 #[test]
 fn dev_data_survives_down_and_up_and_a_wrong_password_fails_fast() {
     let _engine = engine();
-    let restore = Restore::capture();
     let dotenv = root().join(".env");
     let had_password = std::env::var_os("POSTGRES_PASSWORD").is_some() || dotenv.exists();
 
@@ -397,9 +422,11 @@ fn dev_data_survives_down_and_up_and_a_wrong_password_fails_fast() {
         !up.all().contains(&password),
         "the dev password was printed: {up:#?}"
     );
+    let dev_port = port("postgres");
     assert!(
-        up.stdout
-            .contains("postgresql://genesis_user:***@localhost:5435/genesis_db"),
+        up.stdout.contains(&format!(
+            "postgresql://genesis_user:***@localhost:{dev_port}/genesis_db"
+        )),
         "{up:#?}"
     );
     if !had_password {
@@ -408,28 +435,27 @@ fn dev_data_survives_down_and_up_and_a_wrong_password_fails_fast() {
         let mode = std::fs::metadata(&dotenv).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, ".env must be owner-only");
     }
-    let url = format!("postgresql://genesis_user:{password}@localhost:5435/genesis_db");
-    // A developer's own dev data is never deleted by this test.
-    let had_data = restore.postgres
-        || psql(
-            &url,
-            "select count(*) from pg_tables where schemaname not in ('pg_catalog', 'information_schema')",
-        ) != "0";
+    let url =
+        |port: u16| format!("postgresql://genesis_user:{password}@localhost:{port}/genesis_db");
     let table = unique("xtask_persist");
     psql(
-        &url,
+        &url(dev_port),
         &format!("create table {table} (note text); insert into {table} values ('kept')"),
     );
 
+    let volume = format!("{}_dev-data", status()["project"].as_str().unwrap());
     let down = xtask(&["db-down", "--env", "dev"]).ok();
     assert!(
         down.stdout
-            .contains("data is kept in volume genesis_dev-data"),
+            .contains(&format!("data is kept in volume {volume}")),
         "{down:#?}"
     );
     assert!(!running("postgres"));
     xtask(&["db-up", "--env", "dev"]).ok();
-    assert_eq!(psql(&url, &format!("select note from {table}")), "kept");
+    assert_eq!(
+        psql(&url(port("postgres")), &format!("select note from {table}")),
+        "kept"
+    );
 
     // The volume holds another password than the one given: a clear error within seconds,
     // with the service's logs, instead of a minute of waiting.
@@ -452,19 +478,12 @@ fn dev_data_survives_down_and_up_and_a_wrong_password_fails_fast() {
     );
     xtask(&["db-up", "--env", "dev"]).ok();
 
-    if had_data {
-        psql(&url, &format!("drop table {table}"));
-    } else {
-        let gone = xtask(&["db-down", "--env", "dev", "--volumes"]).ok();
-        assert!(
-            gone.stdout.contains("deleted volume genesis_dev-data"),
-            "{gone:#?}"
-        );
-        assert!(
-            dev_volume_ids().trim().is_empty(),
-            "the dev volume is still there"
-        );
-    }
+    let gone = xtask(&["db-down", "--env", "dev", "--volumes"]).ok();
+    assert!(
+        gone.stdout.contains(&format!("deleted volume {volume}")),
+        "{gone:#?}"
+    );
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
 }
 
 // ---- db-backup, db-restore ----------------------------------------------------------------
@@ -521,7 +540,6 @@ fn restore(db: &OwnDatabase, file: &Path) -> Run {
 #[test]
 fn a_backup_is_verified_and_restores_with_equal_row_counts() {
     let _engine = engine();
-    let _restore = Restore::capture();
     xtask(&["db-up"]).ok();
     let db = OwnDatabase::create("xtask_backup");
     seed(&db.url());
@@ -616,7 +634,6 @@ fn a_backup_is_verified_and_restores_with_equal_row_counts() {
 #[test]
 fn a_dump_cut_short_or_with_crlf_line_endings_is_rejected_before_the_target_is_touched() {
     let _engine = engine();
-    let _restore = Restore::capture();
     xtask(&["db-up"]).ok();
     let db = OwnDatabase::create("xtask_corrupt");
     seed(&db.url());
@@ -710,11 +727,11 @@ fn restore_refuses_production_and_remote_targets_unless_allowed() {
 #[test]
 fn a_failed_backup_leaves_nothing_behind_and_never_overwrites() {
     let _engine = engine();
-    let _restore = Restore::capture();
     xtask(&["db-up"]).ok();
     let dir = temp_dir("xtask-failed");
     let file = dir.join("x.dump");
-    let missing = "postgresql://test_user:test_password@localhost:5433/no_such_database";
+    let missing = test_url_on("no_such_database");
+    let missing = missing.as_str();
     xtask(&[
         "db-backup",
         "--env",
@@ -750,22 +767,18 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-#[test]
-fn an_interrupted_test_run_removes_the_services_it_started() {
+/// `test --both-modes` on the test stack in a process group of its own (as a terminal's Ctrl-C
+/// reaches the xtask and its children), returned once the suites run, with its log.
+fn suites_running() -> (std::process::Child, PathBuf) {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    let _engine = engine();
-    let _restore = Restore::capture();
-    // From nothing of the project's, so that the run starts every service it needs.
-    xtask(&["db-down", "--all"]).ok();
-
     let log = std::env::temp_dir().join(unique("genesis_interrupt") + ".log");
     let out = std::fs::File::create(&log).unwrap();
-    // A process group of its own, as a terminal's Ctrl-C reaches the xtask and its children.
     let mut child = Command::new(XTASK)
         .args(["test", "--both-modes"])
+        .env("GENESIS_STACK", stack())
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
@@ -787,20 +800,42 @@ fn an_interrupted_test_run_removes_the_services_it_started() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(1));
+    (child, log)
+}
+
+fn wait(child: &mut std::process::Child, log: &Path) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not stop:\n{}",
+            read(log)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn group_left(pgid: u32) -> String {
+    let sh = Shell::new().unwrap();
+    let pgid = pgid.to_string();
+    cmd!(sh, "pgrep -g {pgid}")
+        .quiet()
+        .ignore_status()
+        .read()
+        .unwrap()
+}
+
+#[test]
+fn an_interrupted_test_run_removes_the_services_it_started() {
+    let _engine = engine();
+    let (mut child, log) = suites_running();
     let sh = Shell::new().unwrap();
     let group = format!("-{}", child.id());
     cmd!(sh, "kill -INT -- {group}").quiet().run().unwrap();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the run did not stop:\n{}",
-            read(&log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait(&mut child, &log);
     let text = read(&log);
     let _ = std::fs::remove_file(&log);
     assert!(!status.success(), "an interrupted run must fail:\n{text}");
@@ -808,20 +843,63 @@ fn an_interrupted_test_run_removes_the_services_it_started() {
         text.contains("interrupted; the services this run started were stopped"),
         "{text}"
     );
-    for service in ["test-db", "redis", "genesis-api"] {
-        assert!(
-            containers(service).is_empty(),
-            "{service} was left behind:\n{text}"
-        );
-    }
-    let pgid = child.id().to_string();
-    let left = cmd!(sh, "pgrep -g {pgid}")
-        .quiet()
-        .ignore_status()
-        .read()
-        .unwrap();
+    assert!(
+        leftovers().is_empty(),
+        "left behind: {:?}\n{text}",
+        leftovers()
+    );
+    let left = group_left(child.id());
     assert!(
         left.trim().is_empty(),
         "processes of the run are left: {left}"
     );
+}
+
+/// `kill -9` of the xtask (a CI time-out): its containers stay, marked with a run that is
+/// gone. `db-status` shows them orphaned, and the next run reclaims them instead of adopting.
+#[test]
+fn a_killed_run_leaves_orphans_that_the_next_run_reclaims() {
+    let _engine = engine();
+    let (mut child, log) = suites_running();
+    let pid = child.id().to_string();
+    let sh = Shell::new().unwrap();
+    cmd!(sh, "kill -KILL {pid}").quiet().run().unwrap();
+    wait(&mut child, &log);
+    // The rest of its process group (nextest, compose exec) goes as a time-out would take it.
+    let group = format!("-{pid}");
+    let _ = cmd!(sh, "kill -KILL -- {group}")
+        .quiet()
+        .ignore_stderr()
+        .run();
+    let _ = std::fs::remove_file(&log);
+    for service in ["test-db", "redis", "genesis-api"] {
+        assert_eq!(
+            service_status(service)["state"],
+            "orphaned",
+            "{service}: {}",
+            status()
+        );
+    }
+    let table = xtask(&["db-status"]).ok();
+    assert!(
+        table
+            .stdout
+            .contains("the next run on this stack reclaims it"),
+        "{table:#?}"
+    );
+
+    let run = xtask(&["db-up"]).ok();
+    let reclaimed = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("reclaiming "))
+        .unwrap_or_else(|| panic!("nothing reclaimed: {run:#?}"));
+    for service in ["test-db", "redis", "genesis-api"] {
+        assert!(reclaimed.contains(service), "{run:#?}");
+    }
+    assert_eq!(service_status("test-db")["state"], "running");
+    assert_eq!(service_status("genesis-api")["state"], "absent");
+    assert_eq!(psql(&test_url(), "select 1"), "1");
+    xtask(&["db-down", "--all"]).ok();
+    assert!(leftovers().is_empty(), "{:?}", leftovers());
 }

@@ -7,9 +7,33 @@
 
 use std::fmt;
 
-/// The compose project name every xtask command passes to compose (`-p genesis`), so that
-/// containers, networks and volumes are named `genesis_*` whatever the checkout's folder is.
+/// The prefix of every compose project the xtask runs: a stack's project is
+/// `genesis-<checkout id>` (the default stack) or `genesis-<checkout id>-<stack>`, so that
+/// checkouts and stacks sharing one Docker engine never share a container, network or volume.
 pub const COMPOSE_PROJECT: &str = "genesis";
+
+/// The variable (and the `--stack` flag's environment spelling) that selects a stack.
+pub const STACK_VAR: &str = "GENESIS_STACK";
+
+/// The label on every container, network and volume of a stack naming the checkout (its
+/// workspace folder) it belongs to, and the compose variable that carries it.
+pub const CHECKOUT_LABEL: &str = "org.genesis.checkout";
+pub const CHECKOUT_VAR: &str = "GENESIS_CHECKOUT";
+
+/// The label on every container naming the run that started it (`kept` for `db-up`, which
+/// leaves its services running on purpose), and the compose variable that carries it.
+pub const RUN_LABEL: &str = "org.genesis.run";
+pub const RUN_VAR: &str = "GENESIS_RUN";
+
+/// The variable through which compose takes a service's host port. Unset, it is the model's
+/// port (the default stack); empty, the engine chooses a free one (every other stack), which
+/// the xtask discovers after the start.
+pub fn host_port_var(service: &str) -> String {
+    format!(
+        "GENESIS_{}_PORT",
+        service.to_ascii_uppercase().replace('-', "_")
+    )
+}
 
 /// A deployment environment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -312,6 +336,7 @@ mod tests {
         let net = TEST_DB.url_with(TEST_DB.network_address.unwrap(), "x");
         assert_eq!(net, "postgresql://test_user:x@test-db:5432/test_db");
         assert_eq!(DEV_DB.host_address.unwrap().port, 5435);
+        assert_eq!(host_port_var("test-db"), "GENESIS_TEST_DB_PORT");
         assert_eq!(
             POSTGRES_IMAGE.compose_ref(),
             "${GENESIS_POSTGRES_IMAGE:-postgres:15-alpine}"

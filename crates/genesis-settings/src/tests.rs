@@ -1,3 +1,6 @@
+//! The settings against real env files and environments: precedence, URL handling, container
+//! detection and redaction.
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
