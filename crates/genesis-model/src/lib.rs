@@ -241,6 +241,23 @@ pub const REDIS: Redis = Redis {
     url_var: "REDIS_URL",
 };
 
+/// TLS of the test database. The test set-up makes a CA and a server certificate (for the host
+/// and network names of the test database) under `dir` in the workspace; the server reads them
+/// from `mount`, copied to a folder its own user owns (PostgreSQL refuses a key file it does
+/// not own); the suites find the CA through `ca_var`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestDbTls {
+    pub dir: &'static str,
+    pub mount: &'static str,
+    pub ca_var: &'static str,
+}
+
+pub const TEST_DB_TLS: TestDbTls = TestDbTls {
+    dir: "target/xtask/tls",
+    mount: "/tls",
+    ca_var: "TEST_DATABASE_CA",
+};
+
 /// The application service, inside which the container-mode tests run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Api {

@@ -15,13 +15,22 @@ use genesis_settings::{Scheme, ServiceUrl};
 use crate::support::{self, TestApp, TestDb};
 
 /// The variable naming the test database's CA file.
-const CA_VAR: &str = "TEST_DATABASE_CA";
+const CA_VAR: &str = genesis_model::TEST_DB_TLS.ca_var;
 
-/// A CA certificate that signed nothing the tests meet (its key was thrown away).
-const OTHER_CA: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/integrations/other-ca.pem"
-);
+/// A CA certificate that signed nothing the tests meet (its key was thrown away). Embedded and
+/// written out at run time: the source tree's path differs on the host and in the container.
+const OTHER_CA_PEM: &str = include_str!("other-ca.pem");
+
+fn other_ca() -> String {
+    static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let path = PATH.get_or_init(|| {
+        let name = format!("genesis-other-ca-{}.pem", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, OTHER_CA_PEM).expect("write the other CA");
+        path
+    });
+    path.to_str().expect("a UTF-8 temp path").to_owned()
+}
 
 fn test_ca() -> PathBuf {
     let path = std::env::var_os(CA_VAR)
@@ -91,7 +100,7 @@ async fn another_ca_stops_strict_start_up_naming_tls_and_the_host() {
     let db = TestDb::new().await;
     let mut settings = support::settings();
     settings.strict_health_checks = true;
-    settings.test_database_url = verify(db.url(), "verify-full", OTHER_CA);
+    settings.test_database_url = verify(db.url(), "verify-full", &other_ca());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let err = Server::build_with_listener(&settings, listener)
         .await
@@ -137,7 +146,7 @@ async fn verify_full_checks_the_host_name_and_verify_ca_does_not() {
         .await
         .unwrap_or_else(|err| panic!("verify-ca checks the chain only: {err}"));
     assert!(server_says_ssl(&client).await);
-    let err = db::connect(&verify(&renamed, "verify-ca", OTHER_CA))
+    let err = db::connect(&verify(&renamed, "verify-ca", &other_ca()))
         .await
         .expect_err("verify-ca still checks the chain");
     assert!(err.to_string().contains("UnknownIssuer"), "{err}");
