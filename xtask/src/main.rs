@@ -5,6 +5,7 @@
 
 mod backup;
 mod bench;
+mod certs;
 mod child;
 mod ci;
 mod codegen;

@@ -221,6 +221,10 @@ fn spawn_mode(
             cmd!(sh, "cargo nextest run --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite --profile {profile} --no-tests=fail -E {filter}")
                 .env_remove(model::API.in_container_var)
                 .envs(running.host_settings()?)
+                .env(
+                    model::TEST_DB_TLS.ca_var,
+                    root.join(model::TEST_DB_TLS.dir).join("ca.crt"),
+                )
         }
         Target::Container => {
             let workdir = model::API.workdir;
@@ -239,6 +243,12 @@ fn spawn_mode(
                     &user,
                     "-e",
                     "HOME=/tmp",
+                    "-e",
+                    &format!(
+                        "{}={workdir}/{}/ca.crt",
+                        model::TEST_DB_TLS.ca_var,
+                        model::TEST_DB_TLS.dir
+                    ),
                     model::API.service,
                 ])
                 .args([
