@@ -138,7 +138,7 @@ async fn readiness_names_the_failed_dependency_without_the_driver_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_hashing_queue_answers_503_with_retry_after() {
     let app = Arc::new(TestApp::spawn_with(|s| s.hash_concurrency = 1).await);
-    // One slot and its queue of 16 hold 17 logins; others arriving meanwhile are turned away.
+    // One slot and its short queue hold a few logins; others arriving meanwhile are turned away.
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..64 {
         let app = Arc::clone(&app);
