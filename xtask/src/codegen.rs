@@ -117,6 +117,8 @@ struct Service {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     command: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     working_dir: Option<&'static str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     environment: BTreeMap<&'static str, String>,
@@ -303,7 +305,13 @@ fn compose_file() -> ComposeFile {
             ]),
             labels: labels(true),
             ports: vec![published(api.service, api.port, api.port)],
-            volumes: vec![format!(".:{}", api.workdir)],
+            // As the checkout's owner, with the checkout read-only but for `target/`: the server
+            // and the tests can write their build outputs and reports, not `.env` or `backups/`.
+            user: Some(format!("${{{}:-0:0}}", model::USER_VAR)),
+            volumes: vec![
+                format!(".:{}:ro", api.workdir),
+                format!("./target:{}/target", api.workdir),
+            ],
             depends_on: BTreeMap::from([
                 (
                     test_db,

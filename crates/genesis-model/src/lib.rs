@@ -24,6 +24,9 @@ pub const CHECKOUT_VAR: &str = "GENESIS_CHECKOUT";
 /// leaves its services running on purpose), and the compose variable that carries it.
 pub const RUN_LABEL: &str = "org.genesis.run";
 pub const RUN_VAR: &str = "GENESIS_RUN";
+/// The `uid:gid` the `genesis-api` container runs as: the checkout's owner, set by the xtask
+/// (root when compose is run by hand without it).
+pub const USER_VAR: &str = "GENESIS_USER";
 
 /// The variable through which compose takes a service's host port. Unset, it is the model's
 /// port (the default stack); empty, the engine chooses a free one (every other stack), which
