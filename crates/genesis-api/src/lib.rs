@@ -18,5 +18,5 @@ pub mod tls;
 
 pub use crate::error::{ApiError, ErrorBody};
 pub use crate::migrate::{MIGRATIONS, MigrateError, Migration, MigrationReport};
-pub use crate::startup::{Server, StartupError, router, shutdown_signal};
+pub use crate::startup::{HEADER_READ_TIMEOUT, Server, StartupError, router, shutdown_signal};
 pub use crate::state::AppState;

@@ -191,3 +191,63 @@ fn response_status(body: &serde_json::Value) -> String {
         .unwrap_or("(no error code)")
         .to_owned()
 }
+
+/// A listener that accepts connections and never answers.
+async fn silent_listener() -> u16 {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_request_past_its_deadline_answers_503() {
+    // Readiness waits 1.5 s on a Redis that never answers; the deadline is 1 s.
+    let port = silent_listener().await;
+    let app = TestApp::serve_router_with(|s| {
+        s.request_timeout = std::time::Duration::from_secs(1);
+        s.redis_url = support::url(&format!("redis://127.0.0.1:{port}/0"), Scheme::Redis);
+    })
+    .await;
+    let start = std::time::Instant::now();
+    let response = app.get("/health/ready", None).await;
+    let elapsed = start.elapsed();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+    assert!(
+        elapsed < std::time::Duration::from_millis(1400),
+        "answered after {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn().await;
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    socket
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let limit = genesis_api::HEADER_READ_TIMEOUT;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(limit * 2, socket.read_to_end(&mut rest)).await;
+    let elapsed = start.elapsed();
+    assert!(read.is_ok(), "still connected after {elapsed:?}");
+    assert!(
+        elapsed >= limit - std::time::Duration::from_secs(1),
+        "closed after {elapsed:?}, before the header timeout"
+    );
+    // Whatever hyper says on the way out, it is not the answer to the request.
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("200 OK"),
+        "{rest:?}"
+    );
+}
