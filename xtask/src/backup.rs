@@ -71,7 +71,9 @@ fn user_path(path: &Path) -> Result<PathBuf> {
 }
 
 /// Refuses production and servers on other machines unless the user allowed them, saying why.
-/// Production is refused before its URL is even looked at.
+/// `--env prod` is refused before its URL is even looked at; any other connection is judged on
+/// what it is (the production model's database, user or host, and the address libpq will
+/// connect to), not on its label.
 fn resolve_allowed(
     sh: &Shell,
     stack: &Stack,
@@ -87,6 +89,14 @@ fn resolve_allowed(
     let mut target = Target::resolve(env, server.url.as_deref())?;
     stack.aim(sh, &mut target)?;
     let url = target.masked_url();
+    if !server.allow_production {
+        if let Some(reason) = target.production_reason(&|key| std::env::var(key).ok()) {
+            return Err(usage(format!(
+                "refusing to touch {url}, which is production ({reason}): {why}; pass \
+                 --allow-production if that is what you mean"
+            )));
+        }
+    }
     if !target.is_local() && !server.allow_remote {
         return Err(usage(format!(
             "refusing to touch {url}, which is not on this machine: {why}; pass --allow-remote if that is what you mean"
@@ -98,7 +108,7 @@ fn resolve_allowed(
 /// Connects once: the server's version, or how to make it reachable.
 fn reach(sh: &Shell, target: &Target) -> Result<(String, u32)> {
     target.server_version(sh).map_err(|err| {
-        let hint = match target.env.database().service {
+        let hint = match target.env.database().compose() {
             Some(_) if target.origin == pg::Origin::Model => {
                 format!("start it with `cargo xtask db-up --env {}`", target.env)
             }
@@ -430,8 +440,6 @@ fn verify_by_restoring(
             "--exit-on-error",
             "--no-owner",
             "--no-acl",
-            "-d",
-            &name,
         ])
         .arg(file)
         .ignore_status()
@@ -538,8 +546,6 @@ impl flags::DbRestore {
                 "--if-exists",
                 "--no-owner",
                 "--no-acl",
-                "-d",
-                &target.database,
             ])
             .arg(&file)
             .ignore_status()

@@ -5,19 +5,24 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use genesis_model::{self as model, Password};
+use genesis_model as model;
 use serde::Serialize;
 use serde_json::json;
 use xshell::{Shell, cmd};
 
 use crate::compose::Compose;
-use crate::flags;
 use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack};
-use crate::test::xtask_dir;
+use crate::util::{project_root, usage, xtask_dir};
+use crate::{flags, parity, preflight};
+
+/// The variable the suites' support code reads to record each database hand-out
+/// (`crates/genesis-api/tests/support/pool.rs`).
+const TIMINGS_VAR: &str = "GENESIS_TEST_DB_TIMINGS";
 
 #[derive(Debug, Serialize)]
 struct Stats {
     median: f64,
+    p95: f64,
     min: f64,
     max: f64,
     samples: Vec<f64>,
@@ -32,8 +37,11 @@ impl Stats {
         } else {
             (samples[n / 2 - 1] + samples[n / 2]) / 2.0
         };
+        // Nearest rank: the smallest sample with at least 95 % of the samples at or below it.
+        let p95 = samples[(n * 95).div_ceil(100).max(1) - 1];
         Stats {
             median,
+            p95,
             min: samples[0],
             max: samples[n - 1],
             samples,
@@ -45,6 +53,13 @@ type Row = (String, String, String, String);
 
 impl flags::Bench {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
+        if let Some(path) = &self.from {
+            let text = std::fs::read_to_string(path)
+                .map_err(|err| usage(format!("cannot read {}: {err}", path.display())))?;
+            let json = serde_json::from_str(&text)
+                .map_err(|err| usage(format!("{} is not a bench.json: {err}", path.display())))?;
+            return self.finish(&json);
+        }
         let reps = self.reps.max(1);
         // The xtask commands measured below work on the same stack.
         let _stack_var = sh.push_env(model::STACK_VAR, stack.name());
@@ -53,32 +68,61 @@ impl flags::Bench {
         let mut rows: Vec<Row> = Vec::new();
         let mut out = serde_json::Map::new();
 
-        eprintln!("1/4 db-up to ready, xtask against raw compose + psql loop ({reps} reps each)");
-        let (xt, raw) = bench_db_up(sh, &compose, stack, &xtask, reps)?;
+        eprintln!(
+            "1/4 db-up to ready, xtask against raw compose + psql loop and the engine's floor ({reps} reps each)"
+        );
+        let (xt, raw, floor) = bench_db_up(sh, &compose, stack, &xtask, reps)?;
         rows.push(row("db-up to ready (s)", "xtask", &xt, "raw", &raw));
+        rows.push(row(
+            "db-up against the floor (s)",
+            "xtask",
+            &xt,
+            "docker run --rm",
+            &floor,
+        ));
         out.insert(
             "db_up_ready_s".into(),
-            json!({ "xtask": xt, "raw": raw, "ratio": xt.median / raw.median }),
+            json!({ "xtask": xt, "raw": raw, "ratio": xt.median / raw.median, "ratio_to_floor": xt.median / floor.median }),
         );
+        out.insert("engine_floor_s".into(), serde_json::to_value(&floor)?);
 
         eprintln!(
             "2/4 one isolated test database: template clone against migrations ({} each)",
             reps * 5
         );
-        let (clone, migrate) = bench_test_db(sh, &compose, stack, reps * 5)?;
+        let cost = bench_test_db(sh, &compose, stack, reps * 5)?;
         rows.push((
             "test database (ms)".into(),
-            format!("template clone {}", show(&clone)),
-            format!("migrations {}", show(&migrate)),
-            format!("{:.2}x cheaper", migrate.median / clone.median),
+            format!("template clone {}", show(&cost.clone)),
+            format!("migrations {}", show(&cost.migrations)),
+            format!("{:.2}x cheaper", cost.migrations.median / cost.clone.median),
+        ));
+        rows.push((
+            "test database hand-out (ms)".into(),
+            format!("pool p50/p95/max {}", show_tail(&cost.handout)),
+            format!("migrations {}", show(&cost.migrations)),
+            format!(
+                "{:.1}x cheaper",
+                cost.migrations.median / cost.handout.median
+            ),
         ));
         out.insert(
             "test_db_ms".into(),
-            json!({ "template_clone": clone, "migrations": migrate, "ratio": migrate.median / clone.median }),
+            json!({
+                "handout": cost.handout,
+                "handout_misses": cost.misses,
+                "handout_own_pool": cost.own_pool,
+                "handout_in_process": cost.in_process,
+                "template_clone": cost.clone,
+                "migrations": cost.migrations,
+                "ratio": cost.migrations.median / cost.clone.median,
+                "ratio_handout": cost.migrations.median / cost.handout.median,
+            }),
         );
 
         eprintln!("3/4 suite wall time: host, container, both modes ({reps} reps each)");
-        let (host, container, both) = bench_suites(sh, &xtask, reps)?;
+        let suites = bench_suites(sh, &xtask, reps)?;
+        let (host, container, both) = (suites.host, suites.container, suites.both);
         let slower = host.median.max(container.median);
         rows.push(row(
             "suites, one mode (s)",
@@ -93,10 +137,38 @@ impl flags::Bench {
             format!("slower single {slower:.2}"),
             format!("{:.2}x", both.median / slower),
         ));
+        rows.push((
+            "main job (s)".into(),
+            format!("test --both-modes {}", show(&both)),
+            format!("harness {:.0} %", suites.harness_share * 100.0),
+            String::new(),
+        ));
+        if let Some(handout) = &suites.handout {
+            rows.push((
+                "hand-out in the suites (ms)".into(),
+                format!("p50/p95/max {}", show_tail(handout)),
+                format!("{} hand-outs", handout.samples.len()),
+                String::new(),
+            ));
+        }
         out.insert(
             "suite_wall_s".into(),
             json!({ "host": host, "container": container, "both": both, "ratio_both_to_slower": both.median / slower }),
         );
+        out.insert("main_job_s".into(), serde_json::to_value(&both)?);
+        out.insert("harness_share".into(), suites.harness_share.into());
+        out.insert(
+            "harness".into(),
+            json!({
+                "main_job_s": both.median,
+                "test_bodies_s": suites.bodies_s,
+                "parallelism": suites.parallelism,
+                "definition": "(wall time - sum of the test bodies of both modes / parallelism) / wall time, on the last both-modes run; parallelism = nextest's threads per mode x 2 modes",
+            }),
+        );
+        if let Some(handout) = &suites.handout {
+            out.insert("test_db_ms_suites".into(), json!({ "handout": handout }));
+        }
 
         eprintln!("4/4 the xtask's cold build ({reps} reps)");
         let (build, crates) = bench_cold_build(sh, reps)?;
@@ -119,10 +191,166 @@ impl flags::Bench {
         }
         let path = xtask_dir().join("bench.json");
         std::fs::create_dir_all(xtask_dir())?;
+        let out = serde_json::Value::Object(out);
         std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
         println!("\nwritten to {}", path.display());
+        self.finish(&out)
+    }
+}
+
+impl flags::Bench {
+    /// Prints the README table of `bench`, and writes it into README.md when asked.
+    fn finish(&self, bench: &serde_json::Value) -> Result<()> {
+        let table = readme_table(bench)?;
+        println!("\n{table}");
+        if self.update_readme {
+            let path = project_root().join("README.md");
+            let readme = std::fs::read_to_string(&path).context("read README.md")?;
+            let updated = replace_block(&readme, &table)?;
+            std::fs::write(&path, updated).context("write README.md")?;
+            println!("README.md updated");
+        }
         Ok(())
     }
+}
+
+const BEGIN: &str =
+    "<!-- bench:begin: generated by `cargo xtask bench --update-readme` from bench.json -->";
+const END: &str = "<!-- bench:end -->";
+/// The main job before issue 12 on the development machine (`test --both-modes`, 16.6 s).
+const MAIN_JOB_BEFORE_S: f64 = 16.6;
+
+/// The machine and the table of the README's performance section, from a bench.json.
+fn readme_table(bench: &serde_json::Value) -> Result<String> {
+    let stats = |path: &[&str]| -> Result<(f64, f64, f64, f64)> {
+        let mut v = bench;
+        for key in path {
+            v = &v[*key];
+        }
+        let get = |k: &str| {
+            v[k].as_f64()
+                .with_context(|| format!("bench.json has no {}.{k}", path.join(".")))
+        };
+        // p95 is new: older files have none, and show the max in its place.
+        Ok((
+            get("median")?,
+            v["p95"].as_f64().unwrap_or(get("max")?),
+            get("min")?,
+            get("max")?,
+        ))
+    };
+    let range = |(median, _, min, max): (f64, f64, f64, f64), unit: &str| {
+        format!("{median:.2} {unit} [{min:.2}..{max:.2}]")
+    };
+    let tail = |(median, p95, _, max): (f64, f64, f64, f64)| {
+        format!("p50 {median:.1} / p95 {p95:.1} / max {max:.1} ms")
+    };
+    let machine = &bench["machine"];
+    let mut out = format!(
+        "{BEGIN}\nMeasured on {} ({} cores, {} GiB):\n\n",
+        machine["cpu"].as_str().unwrap_or("an unnamed CPU"),
+        machine["cores"],
+        machine["memory_gib"].as_str().unwrap_or("?"),
+    );
+    out.push_str("| measure | subject | baseline | ratio | target |\n|---|---|---|---|---|\n");
+    let xt = stats(&["db_up_ready_s", "xtask"])?;
+    if bench.get("engine_floor_s").is_some() {
+        let floor = stats(&["engine_floor_s"])?;
+        out.push_str(&format!(
+            "| `db-up` to a real login | {} | engine floor, `docker run --rm` of the image: {} | {:.2}x | <= 1.5x |\n",
+            range(xt, "s"),
+            range(floor, "s"),
+            xt.0 / floor.0
+        ));
+    }
+    let raw = stats(&["db_up_ready_s", "raw"])?;
+    out.push_str(&format!(
+        "| `db-up` to a real login | {} | `compose up -d` + a `psql` loop: {} | {:.2}x | |\n",
+        range(xt, "s"),
+        range(raw, "s"),
+        xt.0 / raw.0
+    ));
+    let migrations = stats(&["test_db_ms", "migrations"])?;
+    if bench["test_db_ms"].get("handout").is_some() {
+        let handout = stats(&["test_db_ms", "handout"])?;
+        out.push_str(&format!(
+            "| a test's database | pool server's hand-out, one process per test: {} | empty database + migrations: {} | {:.0}x cheaper | p50 <= 3 ms, p95 <= 10 ms, >= 10x |\n",
+            tail(handout),
+            range(migrations, "ms"),
+            migrations.0 / handout.0
+        ));
+        if bench["test_db_ms"].get("handout_own_pool").is_some() {
+            out.push_str(&format!(
+                "| a test's database | hand-out from a pool of the process's own (login included): {} | | | |\n",
+                tail(stats(&["test_db_ms", "handout_own_pool"])?)
+            ));
+        }
+        let in_process = stats(&["test_db_ms", "handout_in_process"])?;
+        out.push_str(&format!(
+            "| a test's database | pool hand-out, threads of one process: {} | | | |\n",
+            tail(in_process)
+        ));
+    }
+    if bench.get("test_db_ms_suites").is_some() {
+        out.push_str(&format!(
+            "| a test's database | hand-outs in the suites' host runs: {} | | | p50 <= 3 ms, p95 <= 10 ms |\n",
+            tail(stats(&["test_db_ms_suites", "handout"])?)
+        ));
+    }
+    let clone = stats(&["test_db_ms", "template_clone"])?;
+    out.push_str(&format!(
+        "| a test's database | template clone on demand: {} | empty database + migrations: {} | {:.2}x cheaper | |\n",
+        range(clone, "ms"),
+        range(migrations, "ms"),
+        migrations.0 / clone.0
+    ));
+    let both = stats(&["suite_wall_s", "both"])?;
+    if bench.get("main_job_s").is_some() {
+        out.push_str(&format!(
+            "| the main job, `test --both-modes` | {} (harness {:.0} % of it) | {MAIN_JOB_BEFORE_S} s before | {:.2}x | <= 0.5x |\n",
+            range(both, "s"),
+            bench["harness_share"].as_f64().unwrap_or(f64::NAN) * 100.0,
+            both.0 / MAIN_JOB_BEFORE_S
+        ));
+    }
+    let (host, container) = (
+        stats(&["suite_wall_s", "host"])?,
+        stats(&["suite_wall_s", "container"])?,
+    );
+    out.push_str(&format!(
+        "| suites, both modes at once | {} | slower single mode: {:.2} s (host {:.2} s, container {:.2} s) | {:.2}x | |\n",
+        range(both, "s"),
+        host.0.max(container.0),
+        host.0,
+        container.0,
+        both.0 / host.0.max(container.0)
+    ));
+    let build = stats(&["xtask_cold_build_s"])?;
+    out.push_str(&format!(
+        "| the xtask's cold build | {}, {} crates | | | < 15 s |\n{END}",
+        range(build, "s"),
+        bench["xtask_crates"]
+    ));
+    Ok(out)
+}
+
+/// `readme` with the block between the bench markers replaced by `table` (markers included).
+fn replace_block(readme: &str, table: &str) -> Result<String> {
+    let (Some(begin), Some(end)) = (readme.find(BEGIN), readme.find(END)) else {
+        bail!("README.md has no bench markers ({BEGIN} ... {END}) to write the table between");
+    };
+    if end < begin {
+        bail!("README.md's bench markers are out of order");
+    }
+    Ok(format!(
+        "{}{table}{}",
+        &readme[..begin],
+        &readme[end + END.len()..]
+    ))
+}
+
+fn show_tail(s: &Stats) -> String {
+    format!("{:.1}/{:.1}/{:.1}", s.median, s.p95, s.max)
 }
 
 fn show(s: &Stats) -> String {
@@ -145,25 +373,23 @@ fn timed(f: impl FnOnce() -> Result<()>) -> Result<f64> {
 }
 
 fn test_db_url(port: u16) -> String {
-    let db = model::TEST_DB;
-    let Password::Public(password) = db.password else {
-        unreachable!("the test password is public")
-    };
-    let mut address = db.host_address.expect("test-db is published");
+    let mut address = model::TEST_DB_SERVICE.host_address;
     address.port = port;
-    db.url_with(address, password)
+    model::TEST_DB.url_with(address, model::TEST_DB_PASSWORD)
 }
 
 /// `cargo xtask db-up` against `compose up -d test-db` and a `psql -c 'select 1'` loop, each
-/// from a removed container, on a warm image.
+/// from a removed container, on a warm image; and the engine's own floor, `docker run --rm` of
+/// the same image running `true`.
 fn bench_db_up(
     sh: &Shell,
     compose: &Compose,
     stack: &Stack,
     xtask: &Path,
     reps: usize,
-) -> Result<(Stats, Stats)> {
+) -> Result<(Stats, Stats, Stats)> {
     let service = Service::TestDb.name();
+    let image = preflight::image_available(sh, model::POSTGRES_IMAGE)?;
     let was_running = stack
         .containers(sh)?
         .iter()
@@ -177,8 +403,14 @@ fn bench_db_up(
             .and_then(|c| c.host_port(Service::TestDb.container_port()))
             .context("test-db publishes no port")
     };
-    let (mut xt, mut raw) = (Vec::new(), Vec::new());
+    let (mut xt, mut raw, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps {
+        floor.push(timed(|| {
+            cmd!(sh, "docker run --rm --entrypoint true {image}")
+                .quiet()
+                .run()
+                .context("docker run --rm of the test-db image")
+        })?);
         remove()?;
         xt.push(timed(|| {
             cmd!(sh, "{xtask} db-up --env test")
@@ -213,27 +445,36 @@ fn bench_db_up(
             Ok(())
         })?);
         eprintln!(
-            "  rep {}: xtask {:.2} s, raw {:.2} s",
+            "  rep {}: xtask {:.2} s, raw {:.2} s, floor {:.2} s",
             rep + 1,
             xt[rep],
-            raw[rep]
+            raw[rep],
+            floor[rep]
         );
     }
     if !was_running {
         remove()?;
     }
-    Ok((Stats::of(xt), Stats::of(raw)))
+    Ok((Stats::of(xt), Stats::of(raw), Stats::of(floor)))
 }
 
-/// Per-database cost as the suites pay it, measured in-process by the API crate's
-/// `test_db_cost` example with the suites' own support module: a clone of the migrated template
-/// against an empty database and the migration runner, interleaved, connection included.
-fn bench_test_db(
-    sh: &Shell,
-    compose: &Compose,
-    stack: &Stack,
-    count: usize,
-) -> Result<(Stats, Stats)> {
+/// What one test's database costs.
+struct TestDbCost {
+    /// From the pool server, one process per hand-out as nextest runs tests, two at a time.
+    handout: Stats,
+    misses: u64,
+    /// From a pool of each process's own, its login included (no pool server).
+    own_pool: Stats,
+    /// From the pool, to tasks of one process over its persistent connection.
+    in_process: Stats,
+    clone: Stats,
+    migrations: Stats,
+}
+
+/// Per-database cost as the suites pay it, measured by the API crate's `test_db_cost` example
+/// with the suites' own support module: the pool's hand-out, a clone of the migrated template
+/// made on demand, and an empty database with the migration runner, connection included.
+fn bench_test_db(sh: &Shell, compose: &Compose, stack: &Stack, count: usize) -> Result<TestDbCost> {
     let running = stack.start(
         sh,
         compose,
@@ -258,22 +499,43 @@ fn bench_test_db(
     .context("run the test_db_cost example")?;
     let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap_or_default())
         .context("read test_db_cost's output")?;
-    let samples = |key: &str| -> Result<Vec<f64>> {
-        json[key]
+    let samples = |key: &str| -> Result<Stats> {
+        let values: Vec<f64> = json[key]
             .as_array()
             .with_context(|| format!("test_db_cost printed no {key}"))?
             .iter()
             .map(|v| v.as_f64().context("not a number"))
-            .collect()
+            .collect::<Result<_>>()?;
+        if values.is_empty() {
+            bail!("test_db_cost printed no sample of {key}");
+        }
+        Ok(Stats::of(values))
     };
-    Ok((
-        Stats::of(samples("template_clone")?),
-        Stats::of(samples("migrations")?),
-    ))
+    Ok(TestDbCost {
+        handout: samples("handout")?,
+        misses: json["handout_misses"].as_u64().unwrap_or(0),
+        own_pool: samples("handout_own_pool")?,
+        in_process: samples("handout_in_process")?,
+        clone: samples("template_clone")?,
+        migrations: samples("migrations")?,
+    })
+}
+
+struct Suites {
+    host: Stats,
+    container: Stats,
+    both: Stats,
+    /// Of the last both-modes run: the sum of its test bodies (both modes, from JUnit), the
+    /// parallelism they had, and the share of its wall time that was not test bodies.
+    bodies_s: f64,
+    parallelism: usize,
+    harness_share: f64,
+    /// Every hand-out of a test database in the host runs (the support code records them).
+    handout: Option<Stats>,
 }
 
 /// Wall time of the three test commands, interleaved.
-fn bench_suites(sh: &Shell, xtask: &Path, reps: usize) -> Result<(Stats, Stats, Stats)> {
+fn bench_suites(sh: &Shell, xtask: &Path, reps: usize) -> Result<Suites> {
     // One untimed run builds everything, so every timed run measures running, not compiling.
     cmd!(sh, "{xtask} test --host")
         .quiet()
@@ -281,7 +543,10 @@ fn bench_suites(sh: &Shell, xtask: &Path, reps: usize) -> Result<(Stats, Stats, 
         .ignore_stderr()
         .run()
         .context("warm-up run of the suites")?;
+    let handouts = xtask_dir().join("bench-handouts.txt");
+    let _ = std::fs::remove_file(&handouts);
     let (mut host, mut container, mut both) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last_both = 0.0;
     for rep in 0..reps {
         for (flag, samples) in [
             ("--host", &mut host),
@@ -290,6 +555,7 @@ fn bench_suites(sh: &Shell, xtask: &Path, reps: usize) -> Result<(Stats, Stats, 
         ] {
             let run = || {
                 cmd!(sh, "{xtask} test {flag}")
+                    .env(TIMINGS_VAR, &handouts)
                     .quiet()
                     .ignore_stdout()
                     .ignore_stderr()
@@ -298,6 +564,7 @@ fn bench_suites(sh: &Shell, xtask: &Path, reps: usize) -> Result<(Stats, Stats, 
             };
             samples.push(timed(run)?);
         }
+        last_both = both[rep];
         eprintln!(
             "  rep {}: host {:.1} s, container {:.1} s, both {:.1} s",
             rep + 1,
@@ -306,7 +573,47 @@ fn bench_suites(sh: &Shell, xtask: &Path, reps: usize) -> Result<(Stats, Stats, 
             both[rep]
         );
     }
-    Ok((Stats::of(host), Stats::of(container), Stats::of(both)))
+    // The last run was --both-modes: its JUnit reports are still there.
+    let mut bodies_s = 0.0;
+    for mode in ["host", "container"] {
+        let path = xtask_dir().join(format!("junit-{mode}.xml"));
+        let xml =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        bodies_s +=
+            parity::body_seconds(&xml).with_context(|| format!("read {}", path.display()))?;
+    }
+    let parallelism = nextest_threads() * 2;
+    let handout = std::fs::read_to_string(&handouts).ok().and_then(|text| {
+        let ms: Vec<f64> = text
+            .lines()
+            .filter_map(|line| line.split_whitespace().next()?.parse().ok())
+            .collect();
+        (!ms.is_empty()).then(|| Stats::of(ms))
+    });
+    Ok(Suites {
+        host: Stats::of(host),
+        container: Stats::of(container),
+        both: Stats::of(both),
+        bodies_s,
+        parallelism,
+        harness_share: harness_share(last_both, bodies_s, parallelism),
+        handout,
+    })
+}
+
+/// The share of a run's wall time that its test bodies do not explain: what the harness
+/// (build check, services, archive extraction, process start, reports) costs.
+fn harness_share(wall_s: f64, bodies_s: f64, parallelism: usize) -> f64 {
+    let bodies_wall = bodies_s / parallelism.max(1) as f64;
+    ((wall_s - bodies_wall) / wall_s).clamp(0.0, 1.0)
+}
+
+/// nextest's default test threads: one per CPU (`NEXTEST_TEST_THREADS` overrides it).
+fn nextest_threads() -> usize {
+    std::env::var("NEXTEST_TEST_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The xtask built from nothing in a target folder of its own (dependencies already
@@ -354,4 +661,78 @@ fn machine(sh: &Shell) -> serde_json::Value {
             .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
     });
     json!({ "cores": cores, "cpu": cpu, "memory_gib": memory })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(samples: &[f64]) -> serde_json::Value {
+        serde_json::to_value(Stats::of(samples.to_vec())).unwrap()
+    }
+
+    #[test]
+    fn p95_is_the_nearest_rank() {
+        let s = Stats::of((1..=20).map(f64::from).collect());
+        assert_eq!((s.median, s.p95, s.max), (10.5, 19.0, 20.0));
+        let one = Stats::of(vec![4.0]);
+        assert_eq!((one.median, one.p95), (4.0, 4.0));
+    }
+
+    #[test]
+    fn the_harness_share_is_what_the_bodies_do_not_explain() {
+        // 20 s of bodies on 4 slots explain 5 s of a 10 s run.
+        assert_eq!(harness_share(10.0, 20.0, 4), 0.5);
+        assert_eq!(harness_share(10.0, 80.0, 4), 0.0);
+    }
+
+    fn bench() -> serde_json::Value {
+        json!({
+            "machine": { "cores": 2, "cpu": "AMD EPYC 7B13", "memory_gib": "24" },
+            "db_up_ready_s": { "xtask": stats(&[0.9, 1.0, 1.1]), "raw": stats(&[0.8, 0.9, 1.0]) },
+            "engine_floor_s": stats(&[0.4, 0.5, 0.6]),
+            "test_db_ms": {
+                "handout": stats(&[1.0, 2.0, 9.0]),
+                "handout_in_process": stats(&[0.5, 0.6, 0.7]),
+                "template_clone": stats(&[10.0, 11.0, 12.0]),
+                "migrations": stats(&[40.0, 50.0, 60.0]),
+            },
+            "test_db_ms_suites": { "handout": stats(&[2.0, 3.0, 4.0]) },
+            "suite_wall_s": { "host": stats(&[6.0]), "container": stats(&[7.0]), "both": stats(&[8.0]) },
+            "main_job_s": stats(&[8.0]),
+            "harness_share": 0.25,
+            "xtask_cold_build_s": stats(&[14.0]),
+            "xtask_crates": 50,
+        })
+    }
+
+    #[test]
+    fn the_readme_table_comes_from_bench_json() {
+        let table = readme_table(&bench()).unwrap();
+        for line in [
+            "Measured on AMD EPYC 7B13 (2 cores, 24 GiB):",
+            "| `db-up` to a real login | 1.00 s [0.90..1.10] | engine floor, `docker run --rm` of the image: 0.50 s [0.40..0.60] | 2.00x | <= 1.5x |",
+            "| a test's database | pool server's hand-out, one process per test: p50 2.0 / p95 9.0 / max 9.0 ms | empty database + migrations: 50.00 ms [40.00..60.00] | 25x cheaper | p50 <= 3 ms, p95 <= 10 ms, >= 10x |",
+            "| the main job, `test --both-modes` | 8.00 s [8.00..8.00] (harness 25 % of it) | 16.6 s before | 0.48x | <= 0.5x |",
+        ] {
+            assert!(
+                table.lines().any(|l| l == line),
+                "missing {line}\nin\n{table}"
+            );
+        }
+        let mut incomplete = bench();
+        incomplete["db_up_ready_s"] = json!({});
+        assert!(readme_table(&incomplete).is_err());
+    }
+
+    #[test]
+    fn the_table_replaces_the_block_between_the_markers_only() {
+        let readme = format!("# Title\n\n{BEGIN}\nold\n{END}\n\nAfter.\n");
+        let table = format!("{BEGIN}\nnew\n{END}");
+        assert_eq!(
+            replace_block(&readme, &table).unwrap(),
+            format!("# Title\n\n{BEGIN}\nnew\n{END}\n\nAfter.\n")
+        );
+        assert!(replace_block("# no markers\n", &table).is_err());
+    }
 }

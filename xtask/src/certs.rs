@@ -43,15 +43,8 @@ fn make(sh: &Shell, dir: &std::path::Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("create {}", tmp.display()))?;
     let _dir = sh.push_dir(&tmp);
-    let db = model::TEST_DB;
-    let host = db
-        .host_address
-        .context("the test database is published")?
-        .host;
-    let network = db
-        .network_address
-        .context("the test database has a network name")?
-        .host;
+    let db = model::TEST_DB_SERVICE;
+    let (host, network) = (db.host_address.host, db.network_address.host);
     let sans = format!("subjectAltName=DNS:{host},IP:127.0.0.1,DNS:{network}");
     let ec = [
         "-newkey",

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
-use genesis_model::{self as model, Database, Env, Password, Storage};
+use genesis_model::{self as model, ComposeDb, Database, Env, Password, Storage};
 use serde::Serialize;
 use xshell::Shell;
 
@@ -181,10 +181,8 @@ fn password_value(db: &Database) -> String {
     }
 }
 
-fn database_service(name: &'static str, db: &Database) -> Service {
-    let host = db
-        .host_address
-        .expect("compose databases have a host address");
+fn database_service(compose: ComposeDb, db: &Database) -> Service {
+    let host = compose.host_address;
     let mut service = Service {
         image: model::POSTGRES_IMAGE.compose_ref(),
         environment: BTreeMap::from([
@@ -193,7 +191,7 @@ fn database_service(name: &'static str, db: &Database) -> Service {
             ("POSTGRES_DB", db.name.to_owned()),
         ]),
         labels: labels(true),
-        ports: vec![published(name, host.port, model::POSTGRES_PORT)],
+        ports: vec![published(compose.service, host.port, model::POSTGRES_PORT)],
         healthcheck: healthcheck(&[
             "pg_isready",
             "-h",
@@ -207,7 +205,7 @@ fn database_service(name: &'static str, db: &Database) -> Service {
         ]),
         ..Service::default()
     };
-    match db.storage {
+    match compose.storage {
         Storage::Disposable => {
             // TLS with the certificates the test set-up made (`certs`): the entrypoint copies
             // them, as root, to a folder the server's own user owns, since PostgreSQL refuses a
@@ -242,7 +240,6 @@ fn database_service(name: &'static str, db: &Database) -> Service {
             service.volumes = vec![format!("./{}:{}:ro", tls.dir, tls.mount)];
         }
         Storage::Volume(name) => service.volumes = vec![format!("{name}:{PGDATA}")],
-        Storage::Managed => unreachable!("managed databases are not compose services"),
     }
     service
 }
@@ -256,9 +253,11 @@ fn compose_file() -> ComposeFile {
     let mut services = BTreeMap::new();
     let mut volumes = BTreeMap::new();
     for db in Env::ALL.map(Env::database) {
-        let Some(name) = db.service else { continue };
-        services.insert(name, database_service(name, db));
-        if let Storage::Volume(volume) = db.storage {
+        let Some(compose) = db.compose() else {
+            continue;
+        };
+        services.insert(compose.service, database_service(compose, db));
+        if let Storage::Volume(volume) = compose.storage {
             volumes.insert(
                 volume,
                 Labelled {
@@ -286,9 +285,7 @@ fn compose_file() -> ComposeFile {
         },
     );
     let api = model::API;
-    let test_db = model::TEST_DB
-        .service
-        .expect("the test database is a compose service");
+    let test_db = model::TEST_DB_SERVICE.service;
     services.insert(
         api.service,
         Service {
@@ -355,44 +352,38 @@ fn env_lines(env: Env) -> Vec<(&'static str, String)> {
     let redis_url = redis.url(redis.host_address);
     match env {
         Env::Test => {
-            let Password::Public(password) = db.password else {
-                unreachable!("the test password is public")
-            };
             vec![
                 (
                     db.url_var,
-                    db.url_with(
-                        db.host_address.expect("test-db has a host address"),
-                        password,
-                    ),
+                    db.url_with(model::TEST_DB_SERVICE.host_address, model::TEST_DB_PASSWORD),
                 ),
                 ("ENVIRONMENT", env.environment_value().to_owned()),
                 ("TESTING_MODE", "true".to_owned()),
                 ("STRICT_HEALTH_CHECKS", "false".to_owned()),
+                (
+                    genesis_settings::PASSWORD_HASH_COST,
+                    env.password_cost().name.to_owned(),
+                ),
                 (redis.url_var, redis_url),
             ]
         }
         Env::Dev => {
-            let Password::FromEnv(var) = db.password else {
-                unreachable!("the dev password is secret")
-            };
+            // The parts, not a URL: the settings assemble DATABASE_URL from them and the
+            // password with every part percent-encoded, so a password with `@`, `:` or `%`
+            // means itself (a `${POSTGRES_PASSWORD}` spliced into a URL would not).
+            let address = model::DEV_DB_SERVICE.host_address;
             vec![
-                (
-                    db.url_var,
-                    db.url_with(
-                        db.host_address.expect("postgres has a host address"),
-                        &format!("${{{var}}}"),
-                    ),
-                ),
+                ("POSTGRES_SERVER", address.host.to_owned()),
+                ("POSTGRES_PORT", address.port.to_string()),
+                ("POSTGRES_USER", db.user.to_owned()),
+                ("POSTGRES_DB", db.name.to_owned()),
                 ("ENVIRONMENT", env.environment_value().to_owned()),
                 ("DEBUG", "true".to_owned()),
                 (redis.url_var, redis_url),
             ]
         }
         Env::Prod => {
-            let Password::FromEnv(var) = db.password else {
-                unreachable!("the prod password is secret")
-            };
+            let var = model::PASSWORD_VAR;
             let placeholder = |name: &str| format!("${{{name}}}");
             vec![
                 (db.url_var, placeholder(db.url_var)),
@@ -410,7 +401,7 @@ pub fn render_env_file(env: Env) -> String {
     let mut out = header("#");
     match env {
         Env::Test => out.push_str("# The test database's password is public by design: its data is disposable.\n"),
-        Env::Dev => out.push_str("# POSTGRES_PASSWORD comes from your environment or the git-ignored .env (`cargo xtask db-up --env dev` makes one).\n"),
+        Env::Dev => out.push_str("# DATABASE_URL is assembled from these parts and POSTGRES_PASSWORD, which comes from your environment or the git-ignored .env (`cargo xtask db-up --env dev` makes one).\n"),
         Env::Prod => out.push_str("# Placeholders only: the real values come from the deployment's environment.\n"),
     }
     for (key, value) in env_lines(env) {

@@ -36,6 +36,8 @@ pub enum Cmd {
     Bench(Bench),
     Load(crate::load::Load),
     Images(Images),
+    Migration(Migration),
+    Parity(Parity),
 }
 
 /// Write docker-compose.yml and the env files from the environment model.
@@ -74,6 +76,42 @@ pub struct Test {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Run this nextest archive (`cargo nextest archive -p genesis-api`, built once, possibly
+    /// elsewhere) instead of building one.
+    #[arg(long, value_name = "FILE")]
+    pub archive: Option<std::path::PathBuf>,
+    /// Run one slice of the selected tests (nextest's `slice:M/N`, `count:M/N` or `hash:M/N`).
+    /// The report still lists every selected test, for `cargo xtask parity merge`.
+    #[arg(long, value_name = "KIND:M/N", value_parser = crate::parity::parse_partition)]
+    pub partition: Option<String>,
+    /// Test name filters, passed to nextest after `--` (`cargo xtask test -- login health::`).
+    #[arg(last = true, value_name = "FILTERS")]
+    pub filters: Vec<String>,
+}
+
+/// Parity reports of shards run on several machines.
+#[derive(Debug, Args)]
+pub struct Parity {
+    #[command(subcommand)]
+    pub cmd: ParityCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ParityCmd {
+    Merge(ParityMerge),
+}
+
+/// Merge the parity.json of shards of one archive (`cargo xtask test --archive FILE
+/// --partition slice:M/N` on each machine); exit 1 when a test of the archive ran in no shard,
+/// in one mode only, or with different outcomes.
+#[derive(Debug, Args)]
+pub struct ParityMerge {
+    /// The shards' parity reports (target/xtask/parity.json of each run).
+    #[arg(required = true, value_name = "REPORTS")]
+    pub reports: Vec<std::path::PathBuf>,
+    /// Print the merged report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -109,14 +147,20 @@ pub struct VerifyMigration {
 #[derive(Debug, Args)]
 pub struct Ci {}
 
-/// Measure the workflow against its baselines: db-up against a raw start, a template clone
-/// against migrations, both modes against one, and the xtask's cold build. Writes
-/// target/xtask/bench.json.
+/// Measure the workflow against its baselines: db-up against a raw start and the engine's
+/// floor, a test database's hand-out and clone against migrations, the main job (both modes)
+/// and its harness share, and the xtask's cold build. Writes target/xtask/bench.json.
 #[derive(Debug, Args)]
 pub struct Bench {
     /// Repetitions of each measurement (the database one runs five times as many).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Measure nothing: render the table of this bench.json (for example to update the README).
+    #[arg(long, value_name = "BENCH_JSON")]
+    pub from: Option<std::path::PathBuf>,
+    /// Write the table into README.md's performance section, between its bench markers.
+    #[arg(long)]
+    pub update_readme: bool,
 }
 
 /// An environment of the model, as `--env` names it.
@@ -156,7 +200,7 @@ pub struct DbUp {
     #[arg(long = "with", value_enum)]
     pub with: Vec<Extra>,
     /// Seconds to wait for readiness before failing with the service's last log lines.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = crate::services::READY_TIMEOUT.as_secs(), value_name = "SECONDS")]
     pub timeout: u64,
 }
 
@@ -261,4 +305,24 @@ pub struct Server {
     /// Allow working on a server that is not on this machine (refused by default).
     #[arg(long)]
     pub allow_remote: bool,
+}
+
+/// The application's migrations: create the next one, or show where a database stands.
+#[derive(Debug, Args)]
+pub struct Migration {
+    #[command(subcommand)]
+    pub cmd: MigrationCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrationCmd {
+    New(MigrationNew),
+}
+
+/// Create the next numbered migration file under crates/genesis-api/migrations/.
+#[derive(Debug, Args)]
+pub struct MigrationNew {
+    /// A plain identifier: lowercase ASCII letters, digits and underscores (e.g. add_tags).
+    #[arg(value_name = "NAME")]
+    pub name: String,
 }

@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use genesis_model::{self as model, Image};
 use xshell::{Shell, cmd};
 
-use crate::test::xtask_dir;
+use crate::util::xtask_dir;
 use crate::util::{project_root, usage};
 use crate::{child, flags, preflight};
 

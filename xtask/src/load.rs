@@ -23,8 +23,7 @@ use xshell::{Shell, cmd};
 
 use crate::child;
 use crate::services::http_get;
-use crate::test::xtask_dir;
-use crate::util::{check_failed, target_dir, usage};
+use crate::util::{check_failed, target_dir, usage, xtask_dir};
 
 /// Load the API with wrk (login and /auth/me) and report throughput, latency, statuses and
 /// peak memory. Needs `wrk`, and PostgreSQL and Redis running (DATABASE_URL and REDIS_URL, or
@@ -94,10 +93,7 @@ impl Load {
             let model::Password::Public(password) = db.password else {
                 unreachable!("the test database's password is public by design")
             };
-            db.url_with(
-                db.host_address.expect("the test database is published"),
-                password,
-            )
+            db.url_with(model::TEST_DB_SERVICE.host_address, password)
         });
         let redis_url = std::env::var("REDIS_URL")
             .unwrap_or_else(|_| model::REDIS.url(model::REDIS.host_address));

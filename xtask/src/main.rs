@@ -11,10 +11,12 @@ mod ci;
 mod codegen;
 mod compose;
 mod db;
+mod devpass;
 mod doctor;
 mod flags;
 mod images;
 mod load;
+mod migration;
 mod parity;
 mod pg;
 mod preflight;
@@ -32,7 +34,10 @@ fn main() -> ExitCode {
     let flags = flags::Xtask::parse();
     let result = Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
         util::install_interrupt_handler()?;
-        sh.change_dir(util::find_project_root()?);
+        let root = util::find_project_root()?;
+        sh.change_dir(&root);
+        // Every password this process can know is masked by value in all it prints.
+        devpass::register_known_secrets(&root);
         let name = flags
             .stack
             .or_else(|| std::env::var(genesis_model::STACK_VAR).ok());
@@ -53,6 +58,8 @@ fn main() -> ExitCode {
             flags::Cmd::Ci(cmd) => cmd.run(&sh),
             flags::Cmd::Bench(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::Load(cmd) => cmd.run(&sh),
+            flags::Cmd::Migration(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::Parity(cmd) => cmd.run(&sh),
         }
     });
     match result {

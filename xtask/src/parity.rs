@@ -1,14 +1,19 @@
-//! Per-test outcomes from nextest's JUnit reports, and the parity report that compares the
-//! host and container runs test by test.
+//! Per-test outcomes from nextest's JUnit reports, the parity report that compares the host
+//! and container runs test by test, and `parity merge`, which joins the reports of shards run
+//! on several machines from one archive and checks that together they ran every test of it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result, bail};
 use quick_xml::events::{BytesStart, Event};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use xshell::Shell;
+
+use crate::flags;
+use crate::util::{check_failed, usage};
 
 /// Where a suite ran.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     Host,
@@ -24,7 +29,7 @@ impl Target {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Passed,
@@ -33,7 +38,7 @@ pub enum Outcome {
 }
 
 /// A test: its suite (the test binary: `auth`, `integrations`) and its name in that binary.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TestId {
     pub suite: String,
     pub name: String,
@@ -91,6 +96,28 @@ pub fn parse_junit(xml: &str) -> Result<Outcomes> {
     Ok(outcomes)
 }
 
+/// The sum of the `time` of every test case of a JUnit report, in seconds: the test bodies
+/// (for nextest, each test's process from start to exit).
+pub fn body_seconds(xml: &str) -> Result<f64> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut total = 0.0;
+    loop {
+        match reader
+            .read_event()
+            .with_context(|| format!("malformed JUnit near byte {}", reader.buffer_position()))?
+        {
+            Event::Start(tag) | Event::Empty(tag) if tag.name().as_ref() == b"testcase" => {
+                let time = attribute(&tag, "time")?;
+                total += time
+                    .parse::<f64>()
+                    .with_context(|| format!("a testcase time {time:?}"))?;
+            }
+            Event::Eof => return Ok(total),
+            _ => {}
+        }
+    }
+}
+
 fn attribute(tag: &BytesStart<'_>, key: &str) -> Result<String> {
     for attr in tag.attributes() {
         let attr = attr.context("malformed JUnit attribute")?;
@@ -116,7 +143,7 @@ fn test_id(tag: &BytesStart<'_>, suite: Option<&str>) -> Result<TestId> {
 }
 
 /// One test across the modes that ran.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TestRow {
     #[serde(flatten)]
     pub id: TestId,
@@ -157,14 +184,14 @@ impl TestRow {
     }
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub passed: usize,
     pub failed: usize,
     pub skipped: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct SuiteSummary {
     pub tests: usize,
     pub modes: BTreeMap<Target, Counts>,
@@ -172,7 +199,7 @@ pub struct SuiteSummary {
 }
 
 /// The comparison of the runs: every test, a summary per suite, and the problems.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Report {
     /// True when every mode ran the same tests with the same outcomes.
     pub parity: bool,
@@ -182,6 +209,274 @@ pub struct Report {
     pub suites: BTreeMap<String, SuiteSummary>,
     pub problems: Vec<String>,
     pub tests: Vec<TestRow>,
+    /// The archive the runs came from, with every test it selects, so that the reports of
+    /// shards can be merged and checked for tests no shard ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveTests>,
+}
+
+/// Every test an archive selects (under the run's filters, before partitioning), and the
+/// slice of them this run was given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveTests {
+    /// The archive's file name and size: shards of one archive agree on both.
+    pub file: String,
+    pub bytes: u64,
+    /// nextest's partition (`slice:1/2`), if the run had one.
+    pub partition: Option<String>,
+    /// The filters the tests were selected with (the suite's filterset and name filters).
+    pub filters: Vec<String>,
+    pub tests: Vec<TestId>,
+    /// The tests of this run's partition.
+    pub shard: Vec<TestId>,
+}
+
+/// `KIND:M/N` as nextest's `--partition` takes it: `slice`, `count` or `hash`, 1 <= M <= N.
+pub fn parse_partition(value: &str) -> Result<String, String> {
+    let bad = || format!("{value:?} is not KIND:M/N (slice:1/2, count:1/3, hash:2/2)");
+    let (kind, rest) = value.split_once(':').ok_or_else(bad)?;
+    let (m, n) = rest.split_once('/').ok_or_else(bad)?;
+    let (m, n): (u32, u32) = (m.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+    if !matches!(kind, "slice" | "count" | "hash") || m == 0 || m > n {
+        return Err(bad());
+    }
+    Ok(format!("{kind}:{m}/{n}"))
+}
+
+impl flags::Parity {
+    pub fn run(self, _sh: &Shell) -> Result<()> {
+        match self.cmd {
+            flags::ParityCmd::Merge(merge) => merge.run(),
+        }
+    }
+}
+
+impl flags::ParityMerge {
+    fn run(self) -> Result<()> {
+        let mut reports = Vec::new();
+        for path in &self.reports {
+            let text = std::fs::read_to_string(path)
+                .map_err(|err| usage(format!("cannot read {}: {err}", path.display())))?;
+            let report: Report = serde_json::from_str(&text).map_err(|err| {
+                usage(format!("{} is not a parity report: {err}", path.display()))
+            })?;
+            reports.push((path.display().to_string(), report));
+        }
+        let merged = merge(&reports).map_err(|err| usage(err.to_string()))?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&merged)?);
+        } else {
+            println!("{}", merged.table());
+            for problem in &merged.problems {
+                println!("  problem: {problem}");
+            }
+        }
+        let total = merged.archive.as_ref().map_or(0, |a| a.tests.len());
+        if merged.ok {
+            println!(
+                "parity holds: {total} tests of the archive, every one run in {} shard(s), same outcomes in {}",
+                reports.len(),
+                merged
+                    .modes
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            );
+            Ok(())
+        } else {
+            Err(check_failed(format!(
+                "{} problem(s) across {} shard(s) of {total} tests",
+                merged.problems.len(),
+                reports.len()
+            )))
+        }
+    }
+}
+
+/// Reads `cargo nextest list --message-format json` of an archive run with a partition: the
+/// tests that match (this shard) and those left out only by the partition (other shards).
+/// Ignored tests and tests outside the filters are not part of the run at all.
+pub fn parse_list(json: &str) -> Result<(Vec<TestId>, Vec<TestId>)> {
+    let list: serde_json::Value = serde_json::from_str(json).context("malformed nextest list")?;
+    let suites = list["rust-suites"]
+        .as_object()
+        .context("nextest list without rust-suites")?;
+    let (mut all, mut shard) = (Vec::new(), Vec::new());
+    for suite in suites.values() {
+        let Some(binary) = suite["binary-name"].as_str() else {
+            bail!("a nextest suite without binary-name");
+        };
+        let Some(cases) = suite["testcases"].as_object() else {
+            continue;
+        };
+        for (name, case) in cases {
+            let matched = &case["filter-match"];
+            let id = TestId {
+                suite: binary.to_owned(),
+                name: name.clone(),
+            };
+            match (matched["status"].as_str(), matched["reason"].as_str()) {
+                (Some("matches"), _) => {
+                    all.push(id.clone());
+                    shard.push(id);
+                }
+                (Some("mismatch"), Some("partition")) => all.push(id),
+                (Some(_), _) => {}
+                (None, _) => bail!("nextest list: {id} without a filter-match status"),
+            }
+        }
+    }
+    all.sort();
+    shard.sort();
+    Ok((all, shard))
+}
+
+/// A shard's JUnit report with the archive's other tests added as skipped, in a `<testsuite>`
+/// per test binary named as nextest names it (`genesis-api::auth`), so that the report of each
+/// shard lists every test of the archive.
+pub fn junit_with_other_shards(xml: &str, archive: &ArchiveTests, package: &str) -> Result<String> {
+    let Some(at) = xml.rfind("</testsuites>") else {
+        bail!("a JUnit report without </testsuites>");
+    };
+    let shard: BTreeSet<&TestId> = archive.shard.iter().collect();
+    let mut others: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for id in archive.tests.iter().filter(|id| !shard.contains(id)) {
+        others.entry(&id.suite).or_default().push(&id.name);
+    }
+    let partition = archive.partition.as_deref().unwrap_or("none");
+    let mut added = String::new();
+    for (suite, names) in others {
+        let suite = xml_escape(&format!("{package}::{suite}"));
+        added.push_str(&format!(
+            "    <testsuite name=\"{suite}\" tests=\"{n}\" disabled=\"0\" errors=\"0\" failures=\"0\" skipped=\"{n}\">\n",
+            n = names.len()
+        ));
+        for name in names {
+            added.push_str(&format!(
+                "        <testcase name=\"{}\" classname=\"{suite}\" time=\"0\"><skipped message=\"in another shard than this one ({})\"/></testcase>\n",
+                xml_escape(name),
+                xml_escape(partition)
+            ));
+        }
+        added.push_str("    </testsuite>\n");
+    }
+    Ok(format!("{}{added}{}", &xml[..at], &xml[at..]))
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Adds a problem for every test of this run's shard that ran in no mode (a test that ran in
+/// some modes only is already one).
+pub fn check_shard(report: &mut Report, archive: ArchiveTests) {
+    let ran: BTreeSet<&TestId> = report.tests.iter().map(|row| &row.id).collect();
+    let missing: Vec<String> = archive
+        .shard
+        .iter()
+        .filter(|id| !ran.contains(id))
+        .map(|id| format!("{id}: did not run in any mode"))
+        .collect();
+    if !missing.is_empty() {
+        report.ok = false;
+        report.problems.extend(missing);
+    }
+    report.archive = Some(archive);
+}
+
+/// Joins the reports of shards of one archive into one report: fails (exit 1, through `ok`)
+/// when a test of the archive ran in no shard, ran in one mode only, or differs; refuses
+/// reports of different archives, filters or modes (bad usage).
+pub fn merge(reports: &[(String, Report)]) -> Result<Report> {
+    let Some((first_name, first)) = reports.first() else {
+        bail!("no reports to merge");
+    };
+    let Some(archive) = &first.archive else {
+        bail!("{first_name} has no archive test list: it was written by an older xtask");
+    };
+    for (name, report) in &reports[1..] {
+        let Some(other) = &report.archive else {
+            bail!("{name} has no archive test list: it was written by an older xtask");
+        };
+        if (&other.file, other.bytes, &other.filters, &other.tests)
+            != (
+                &archive.file,
+                archive.bytes,
+                &archive.filters,
+                &archive.tests,
+            )
+        {
+            bail!(
+                "{name} and {first_name} come from different archives or filters                  ({} {} bytes {:?} against {} {} bytes {:?})",
+                other.file,
+                other.bytes,
+                other.filters,
+                archive.file,
+                archive.bytes,
+                archive.filters
+            );
+        }
+        if report.modes != first.modes {
+            bail!("{name} ran in other modes than {first_name}");
+        }
+    }
+    let mut runs: Vec<(Target, Outcomes)> =
+        first.modes.iter().map(|t| (*t, Outcomes::new())).collect();
+    let mut problems = Vec::new();
+    let mut shards_of: BTreeMap<&TestId, Vec<&str>> = BTreeMap::new();
+    for (name, report) in reports {
+        for row in &report.tests {
+            shards_of.entry(&row.id).or_default().push(name);
+            for (target, outcome) in &row.outcomes {
+                let Some(outcome) = outcome else { continue };
+                let (_, outcomes) = runs
+                    .iter_mut()
+                    .find(|(t, _)| t == target)
+                    .expect("every report has the same modes");
+                if let Some(before) = outcomes.insert(row.id.clone(), *outcome)
+                    && before != *outcome
+                {
+                    problems.push(format!(
+                        "{}: ran in several shards with different outcomes in {}",
+                        row.id,
+                        target.name()
+                    ));
+                }
+            }
+        }
+    }
+    let mut merged = compare(&runs);
+    let known: BTreeSet<&TestId> = archive.tests.iter().collect();
+    for (id, shards) in &shards_of {
+        if !known.contains(id) {
+            problems.push(format!(
+                "{id}: ran in {} but is not in the archive's list",
+                shards.join(", ")
+            ));
+        }
+    }
+    let missing: Vec<&TestId> = archive
+        .tests
+        .iter()
+        .filter(|id| !shards_of.contains_key(id))
+        .collect();
+    for id in &missing {
+        problems.push(format!("{id}: ran in no shard"));
+    }
+    if !problems.is_empty() {
+        merged.ok = false;
+        merged.problems.extend(problems);
+    }
+    merged.archive = Some(ArchiveTests {
+        partition: None,
+        shard: archive.tests.clone(),
+        ..archive.clone()
+    });
+    Ok(merged)
 }
 
 pub fn compare(runs: &[(Target, Outcomes)]) -> Report {
@@ -231,6 +526,7 @@ pub fn compare(runs: &[(Target, Outcomes)]) -> Report {
         suites,
         problems,
         tests,
+        archive: None,
     }
 }
 
@@ -405,5 +701,187 @@ mod tests {
     fn no_tests_is_not_ok() {
         let report = compare(&[(Target::Host, Outcomes::new())]);
         assert!(!report.ok);
+    }
+
+    /// A `cargo nextest list --message-format json` in the shape nextest 0.9 writes.
+    fn list_json(cases: &[(&str, &str, &str)]) -> String {
+        let mut suites: BTreeMap<&str, serde_json::Map<String, serde_json::Value>> =
+            BTreeMap::new();
+        for (binary, name, status) in cases {
+            let filter_match = match *status {
+                "match" => serde_json::json!({ "status": "matches" }),
+                reason => serde_json::json!({ "status": "mismatch", "reason": reason }),
+            };
+            suites.entry(binary).or_default().insert(
+                (*name).to_owned(),
+                serde_json::json!({ "kind": "test", "ignored": false, "filter-match": filter_match }),
+            );
+        }
+        let suites: serde_json::Map<String, serde_json::Value> = suites
+            .into_iter()
+            .map(|(binary, cases)| {
+                (
+                    format!("genesis-api::{binary}"),
+                    serde_json::json!({ "binary-name": binary, "testcases": cases }),
+                )
+            })
+            .collect();
+        serde_json::json!({ "test-count": 0, "rust-suites": suites }).to_string()
+    }
+
+    fn ids(names: &[&str]) -> Vec<TestId> {
+        names
+            .iter()
+            .map(|n| {
+                let (suite, name) = n.split_once("::").unwrap();
+                TestId {
+                    suite: suite.to_owned(),
+                    name: name.to_owned(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_list_gives_every_selected_test_and_this_partition() {
+        let json = list_json(&[
+            ("auth", "login", "match"),
+            ("auth", "logout", "partition"),
+            ("auth", "slow", "ignored"),
+            ("genesis-api", "unit", "expression"),
+            ("integrations", "health::live", "match"),
+        ]);
+        let (all, shard) = parse_list(&json).unwrap();
+        assert_eq!(
+            all,
+            ids(&["auth::login", "auth::logout", "integrations::health::live"])
+        );
+        assert_eq!(shard, ids(&["auth::login", "integrations::health::live"]));
+        assert!(parse_list("{}").is_err());
+    }
+
+    #[test]
+    fn partitions_are_checked() {
+        assert_eq!(parse_partition("slice:1/2").unwrap(), "slice:1/2");
+        for bad in [
+            "slice:0/2",
+            "slice:3/2",
+            "slice:1",
+            "part:1/2",
+            "1/2",
+            "slice:a/2",
+        ] {
+            assert!(parse_partition(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The report of one shard: `cases` ran with `outcome` in both modes.
+    fn shard(all: &[&str], cases: &[(&str, &str)], partition: &str) -> Report {
+        let mut by_suite: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+        for (id, outcome) in cases {
+            let (suite, name) = id.split_once("::").unwrap();
+            by_suite.entry(suite).or_default().push((name, outcome));
+        }
+        let suites: Vec<(&str, &[(&str, &str)])> =
+            by_suite.iter().map(|(s, c)| (*s, c.as_slice())).collect();
+        let run = outcomes(&suites);
+        let mut report = compare(&[(Target::Host, run.clone()), (Target::Container, run)]);
+        let shard_ids = ids(&cases.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+        check_shard(
+            &mut report,
+            ArchiveTests {
+                file: "genesis-tests.tar.zst".into(),
+                bytes: 1234,
+                partition: Some(partition.into()),
+                filters: vec!["binary(=auth) | binary(=integrations)".into()],
+                tests: ids(all),
+                shard: shard_ids,
+            },
+        );
+        // What `parity merge` reads is what `test` wrote.
+        serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap()
+    }
+
+    const ALL: [&str; 3] = ["auth::login", "auth::logout", "integrations::jsonb::paths"];
+
+    #[test]
+    fn shards_that_cover_the_archive_merge_into_parity() {
+        let one = shard(
+            &ALL,
+            &[("auth::login", "pass"), ("auth::logout", "pass")],
+            "slice:1/2",
+        );
+        let two = shard(&ALL, &[("integrations::jsonb::paths", "pass")], "slice:2/2");
+        let merged = merge(&[("1.json".into(), one), ("2.json".into(), two)]).unwrap();
+        assert!(merged.ok && merged.parity, "{:?}", merged.problems);
+        assert_eq!(merged.tests.len(), 3);
+    }
+
+    #[test]
+    fn a_missing_shard_names_the_tests_that_ran_nowhere() {
+        let one = shard(
+            &ALL,
+            &[("auth::login", "pass"), ("auth::logout", "pass")],
+            "slice:1/2",
+        );
+        let merged = merge(&[("1.json".into(), one)]).unwrap();
+        assert!(!merged.ok);
+        assert_eq!(
+            merged.problems,
+            ["integrations::jsonb::paths: ran in no shard"]
+        );
+    }
+
+    #[test]
+    fn a_test_that_differs_in_one_shard_fails_the_merge() {
+        let one = shard(
+            &ALL,
+            &[("auth::login", "pass"), ("auth::logout", "pass")],
+            "slice:1/2",
+        );
+        let mut two = shard(&ALL, &[("integrations::jsonb::paths", "pass")], "slice:2/2");
+        two.tests[0]
+            .outcomes
+            .insert(Target::Container, Some(Outcome::Failed));
+        let merged = merge(&[("1.json".into(), one), ("2.json".into(), two)]).unwrap();
+        assert!(!merged.ok && !merged.parity);
+        assert_eq!(
+            merged.problems,
+            ["integrations::jsonb::paths: outcome differs (host passed, container failed)"]
+        );
+    }
+
+    #[test]
+    fn shards_of_different_archives_are_refused() {
+        let one = shard(&ALL, &[("auth::login", "pass")], "slice:1/2");
+        let two = shard(&ALL[..2], &[("auth::logout", "pass")], "slice:2/2");
+        let err = merge(&[("1.json".into(), one), ("2.json".into(), two)]).unwrap_err();
+        assert!(err.to_string().contains("different archives"), "{err}");
+    }
+
+    #[test]
+    fn a_shards_junit_lists_the_other_shards_tests_as_skipped() {
+        let xml = junit(&[("auth", &[("login", "pass")])]);
+        let archive = ArchiveTests {
+            file: "a".into(),
+            bytes: 1,
+            partition: Some("slice:1/2".into()),
+            filters: vec![],
+            tests: ids(&["auth::login", "auth::logout", "integrations::jsonb::paths"]),
+            shard: ids(&["auth::login"]),
+        };
+        let full = junit_with_other_shards(&xml, &archive, "genesis-api").unwrap();
+        let parsed = parse_junit(&full).unwrap();
+        let got: Vec<(String, Outcome)> =
+            parsed.iter().map(|(id, o)| (id.to_string(), *o)).collect();
+        assert_eq!(
+            got,
+            [
+                ("auth::login".to_owned(), Outcome::Passed),
+                ("auth::logout".to_owned(), Outcome::Skipped),
+                ("integrations::jsonb::paths".to_owned(), Outcome::Skipped)
+            ]
+        );
+        assert_eq!(body_seconds(&full).unwrap(), 0.1);
     }
 }

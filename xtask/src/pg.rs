@@ -1,23 +1,27 @@
 //! PostgreSQL from the host through the client tools: where an environment's database is, how
-//! to run `psql`/`pg_dump`/`pg_restore` against it with the password in the child's environment
-//! (never on its command line), readiness probes and exact row counts.
+//! to run `psql`/`pg_dump`/`pg_restore` against it (the connection as libpq reads it, the
+//! password only in the child's environment, no inherited `PG*` variable), whether a target is
+//! local or production, readiness probes and exact row counts.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::io::Read;
 
 use anyhow::{Context, Result};
 use genesis_model::{self as model, Env, Password};
-use genesis_settings::{MASK, Scheme, Secret, ServiceUrl, UrlProblem};
+use genesis_settings::{Scheme, Secret, ServiceUrl, UrlProblem};
 use serde::{Deserialize, Serialize};
 use xshell::{Cmd, Shell};
 
+pub use crate::devpass::{PasswordSource, ensure_dev_password_here as ensure_dev_password};
 use crate::util::{project_root, usage};
 
-/// Seconds libpq waits for a connection before it gives up (`PGCONNECT_TIMEOUT`).
+/// Seconds libpq waits for a connection before it gives up (`connect_timeout`), unless the URL
+/// says otherwise.
 const CONNECT_TIMEOUT_S: &str = "3";
+
+/// libpq parameters that hold a secret: they would land on the command line, so a URL with one
+/// is refused rather than passed on.
+const SECRET_PARAMS: &[&str] = &["sslpassword"];
 
 /// Where a [`Target`]'s address came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,16 +32,14 @@ pub enum Origin {
     Url(&'static str),
 }
 
-/// A database the host can reach: the connection parameters and the password, which only ever
+/// A database the host can reach: the connection as libpq reads it. The password only ever
 /// travels in the child's `PGPASSWORD`.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub env: Env,
-    pub host: String,
-    pub port: u16,
     pub user: String,
     pub database: String,
-    password: Option<Secret>,
+    url: ServiceUrl,
     pub origin: Origin,
 }
 
@@ -50,15 +52,17 @@ impl Target {
             return Target::from_url(env, raw, "--url");
         }
         let db = env.database();
-        match (db.host_address, db.password) {
-            (Some(address), Password::Public(password)) => Ok(Target::model(
+        match (db.compose(), db.password) {
+            (Some(compose), Password::Public(password)) => Ok(Target::model(
                 env,
-                address.port,
+                compose.host_address,
                 Some(Secret::new(password)),
             )),
-            (Some(address), Password::FromEnv(_)) => {
-                let password = dev_password(&project_root())?.map(|(secret, _)| secret);
-                Ok(Target::model(env, address.port, password))
+            (Some(compose), Password::FromEnv(_)) => {
+                let password =
+                    crate::devpass::dev_password(&project_root(), &crate::devpass::process_env)?
+                        .map(|(secret, _)| secret);
+                Ok(Target::model(env, compose.host_address, password))
             }
             (None, _) => match std::env::var("DATABASE_URL") {
                 Ok(raw) if !raw.trim().is_empty() => Target::from_url(env, &raw, "DATABASE_URL"),
@@ -70,18 +74,20 @@ impl Target {
         }
     }
 
-    fn model(env: Env, port: u16, password: Option<Secret>) -> Target {
+    fn model(env: Env, address: model::Address, password: Option<Secret>) -> Target {
         let db = env.database();
-        let address = db
-            .host_address
-            .expect("compose databases have a host address");
+        let raw = format!(
+            "postgresql://{}@{}:{}/{}",
+            db.user, address.host, address.port, db.name
+        );
+        let url = ServiceUrl::parse(&raw, Scheme::Postgres)
+            .expect("the model's URLs are valid")
+            .with_password(password);
         Target {
             env,
-            host: address.host.to_owned(),
-            port,
             user: db.user.to_owned(),
             database: db.name.to_owned(),
-            password,
+            url,
             origin: Origin::Model,
         }
     }
@@ -91,17 +97,25 @@ impl Target {
             let why = match problem {
                 UrlProblem::Sqlite => "a SQLite URL; Genesis runs on PostgreSQL only".to_owned(),
                 UrlProblem::WrongScheme { found, .. } => format!("a {found}:// URL"),
-                UrlProblem::Malformed(why) => why.to_owned(),
+                UrlProblem::Malformed(why) => why,
             };
             usage(format!("{var} is not a usable postgresql:// URL: {why}"))
         })?;
+        if let Some((key, _)) = url
+            .params()
+            .iter()
+            .find(|(k, _)| SECRET_PARAMS.contains(&k.as_str()))
+        {
+            return Err(usage(format!(
+                "{var} holds {key}, which the client tools could only get on their command \
+                 line: give it through a service file instead"
+            )));
+        }
         Ok(Target {
             env,
-            host: url.host().to_owned(),
-            port: url.port().unwrap_or(model::POSTGRES_PORT),
             user: url.user().to_owned(),
             database: url.database().to_owned(),
-            password: url.password().cloned(),
+            url,
             origin: Origin::Url(var),
         })
     }
@@ -110,53 +124,119 @@ impl Target {
     pub fn with_database(&self, database: &str) -> Target {
         Target {
             database: database.to_owned(),
+            url: self.url.with_database(database),
             ..self.clone()
         }
     }
 
+    /// The same single-host target on another port (a stack's discovered host port).
+    pub fn set_port(&mut self, port: u16) {
+        let host = self.url.host().to_owned();
+        self.url = self.url.with_address(&host, port);
+    }
+
     /// The libpq URI with the password masked: the only form that is ever printed.
     pub fn masked_url(&self) -> String {
-        let secret = if self.password.is_some() {
-            format!(":{MASK}")
-        } else {
-            String::new()
-        };
-        format!(
-            "postgresql://{}{secret}@{}:{}/{}",
-            self.user, self.host, self.port, self.database
-        )
+        self.url.to_string()
     }
 
-    /// Loopback addresses and Unix sockets: a database on this machine.
+    /// Whether libpq will connect to this machine: through a Unix socket, or to a loopback
+    /// address. With `hostaddr`, libpq connects to those addresses whatever the host names say.
     pub fn is_local(&self) -> bool {
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
-        host.starts_with('/')
-            || host.eq_ignore_ascii_case("localhost")
-            || host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        let addresses: Vec<&str> = match self.url.param("hostaddr") {
+            Some(list) => list.split(',').collect(),
+            None => self.url.hosts().iter().map(String::as_str).collect(),
+        };
+        addresses.iter().all(|host| {
+            host.is_empty()
+                || host.starts_with('/')
+                || host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
     }
 
-    /// `tool` (`psql`, `pg_dump`, `pg_restore`) aimed at this database through libpq's
-    /// variables: the password in the child's `PGPASSWORD`, never on its command line, and
-    /// never a prompt. (`pg_restore` still needs `-d` to restore into the database.)
+    /// Why this connection is production's, whatever label it was given: the production
+    /// model's database or user, or a host of the production `DATABASE_URL` (the one in
+    /// `env` when `ENVIRONMENT` is production, or one naming the production database or user).
+    pub fn production_reason(&self, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+        let prod = model::PROD_DB;
+        if self.database == prod.name {
+            return Some(format!("its database is {}", prod.name));
+        }
+        if self.user == prod.user {
+            return Some(format!("its user is {}", prod.user));
+        }
+        let raw = env("DATABASE_URL")?;
+        let url = ServiceUrl::parse(&raw, Scheme::Postgres).ok()?;
+        let labelled = env("ENVIRONMENT")
+            .and_then(|e| Env::parse(&e))
+            .is_some_and(|e| e == Env::Prod);
+        let is_prod = labelled || url.database() == prod.name || url.user() == prod.user;
+        let shared = url.hosts().iter().find(|h| {
+            self.url
+                .hosts()
+                .iter()
+                .any(|mine| mine.eq_ignore_ascii_case(h))
+        });
+        match (is_prod, shared) {
+            (true, Some(host)) if !host.starts_with('/') && host != "localhost" => {
+                Some(format!("its host {host} is the production DATABASE_URL's"))
+            }
+            _ => None,
+        }
+    }
+
+    /// The connection as a libpq keyword/value string, without the password: what the client
+    /// tools get as `--dbname`, so that every parameter the URL holds reaches them as libpq
+    /// read it, and nothing is expanded a second time.
+    fn conninfo(&self) -> String {
+        let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+        let mut parts: Vec<String> = Vec::new();
+        if !self.url.hosts().is_empty() {
+            parts.push(format!("host={}", quote(&self.url.hosts().join(","))));
+        }
+        if !self.url.ports().is_empty() {
+            let ports: Vec<String> = self
+                .url
+                .ports()
+                .iter()
+                .map(|p| p.map(|p| p.to_string()).unwrap_or_default())
+                .collect();
+            parts.push(format!("port={}", quote(&ports.join(","))));
+        }
+        if !self.user.is_empty() {
+            parts.push(format!("user={}", quote(&self.user)));
+        }
+        parts.push(format!("dbname={}", quote(&self.database)));
+        for (key, value) in self.url.params() {
+            parts.push(format!("{key}={}", quote(value)));
+        }
+        if self.url.param("connect_timeout").is_none() {
+            parts.push(format!("connect_timeout={CONNECT_TIMEOUT_S}"));
+        }
+        parts.push("fallback_application_name=genesis-xtask".to_owned());
+        parts.join(" ")
+    }
+
+    /// `tool` (`psql`, `pg_dump`, `pg_restore`) aimed at this database: the connection as
+    /// `--dbname`, the password in the child's `PGPASSWORD`, never on its command line, never a
+    /// prompt, and every `PG*` variable of this process's environment removed, so that none
+    /// (`PGHOSTADDR`, `PGSSLMODE`, `PGSERVICE`, ...) changes where or how it connects.
     pub fn tool<'a>(&self, sh: &'a Shell, tool: &str) -> Cmd<'a> {
-        let mut cmd = xshell::cmd!(sh, "{tool}")
-            .env("PGHOST", &self.host)
-            .env("PGPORT", self.port.to_string())
-            .env("PGUSER", &self.user)
-            .env("PGDATABASE", &self.database)
-            .env("PGCONNECT_TIMEOUT", CONNECT_TIMEOUT_S)
-            .env("PGAPPNAME", "genesis-xtask")
-            .env_remove("PGPASSWORD")
-            .env_remove("PGSERVICE")
-            .quiet();
-        if let Some(password) = &self.password {
+        let mut cmd = xshell::cmd!(sh, "{tool}").quiet();
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("PG") {
+                cmd = cmd.env_remove(key);
+            }
+        }
+        cmd = cmd.arg(format!("--dbname={}", self.conninfo()));
+        if let Some(password) = self.url.password() {
             cmd = cmd.env("PGPASSWORD", password.expose()).secret();
         }
         cmd
     }
-
     /// `psql` without the user's `.psqlrc`, unaligned and tuples only, stopping on the first error.
     pub fn psql<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
         self.tool(sh, "psql")
@@ -284,91 +364,6 @@ pub fn compare_counts(
         .collect()
 }
 
-// ---- the dev password ---------------------------------------------------------------------
-
-/// Where the dev password was found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PasswordSource {
-    Environment,
-    File(PathBuf),
-    /// Generated now and written to this file.
-    Generated(PathBuf),
-}
-
-/// The dev database's password variable (`POSTGRES_PASSWORD`).
-fn dev_password_var() -> &'static str {
-    match model::DEV_DB.password {
-        Password::FromEnv(var) => var,
-        Password::Public(_) => unreachable!("the dev password is never public"),
-    }
-}
-
-/// The dev password, as compose will see it: the process environment first, then `.env` in
-/// `root` (compose reads that file for `${POSTGRES_PASSWORD}`).
-pub fn dev_password(root: &Path) -> Result<Option<(Secret, PasswordSource)>> {
-    let var = dev_password_var();
-    if let Some(value) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
-        return Ok(Some((Secret::new(value), PasswordSource::Environment)));
-    }
-    let path = root.join(".env");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(anyhow::Error::new(err).context(format!("read {}", path.display()))),
-    };
-    let entries = genesis_settings::parse_env_file(&path, &text)
-        .map_err(|err| usage(format!("{err}: fix the line (compose reads this file too)")))?;
-    match entries.into_iter().find(|e| e.key == var) {
-        Some(entry) if !entry.value.is_empty() => {
-            Ok(Some((Secret::new(entry.value), PasswordSource::File(path))))
-        }
-        Some(entry) => Err(usage(format!(
-            "{}:{}: {var} is empty: remove the line to have one generated, or set a password",
-            path.display(),
-            entry.line
-        ))),
-        None => Ok(None),
-    }
-}
-
-/// The dev password, generated into `root/.env` (owner-only permissions) when neither the
-/// environment nor `.env` has one. An existing `.env` is appended to, never rewritten.
-pub fn ensure_dev_password(root: &Path) -> Result<(Secret, PasswordSource)> {
-    if let Some(found) = dev_password(root)? {
-        return Ok(found);
-    }
-    let var = dev_password_var();
-    let password = random_hex(24)?;
-    let path = root.join(".env");
-    let existing = match std::fs::read(&path) {
-        Ok(bytes) => Some(bytes),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-        Err(err) => return Err(anyhow::Error::new(err).context(format!("read {}", path.display()))),
-    };
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("open {}", path.display()))?;
-    // `mode` only applies to a new file: an existing one now holds a secret too.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restrict {} to its owner", path.display()))?;
-    let mut text = String::new();
-    if existing
-        .as_ref()
-        .is_some_and(|b| !b.is_empty() && !b.ends_with(b"\n"))
-    {
-        text.push('\n');
-    }
-    text.push_str(&format!(
-        "# The dev database's password, generated by `cargo xtask db-up --env dev`. Never commit it.\n{var}={password}\n"
-    ));
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("write {}", path.display()))?;
-    Ok((Secret::new(password), PasswordSource::Generated(path)))
-}
-
 /// `bytes` random bytes from the kernel, as lowercase hex.
 pub fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
@@ -382,73 +377,8 @@ pub fn random_hex(bytes: usize) -> Result<String> {
 mod tests {
     use super::*;
 
-    fn temp_root(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("xtask-pg-{name}-{}", random_hex(4).unwrap()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-    }
-
-    // These tests read the process environment; they only hold when POSTGRES_PASSWORD is unset.
-    fn env_has_password() -> bool {
-        std::env::var_os(dev_password_var()).is_some_and(|v| !v.is_empty())
-    }
-
-    #[test]
-    fn generates_the_dev_password_into_a_private_dotenv() {
-        if env_has_password() {
-            return;
-        }
-        let root = temp_root("new");
-        let (secret, source) = ensure_dev_password(&root).unwrap();
-        let path = root.join(".env");
-        assert_eq!(source, PasswordSource::Generated(path.clone()));
-        assert_eq!(secret.expose().len(), 48);
-        assert_eq!(mode(&path), 0o600);
-        // The second call finds it and changes nothing.
-        let before = std::fs::read_to_string(&path).unwrap();
-        let (again, source) = ensure_dev_password(&root).unwrap();
-        assert_eq!(again, secret);
-        assert_eq!(source, PasswordSource::File(path.clone()));
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
-        std::fs::remove_dir_all(root).unwrap();
-    }
-
-    #[test]
-    fn appends_to_an_existing_dotenv_and_tightens_it() {
-        if env_has_password() {
-            return;
-        }
-        let root = temp_root("append");
-        let path = root.join(".env");
-        std::fs::write(&path, "OTHER=1").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let (secret, _) = ensure_dev_password(&root).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("OTHER=1\n# "), "{text}");
-        assert!(text.ends_with(&format!("POSTGRES_PASSWORD={}\n", secret.expose())));
-        assert_eq!(mode(&path), 0o600);
-        std::fs::remove_dir_all(root).unwrap();
-    }
-
-    #[test]
-    fn refuses_a_malformed_or_empty_dotenv() {
-        if env_has_password() {
-            return;
-        }
-        let root = temp_root("bad");
-        let path = root.join(".env");
-        std::fs::write(&path, "A=1\nnot a pair\n").unwrap();
-        let err = ensure_dev_password(&root).unwrap_err().to_string();
-        assert!(err.contains(".env:2: expected KEY=VALUE"), "{err}");
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "A=1\nnot a pair\n");
-        std::fs::write(&path, "POSTGRES_PASSWORD=\n").unwrap();
-        let err = ensure_dev_password(&root).unwrap_err().to_string();
-        assert!(err.contains(".env:1: POSTGRES_PASSWORD is empty"), "{err}");
-        std::fs::remove_dir_all(root).unwrap();
+    fn url_target(env: Env, raw: &str) -> Target {
+        Target::resolve(env, Some(raw)).unwrap()
     }
 
     #[test]
@@ -459,23 +389,139 @@ mod tests {
             "postgresql://test_user:***@localhost:5433/test_db"
         );
         assert!(test.is_local());
-        let remote = Target::resolve(
+        let remote = url_target(
             Env::Prod,
-            Some("postgresql+asyncpg://u:s3cret@db.example.com/prod"),
-        )
-        .unwrap();
+            "postgresql+asyncpg://u:s3cret@db.example.com/prod",
+        );
         assert_eq!(
             remote.masked_url(),
-            "postgresql://u:***@db.example.com:5432/prod"
+            "postgresql://u:***@db.example.com/prod"
         );
         assert!(!remote.is_local());
         for local in ["127.0.0.1", "[::1]", "LOCALHOST"] {
-            let t =
-                Target::resolve(Env::Dev, Some(&format!("postgresql://u:p@{local}:5/d"))).unwrap();
+            let t = url_target(Env::Dev, &format!("postgresql://u:p@{local}:5/d"));
             assert!(t.is_local(), "{local}");
         }
+        assert!(url_target(Env::Dev, "postgresql:///d?host=/var/run/postgresql").is_local());
+        // libpq connects to hostaddr, whatever the host says.
+        let t = url_target(Env::Dev, "postgresql://u@localhost/d?hostaddr=192.0.2.10");
+        assert!(!t.is_local());
+        let t = url_target(Env::Dev, "postgresql://u@localhost,db.example.com/d");
+        assert!(!t.is_local());
         let err = Target::resolve(Env::Test, Some("sqlite:///x.db")).unwrap_err();
         assert!(err.to_string().contains("SQLite"), "{err}");
+    }
+
+    #[test]
+    fn production_is_recognised_by_the_connection_not_the_label() {
+        let none = |_: &str| None;
+        let t = url_target(Env::Dev, "postgresql://u@localhost:6000/genesis_ai_prod");
+        assert_eq!(
+            t.production_reason(&none).as_deref(),
+            Some("its database is genesis_ai_prod")
+        );
+        let t = url_target(Env::Dev, "postgresql://genesis_prod_user@localhost/x");
+        assert!(t.production_reason(&none).is_some());
+        let prod_env = |k: &str| match k {
+            "DATABASE_URL" => Some("postgresql://a:b@db.cloud.example/app".to_owned()),
+            "ENVIRONMENT" => Some("production".to_owned()),
+            _ => None,
+        };
+        let t = url_target(Env::Test, "postgresql://u@DB.cloud.example/other");
+        assert_eq!(
+            t.production_reason(&prod_env).as_deref(),
+            Some("its host db.cloud.example is the production DATABASE_URL's")
+        );
+        let t = url_target(Env::Test, "postgresql://u@localhost/other");
+        assert_eq!(t.production_reason(&prod_env), None);
+    }
+
+    #[test]
+    fn tools_get_the_decoded_connection_and_no_password_in_argv() {
+        let t = url_target(
+            Env::Dev,
+            "postgresql://us%27er:p%40ss%3A%25@[::1]:5501,h2/d%20b?sslmode=verify-full&sslrootcert=%2Fca%20x.pem",
+        );
+        assert_eq!(
+            t.conninfo(),
+            "host='::1,h2' port='5501,' user='us\\'er' dbname='d b' sslmode='verify-full' \
+             sslrootcert='/ca x.pem' connect_timeout=3 fallback_application_name=genesis-xtask"
+        );
+        let sh = Shell::new().unwrap();
+        let shown = t.tool(&sh, "psql").to_string();
+        assert!(
+            !shown.contains("p@ss") && !shown.contains("p%40ss"),
+            "{shown}"
+        );
+        let err = Target::resolve(Env::Dev, Some("postgresql://u@h/d?sslpassword=x")).unwrap_err();
+        assert!(err.to_string().contains("sslpassword"), "{err}");
+    }
+
+    /// libpq's own `PQconninfoParse` (the settings' URL oracle) reads the `--dbname` string
+    /// the tools get as the target's decoded parts, whatever characters they hold.
+    #[test]
+    fn libpq_reads_the_conninfo_as_the_target() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+
+        let dir = std::env::temp_dir().join(format!("xtask-libpq-{}", random_hex(4).unwrap()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("oracle");
+        let source = project_root().join("crates/genesis-settings/src/url/libpq_oracle.c");
+        let built = Command::new("cc")
+            .arg("-o")
+            .arg(&bin)
+            .arg(&source)
+            .arg("-l:libpq.so.5")
+            .output();
+        if !built.as_ref().is_ok_and(|o| o.status.success()) {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "the libpq oracle cannot be built: install gcc and libpq5"
+            );
+            eprintln!("note: libpq oracle skipped outside CI");
+            return;
+        }
+        let targets = [
+            "postgresql://us%27er%5C:p%40ss@[::1]:5501,h2/d%20b%27%5C?sslmode=verify-full&sslrootcert=%2Fca%20x.pem",
+            "postgresql://u@/genesis_db?host=/var/run/postgresql&application_name=a%20%27b%27",
+            "postgresql://u@h/port%3D1%20dbname%3Dx?options=-c%20search_path%3D%22s%22",
+        ];
+        let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut child = Command::new(&bin)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let targets: Vec<Target> = targets.iter().map(|u| url_target(Env::Dev, u)).collect();
+        for t in &targets {
+            writeln!(stdin, "{}", hex(&t.conninfo())).unwrap();
+        }
+        drop(stdin);
+        let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+        for (t, line) in targets.iter().zip(out.lines()) {
+            let read: BTreeMap<String, String> = line
+                .strip_prefix("OK")
+                .unwrap_or_else(|| panic!("libpq refuses {}: {line}", t.conninfo()))
+                .split_whitespace()
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap();
+                    let bytes: Vec<u8> = (0..v.len() / 2)
+                        .map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).unwrap())
+                        .collect();
+                    (k.to_owned(), String::from_utf8(bytes).unwrap())
+                })
+                .collect();
+            assert_eq!(read["host"], t.url.hosts().join(","));
+            assert_eq!(read["user"], t.user);
+            assert_eq!(read["dbname"], t.database);
+            for (k, v) in t.url.params() {
+                assert_eq!(&read[k], v, "{k}");
+            }
+            assert!(!read.contains_key("password"));
+        }
     }
 
     #[test]

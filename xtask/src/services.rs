@@ -133,7 +133,7 @@ impl Stack {
     fn model_volumes(&self) -> Vec<String> {
         Env::ALL
             .iter()
-            .filter_map(|env| match env.database().storage {
+            .filter_map(|env| match env.database().compose()?.storage {
                 Storage::Volume(name) => Some(self.volume_name(name)),
                 _ => None,
             })
@@ -368,7 +368,7 @@ impl Stack {
             .find(|c| c.service == service.name() && c.running())
             .and_then(|c| c.host_port(service.container_port()));
         match port {
-            Some(port) => target.port = port,
+            Some(port) => target.set_port(port),
             None if self.is_default() => {}
             None => {
                 return Err(usage(format!(
@@ -445,14 +445,19 @@ impl Service {
         }
     }
 
+    /// The model's compose database this service runs, if it runs one.
+    pub fn compose_db(self) -> Option<model::ComposeDb> {
+        match self {
+            Service::TestDb => Some(model::TEST_DB_SERVICE),
+            Service::DevDb => Some(model::DEV_DB_SERVICE),
+            Service::Redis | Service::Api => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
-            Service::TestDb => model::TEST_DB
-                .service
-                .expect("test-db is a compose service"),
-            Service::DevDb => model::DEV_DB
-                .service
-                .expect("postgres is a compose service"),
+            Service::TestDb => model::TEST_DB_SERVICE.service,
+            Service::DevDb => model::DEV_DB_SERVICE.service,
             Service::Redis => model::REDIS.service,
             Service::Api => model::API.service,
         }
@@ -473,14 +478,11 @@ impl Service {
     /// The host port of the default stack.
     pub fn model_port(self) -> u16 {
         match self {
-            Service::TestDb | Service::DevDb => {
-                self.env()
-                    .and_then(|env| env.database().host_address)
-                    .expect("compose databases are published")
-                    .port
-            }
             Service::Redis => model::REDIS.host_address.port,
             Service::Api => model::API.port,
+            Service::TestDb | Service::DevDb => self
+                .compose_db()
+                .map_or(model::POSTGRES_PORT, |db| db.host_address.port),
         }
     }
 
@@ -495,8 +497,8 @@ impl Service {
 
     /// The storage of the service's data.
     pub fn storage(self) -> Storage {
-        self.env()
-            .map_or(Storage::Disposable, |env| env.database().storage)
+        self.compose_db()
+            .map_or(Storage::Disposable, |db| db.storage)
     }
 }
 
@@ -774,7 +776,7 @@ impl Running<'_> {
     pub fn database(&self, env: Env) -> Result<pg::Target> {
         let service = Service::database(env).context("a managed database has no service")?;
         let mut target = pg::Target::resolve(env, None)?;
-        target.port = self.port(service);
+        target.set_port(self.port(service));
         Ok(target)
     }
 
@@ -782,12 +784,9 @@ impl Running<'_> {
     /// test database and Redis from the host.
     pub fn host_settings(&self) -> Result<Vec<(&'static str, String)>> {
         let db = model::TEST_DB;
-        let genesis_model::Password::Public(password) = db.password else {
-            anyhow::bail!("the test database's password is public by design");
-        };
-        let mut address = db.host_address.context("test-db is published")?;
+        let mut address = model::TEST_DB_SERVICE.host_address;
         address.port = self.port(Service::TestDb);
-        let mut vars = vec![(db.url_var, db.url_with(address, password))];
+        let mut vars = vec![(db.url_var, db.url_with(address, model::TEST_DB_PASSWORD))];
         if let Some(port) = self.ports.get(&Service::Redis) {
             let mut redis = model::REDIS.host_address;
             redis.port = *port;
@@ -800,32 +799,37 @@ impl Running<'_> {
     /// container's state now and then, stops on Ctrl-C, and on failure shows the last logs.
     fn wait_ready(&self, service: Service, timeout: Duration) -> Result<()> {
         let port = self.port(service);
-        let target = match service.env() {
-            Some(env) => Some(self.database(env)?),
-            None => None,
+        // The one probe of each service: a real login as the app's role for a database,
+        // `PING` for Redis, `GET /health` for the application.
+        enum Check {
+            Database(Box<pg::Target>),
+            Redis,
+            Http,
+        }
+        let check = match (service.env(), service) {
+            (Some(env), _) => Check::Database(Box::new(self.database(env)?)),
+            (None, Service::Redis) => Check::Redis,
+            (None, _) => Check::Http,
         };
         let mut refused_since: Option<Instant> = None;
         let mut probe = || -> std::result::Result<Waiting, String> {
-            match service {
-                Service::TestDb | Service::DevDb => {
-                    let target = target.as_ref().expect("a database has a target");
-                    match target.probe(self.sh) {
-                        Probe::Ready => Ok(Waiting::Ready),
-                        Probe::NotYet(why) => {
-                            refused_since = None;
-                            Ok(Waiting::NotYet(why))
-                        }
-                        Probe::AuthFailed(why) => {
-                            let since = *refused_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() < AUTH_GRACE {
-                                return Ok(Waiting::NotYet(why));
-                            }
-                            Err(self.refused_password(service, target, &why))
-                        }
+            match &check {
+                Check::Database(target) => match target.probe(self.sh) {
+                    Probe::Ready => Ok(Waiting::Ready),
+                    Probe::NotYet(why) => {
+                        refused_since = None;
+                        Ok(Waiting::NotYet(why))
                     }
-                }
-                Service::Redis => Ok(redis_ping(port)),
-                Service::Api => Ok(match http_get(port, "/health") {
+                    Probe::AuthFailed(why) => {
+                        let since = *refused_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() < AUTH_GRACE {
+                            return Ok(Waiting::NotYet(why));
+                        }
+                        Err(self.refused_password(service, target, &why))
+                    }
+                },
+                Check::Redis => Ok(redis_ping(port)),
+                Check::Http => Ok(match http_get(port, "/health") {
                     Ok((200, _)) => Waiting::Ready,
                     Ok((status, _)) => Waiting::NotYet(format!("/health answered {status}")),
                     Err(err) => Waiting::NotYet(err.to_string()),

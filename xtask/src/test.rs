@@ -20,18 +20,20 @@ use crate::compose::Compose;
 use crate::flags::{self, Suite};
 use crate::parity::{self, Outcomes, Report, Target};
 use crate::services::{Lifetime, Running, Service, Stack};
-use crate::util::{check_failed, interrupted, project_root, target_dir, usage};
+use crate::util::{check_failed, interrupted, project_root, target_dir, usage, xtask_dir};
 use crate::{child, preflight};
-
-/// Kept here for the modules that still import it from `test`; it lives in `util`.
-pub use crate::util::xtask_dir;
 
 const ARCHIVE: &str = "genesis-tests.tar.zst";
 
 impl flags::Test {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let targets = self.targets();
-        let report = run_suites(sh, stack, &targets, self.suite)?;
+        let selection = Selection {
+            archive: self.archive.clone(),
+            partition: self.partition.clone(),
+            filters: self.filters.clone(),
+        };
+        let report = run_suites_with(sh, stack, &targets, self.suite, &selection)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
@@ -87,11 +89,39 @@ pub fn print_report(report: &Report) {
     }
 }
 
+/// What of the suites a run takes: an archive built elsewhere, one partition of it, and name
+/// filters. The default builds the archive here and runs every test of the suite.
+#[derive(Debug, Default)]
+pub struct Selection {
+    pub archive: Option<PathBuf>,
+    pub partition: Option<String>,
+    pub filters: Vec<String>,
+}
+
 /// Builds the suites once, brings up what they need, runs them in `targets` (at the same time
 /// when there are two), writes the reports under `target/xtask/` and tears down what it started.
 pub fn run_suites(sh: &Shell, stack: &Stack, targets: &[Target], suite: Suite) -> Result<Report> {
+    run_suites_with(sh, stack, targets, suite, &Selection::default())
+}
+
+/// [`run_suites`] on a [`Selection`].
+pub fn run_suites_with(
+    sh: &Shell,
+    stack: &Stack,
+    targets: &[Target],
+    suite: Suite,
+    selection: &Selection,
+) -> Result<Report> {
     // Preflight, then act: every tool and image before the build.
     let nextest = preflight::nextest()?;
+    if let Some(given) = &selection.archive
+        && !given.is_file()
+    {
+        return Err(usage(format!(
+            "the archive {} does not exist",
+            given.display()
+        )));
+    }
     preflight::docker_daemon(sh)?;
     let compose = Compose::detect(sh)?;
     let needs_container = targets.contains(&Target::Container);
@@ -103,24 +133,34 @@ pub fn run_suites(sh: &Shell, stack: &Stack, targets: &[Target], suite: Suite) -
     let dir = xtask_dir();
     std::fs::create_dir_all(dir.join("bin")).context("create target/xtask")?;
 
-    let target = target_dir();
-    let started = Instant::now();
-    eprintln!("building the suites (one archive for every mode)");
-    cmd!(
-        sh,
-        "cargo build --quiet -p genesis-api --bin genesis-api --target-dir {target}"
-    )
-    .run()
-    .context("build genesis-api")?;
     let archive = dir.join(ARCHIVE);
-    cmd!(
-        sh,
-        "cargo nextest archive --cargo-quiet -p genesis-api --target-dir {target} --archive-file {archive}"
-    )
-    .quiet()
-    .run()
-    .context("build the test archive")?;
-    eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
+    if let Some(given) = &selection.archive {
+        // The container finds the archive under the mounted target/xtask.
+        if std::fs::canonicalize(given).ok() != std::fs::canonicalize(&archive).ok() {
+            std::fs::copy(given, &archive)
+                .with_context(|| format!("copy {} to {}", given.display(), archive.display()))?;
+        }
+    } else {
+        let target = target_dir();
+        let started = Instant::now();
+        eprintln!("building the suites (one archive for every mode)");
+        cmd!(
+            sh,
+            "cargo build --quiet -p genesis-api --bin genesis-api --example {POOL_SERVER} --target-dir {target}"
+        )
+        .run()
+        .context("build genesis-api")?;
+        cmd!(
+            sh,
+            "cargo nextest archive --cargo-quiet -p genesis-api --target-dir {target} --archive-file {archive}"
+        )
+        .quiet()
+        .run()
+        .context("build the test archive")?;
+        eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    let filter = suite.filter();
+    let listed = list_archive(sh, &archive, filter, selection)?;
 
     crate::util::check_interrupted()?;
 
@@ -141,14 +181,43 @@ pub fn run_suites(sh: &Shell, stack: &Stack, targets: &[Target], suite: Suite) -
     }
 
     let names: Vec<&str> = targets.iter().map(|t| t.name()).collect();
-    eprintln!("running the suites: {}", names.join(" and "));
-    let filter = suite.filter();
+    eprintln!(
+        "running the suites: {}{}",
+        names.join(" and "),
+        selection
+            .partition
+            .as_ref()
+            .map_or(String::new(), |p| format!(
+                ", partition {p}: {} of {} tests",
+                listed.shard.len(),
+                listed.tests.len()
+            ))
+    );
+    // An archive built elsewhere comes without the pool server: its tests use pools of their
+    // own (slower hand-outs, same results).
+    let pool_server = match selection.archive {
+        None => start_pool_server(sh, &guard)?,
+        Some(_) => None,
+    };
+    let mut extra: Vec<String> = Vec::new();
+    if let Some(partition) = &selection.partition {
+        extra.extend(["--partition".to_owned(), partition.clone()]);
+    }
+    if !selection.filters.is_empty() {
+        extra.push("--".to_owned());
+        extra.extend(selection.filters.iter().cloned());
+    }
     let mut runs = Vec::new();
     for &target in targets {
         let junit = target_dir().join(format!("nextest/{}/junit.xml", target.name()));
         let _ = std::fs::remove_file(&junit);
         let log = dir.join(format!("{}.log", target.name()));
-        let child = spawn_mode(sh, &compose, &guard, target, &archive, filter, &log)?;
+        let args = RunArgs {
+            filter,
+            extra: &extra,
+            pool: pool_server.is_some(),
+        };
+        let child = spawn_mode(sh, &compose, &guard, target, &archive, &args, &log)?;
         runs.push(ModeRun {
             target,
             child,
@@ -159,6 +228,7 @@ pub fn run_suites(sh: &Shell, stack: &Stack, targets: &[Target], suite: Suite) -
         });
     }
     wait_all(&mut runs)?;
+    drop(pool_server);
     drop(guard);
     if interrupted() {
         bail!("interrupted; the services this run started were stopped");
@@ -175,22 +245,65 @@ pub fn run_suites(sh: &Shell, stack: &Stack, targets: &[Target], suite: Suite) -
                 tail(&run.log, 25)
             )
         })?;
-        std::fs::copy(
-            &run.junit,
-            dir.join(format!("junit-{}.xml", run.target.name())),
-        )
-        .context("keep the JUnit report")?;
+        let kept = dir.join(format!("junit-{}.xml", run.target.name()));
+        if selection.partition.is_some() {
+            // A shard's report lists the archive's other tests too, as skipped.
+            let full = parity::junit_with_other_shards(&text, &listed, "genesis-api")?;
+            std::fs::write(&kept, full).context("keep the JUnit report")?;
+        } else {
+            std::fs::copy(&run.junit, &kept).context("keep the JUnit report")?;
+        }
         let parsed =
             parity::parse_junit(&text).with_context(|| format!("read {}", run.junit.display()))?;
         outcomes.push((run.target, parsed));
     }
-    let report = parity::compare(&outcomes);
-    std::fs::write(
-        dir.join("parity.json"),
-        serde_json::to_string_pretty(&report)?,
-    )
-    .context("write parity.json")?;
+    let mut report = parity::compare(&outcomes);
+    parity::check_shard(&mut report, listed);
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(dir.join("parity.json"), &json).context("write parity.json")?;
+    if let Some(partition) = &selection.partition {
+        // Shards run one after another on one machine keep their reports apart.
+        let name = format!("parity-{}.json", partition.replace([':', '/'], "-"));
+        std::fs::write(dir.join(&name), &json).with_context(|| format!("write {name}"))?;
+    }
     Ok(report)
+}
+
+/// Every test the run selects from the archive, and this partition's share, from
+/// `cargo nextest list` (which needs no services).
+fn list_archive(
+    sh: &Shell,
+    archive: &Path,
+    filter: &str,
+    selection: &Selection,
+) -> Result<parity::ArchiveTests> {
+    let root = project_root();
+    let extract = xtask_dir().join("extract/list");
+    std::fs::create_dir_all(&extract)?;
+    let partition = selection
+        .partition
+        .as_ref()
+        .map(|p| vec!["--partition".to_owned(), p.clone()])
+        .unwrap_or_default();
+    let filters = &selection.filters;
+    let json = cmd!(sh, "cargo nextest list --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite -E {filter} {partition...} --message-format json -- {filters...}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .context("list the tests of the archive")?;
+    let (tests, shard) = parity::parse_list(&json)?;
+    let mut all_filters = vec![filter.to_owned()];
+    all_filters.extend(filters.iter().cloned());
+    Ok(parity::ArchiveTests {
+        file: archive
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+        bytes: std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0),
+        partition: selection.partition.clone(),
+        filters: all_filters,
+        tests,
+        shard,
+    })
 }
 
 struct ModeRun {
@@ -202,15 +315,30 @@ struct ModeRun {
     status: Option<i32>,
 }
 
+/// What every mode's nextest run gets: the suite's filterset, the partition and name filters,
+/// and whether the pool server serves it.
+#[derive(Clone, Copy)]
+struct RunArgs<'a> {
+    filter: &'a str,
+    extra: &'a [String],
+    pool: bool,
+}
+
 fn spawn_mode(
     sh: &Shell,
     compose: &Compose,
     running: &Running<'_>,
     target: Target,
     archive: &Path,
-    filter: &str,
+    run: &RunArgs<'_>,
     log: &Path,
 ) -> Result<Child> {
+    let RunArgs {
+        filter,
+        extra,
+        pool,
+    } = *run;
+    let pool_socket = pool.then(|| pool_socket(target));
     let root = project_root();
     let profile = target.name();
     let xcmd = match target {
@@ -218,9 +346,10 @@ fn spawn_mode(
             let extract = xtask_dir().join("extract/host");
             std::fs::create_dir_all(&extract)?;
             // The stack's host ports, through the settings' own variables.
-            cmd!(sh, "cargo nextest run --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite --profile {profile} --no-tests=fail -E {filter}")
+            cmd!(sh, "cargo nextest run --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite --profile {profile} --no-tests=fail -E {filter} {extra...}")
                 .env_remove(model::API.in_container_var)
                 .envs(running.host_settings()?)
+                .envs(pool_socket.map(|socket| (POOL_SOCKET_VAR, socket)))
                 .env(
                     model::TEST_DB_TLS.ca_var,
                     root.join(model::TEST_DB_TLS.dir).join("ca.crt"),
@@ -234,23 +363,22 @@ fn spawn_mode(
             let nextest = format!("{workdir}/target/xtask/bin/cargo-nextest");
             // Run as the host user so that what the tests write under target/ stays the user's.
             let user = host_user(sh)?;
+            let pool_env: Vec<String> = pool_socket
+                .map(|socket| vec!["-e".to_owned(), format!("{POOL_SOCKET_VAR}={socket}")])
+                .unwrap_or_default();
             compose
                 .cmd(sh, running.stack())
+                .args(["exec", "-T", "-u", &user, "-e", "HOME=/tmp"])
+                .args(&pool_env)
                 .args([
-                    "exec",
-                    "-T",
-                    "-u",
-                    &user,
-                    "-e",
-                    "HOME=/tmp",
                     "-e",
                     &format!(
                         "{}={workdir}/{}/ca.crt",
                         model::TEST_DB_TLS.ca_var,
                         model::TEST_DB_TLS.dir
                     ),
-                    model::API.service,
                 ])
+                .arg(model::API.service)
                 .args([
                     &nextest,
                     "nextest",
@@ -270,9 +398,48 @@ fn spawn_mode(
                     "-E",
                     filter,
                 ])
+                .args(extra)
         }
     };
     child::background(xcmd, log).with_context(|| format!("start the {} run", target.name()))
+}
+
+/// The suites' pool server (`crates/genesis-api/examples/test_db_pool.rs`): one process whose
+/// connections hand out every test's database, so that no test process logs in for it.
+const POOL_SERVER: &str = "test_db_pool";
+const POOL_SOCKET_VAR: &str = "GENESIS_TEST_DB_POOL_SOCKET";
+const POOL_SOCKET: &str = "test-db-pool.sock";
+
+/// The pool server's socket as `target`'s tests reach it: under target/xtask, which the
+/// container sees through the mounted workspace.
+fn pool_socket(target: Target) -> String {
+    match target {
+        Target::Host => xtask_dir().join(POOL_SOCKET).display().to_string(),
+        Target::Container => format!("{}/target/xtask/{POOL_SOCKET}", model::API.workdir),
+    }
+}
+
+/// Starts the pool server on the host, against the test database as host-mode tests see it,
+/// and waits until it serves. `None` (the tests then use pools of their own) where a Unix
+/// socket path would be too long.
+fn start_pool_server(sh: &Shell, running: &Running<'_>) -> Result<Option<child::Session>> {
+    let socket = pool_socket(Target::Host);
+    if socket.len() > 100 || pool_socket(Target::Container).len() > 100 {
+        eprintln!("note: {socket} is too long for a Unix socket; no shared test database pool");
+        return Ok(None);
+    }
+    let server = target_dir().join(format!("debug/examples/{POOL_SERVER}"));
+    let cmd = cmd!(sh, "{server} {socket}")
+        .env_remove(model::API.in_container_var)
+        .envs(running.host_settings()?);
+    let mut session = child::Session::spawn(cmd).context("start the test database pool")?;
+    let ready = session
+        .read_line()
+        .context("start the test database pool")?;
+    if ready != "ready" {
+        bail!("the test database pool server said {ready:?} instead of ready");
+    }
+    Ok(Some(session))
 }
 
 fn wait_all(runs: &mut [ModeRun]) -> Result<()> {

@@ -62,10 +62,10 @@ fn every_module_has_a_doc_line() {
 fn model_literals() -> Vec<String> {
     let mut literals = Vec::new();
     for db in [genesis_model::TEST_DB, genesis_model::DEV_DB] {
-        literals.push(db.host_address.unwrap().port.to_string());
+        literals.push(db.compose().unwrap().host_address.port.to_string());
         literals.push(format!("\"{}\"", db.name));
     }
-    literals.push(format!("\"{}\"", genesis_model::TEST_DB.service.unwrap()));
+    literals.push(format!("\"{}\"", genesis_model::TEST_DB_SERVICE.service));
     literals.push(genesis_model::REDIS.host_address.port.to_string());
     literals
 }

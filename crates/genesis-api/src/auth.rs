@@ -9,13 +9,14 @@ use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use genesis_model::{self as model, PasswordCost};
 use hmac::{Hmac, Mac};
 use rand_core::{OsRng, RngCore};
 use serde::de::DeserializeOwned;
@@ -74,9 +75,10 @@ pub(crate) async fn register(
 ) -> Result<(StatusCode, Json<User>), ApiError> {
     let email = normalise_email(&body.email)?;
     check_password(&body.password)?;
+    let cost = state.password_cost();
     let hash = state
         .hashing()
-        .run(move || hash_password(&body.password))
+        .run(move || hash_password(&body.password, cost))
         .await??;
     let client = state.pool().get().await?;
     let sql = format!(
@@ -123,10 +125,11 @@ pub(crate) async fn login(
     };
     // Without a user, verify against a dummy hash anyway so that the answer takes as long.
     let password = body.password;
+    let cost = state.password_cost();
     let verified = state
         .hashing()
         .run(move || {
-            let stored = stored.unwrap_or_else(|| dummy_hash().to_owned());
+            let stored = stored.unwrap_or_else(|| dummy_hash(cost).to_owned());
             verify_password(&password, &stored)
         })
         .await?;
@@ -276,10 +279,13 @@ fn check_password(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A PHC string: `$argon2id$v=19$m=19456,t=2,p=1$salt$hash` (Argon2's recommended defaults).
-fn hash_password(password: &str) -> Result<String, ApiError> {
+/// A PHC string such as `$argon2id$v=19$m=19456,t=2,p=1$salt$hash`, at the configured cost
+/// (`PASSWORD_HASH_COST`). A hash records its own cost, so verifying needs no setting.
+fn hash_password(password: &str, cost: PasswordCost) -> Result<String, ApiError> {
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
+    let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
+        .map_err(|err| ApiError::Internal(format!("argon2 parameters {}: {err}", cost.name)))?;
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|err| ApiError::Internal(format!("hash a password: {err}")))
@@ -294,12 +300,18 @@ fn verify_password(password: &str, stored: &str) -> bool {
     }
 }
 
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| {
+/// A hash of a random password at `cost`, so that an unknown email costs what a known one does.
+fn dummy_hash(cost: PasswordCost) -> &'static str {
+    static DUMMY: [OnceLock<String>; model::PASSWORD_COSTS.len()] =
+        [const { OnceLock::new() }; model::PASSWORD_COSTS.len()];
+    let slot = model::PASSWORD_COSTS
+        .iter()
+        .position(|known| *known == cost)
+        .expect("the settings only give the model's costs");
+    DUMMY[slot].get_or_init(|| {
         let mut password = [0u8; 32];
         OsRng.fill_bytes(&mut password);
-        hash_password(&hex(&password)).expect("hashing a random password succeeds")
+        hash_password(&hex(&password), cost).expect("hashing a random password succeeds")
     })
 }
 
@@ -421,14 +433,23 @@ mod tests {
 
     #[test]
     fn hashes_verify_and_differ() {
-        let a = hash_password("correct horse").unwrap();
-        let b = hash_password("correct horse").unwrap();
-        assert!(a.starts_with("$argon2id$"));
-        assert_ne!(a, b, "each hash has its own salt");
-        assert!(verify_password("correct horse", &a));
-        assert!(!verify_password("wrong horse", &a));
-        assert!(!verify_password("correct horse", "not a phc string"));
-        assert!(!verify_password("anything", dummy_hash()));
+        for (cost, phc) in [
+            (
+                model::PASSWORD_COST_PRODUCTION,
+                "$argon2id$v=19$m=19456,t=2,p=1$",
+            ),
+            (model::PASSWORD_COST_MINIMUM, "$argon2id$v=19$m=8,t=1,p=1$"),
+        ] {
+            let a = hash_password("correct horse", cost).unwrap();
+            let b = hash_password("correct horse", cost).unwrap();
+            assert!(a.starts_with(phc), "{a}");
+            assert_ne!(a, b, "each hash has its own salt");
+            assert!(verify_password("correct horse", &a));
+            assert!(!verify_password("wrong horse", &a));
+            assert!(!verify_password("correct horse", "not a phc string"));
+            assert!(!verify_password("anything", dummy_hash(cost)));
+            assert!(dummy_hash(cost).starts_with(phc));
+        }
     }
 
     #[test]

@@ -17,6 +17,8 @@ mod state;
 pub mod tls;
 
 pub use crate::error::{ApiError, ErrorBody};
-pub use crate::migrate::{MIGRATIONS, MigrateError, Migration, MigrationReport};
+pub use crate::migrate::{
+    MIGRATIONS, MigrateError, Migration, MigrationReport, MigrationState, MigrationStatus,
+};
 pub use crate::startup::{HEADER_READ_TIMEOUT, Server, StartupError, router, shutdown_signal};
 pub use crate::state::AppState;

@@ -1,11 +1,14 @@
 //! The `genesis-api` binary: `serve` (the default) runs the API; `check-config` prints the
-//! resolved settings.
+//! resolved settings; `migrate` applies the migrations (or shows where they stand) without
+//! serving, for `cargo xtask db-migrate` and `migration status`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use genesis_api::db::check_database_tls;
-use genesis_api::{Server, shutdown_signal};
+use genesis_api::db::{check_database_tls, error_chain};
+use genesis_api::{
+    MIGRATIONS, Migration, MigrationState, MigrationStatus, Server, migrate, shutdown_signal,
+};
 use genesis_model::Env;
 use genesis_settings::{Settings, redact};
 
@@ -22,6 +25,17 @@ enum Command {
     Serve,
     /// Print the resolved settings (secrets hidden) and exit non-zero when they are invalid.
     CheckConfig,
+    /// Apply this build's pending migrations to the application's database, under the same
+    /// advisory lock and checksum rules as start-up. Exit 1 when a migration was edited after
+    /// it was applied or fails; 2 when the settings are invalid or the database unreachable.
+    Migrate {
+        /// Change nothing: show each migration as applied, pending, edited or unknown.
+        #[arg(long)]
+        status: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -29,6 +43,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
         Command::CheckConfig => check_config(),
+        Command::Migrate { status, json } => migrate(status, json),
     }
 }
 
@@ -139,5 +154,130 @@ fn check_config() -> ExitCode {
             eprintln!("warning: {}", redact(&err));
             ExitCode::SUCCESS
         }
+    }
+}
+
+fn migrate(status_only: bool, json: bool) -> ExitCode {
+    const UNUSABLE: u8 = 2;
+    let url = match Settings::load().and_then(|s| s.app_database_url().cloned()) {
+        Ok(url) => url,
+        Err(err) => {
+            eprintln!("error: invalid configuration: {}", redact(&err.to_string()));
+            return ExitCode::from(UNUSABLE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let mut client = match genesis_api::db::connect(&url).await {
+            Ok(client) => client,
+            Err(err) => {
+                eprintln!("error: {}", redact(&err.to_string()));
+                return ExitCode::from(UNUSABLE);
+            }
+        };
+        if status_only {
+            return match migrate::status(&client, MIGRATIONS).await {
+                Ok(rows) => {
+                    print_status(&url.to_string(), &rows, json);
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("error: {}", redact(&error_chain(&err)));
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        match migrate::migrate(&mut client).await {
+            Ok(report) => {
+                let applied: Vec<&Migration> = report
+                    .applied
+                    .iter()
+                    .filter_map(|v| MIGRATIONS.iter().find(|m| m.version == *v))
+                    .collect();
+                if json {
+                    let applied: Vec<_> = applied
+                        .iter()
+                        .map(|m| serde_json::json!({"version": m.version, "name": m.name}))
+                        .collect();
+                    let out = serde_json::json!({
+                        "database": url.to_string(),
+                        "applied": applied,
+                        "already_applied": report.already_applied,
+                    });
+                    println!("{out}");
+                } else {
+                    for m in &applied {
+                        println!("applied {:04}_{}", m.version, m.name);
+                    }
+                    println!(
+                        "{} applied, {} already applied, at {url}",
+                        applied.len(),
+                        report.already_applied
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(err) if err.is_connection() => {
+                eprintln!("error: {}", redact(&error_chain(&err)));
+                ExitCode::from(UNUSABLE)
+            }
+            Err(err) => {
+                eprintln!("error: {}", redact(&error_chain(&err)));
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn print_status(database: &str, rows: &[MigrationStatus], json: bool) {
+    if json {
+        let rows: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                let recorded = match &row.state {
+                    MigrationState::Edited { recorded } => Some(recorded.as_str()),
+                    _ => None,
+                };
+                serde_json::json!({
+                    "version": row.version,
+                    "name": row.name,
+                    "state": row.state.as_str(),
+                    "checksum": row.checksum,
+                    "recorded_checksum": recorded,
+                    "applied_at": row.applied_at,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"database": database, "migrations": rows})
+        );
+        return;
+    }
+    println!("migrations of {database}");
+    for row in rows {
+        let at = row.applied_at.as_deref().unwrap_or("-");
+        let short = |sum: &str| sum.get(..12).unwrap_or(sum).to_owned();
+        let checksum = match &row.state {
+            MigrationState::Edited { recorded } => {
+                format!("{} (applied as {})", short(&row.checksum), short(recorded))
+            }
+            _ => short(&row.checksum),
+        };
+        println!(
+            "  {:04}_{:<30} {:<8} {at:<20}  {checksum}",
+            row.version,
+            row.name,
+            row.state.as_str(),
+        );
     }
 }

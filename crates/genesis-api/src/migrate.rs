@@ -205,6 +205,104 @@ async fn run_locked(
     Ok(report)
 }
 
+/// Where one migration stands in a database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MigrationState {
+    /// Applied, and the file still has the checksum recorded then.
+    Applied,
+    /// In this build, not applied yet.
+    Pending,
+    /// Applied, but the file changed since: `recorded` is the checksum of what was applied.
+    Edited { recorded: String },
+    /// Recorded in the database, absent from this build's files.
+    Unknown,
+}
+
+impl MigrationState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MigrationState::Applied => "applied",
+            MigrationState::Pending => "pending",
+            MigrationState::Edited { .. } => "edited",
+            MigrationState::Unknown => "unknown",
+        }
+    }
+}
+
+/// One row of [`status`]: a migration of this build, of the database, or of both.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MigrationStatus {
+    pub version: i64,
+    pub name: String,
+    pub state: MigrationState,
+    /// The checksum of this build's file; for an unknown migration, the recorded one.
+    pub checksum: String,
+    /// When it was applied (UTC, RFC 3339), for applied and edited migrations.
+    pub applied_at: Option<String>,
+}
+
+/// Where each of `migrations` stands in the database `client` is connected to, with the
+/// database's own migrations that `migrations` lacks, in version order. Reads only: a database
+/// without `schema_migrations` has every migration pending.
+pub async fn status(
+    client: &Client,
+    migrations: &[Migration],
+) -> Result<Vec<MigrationStatus>, MigrateError> {
+    let exists: bool = client
+        .query_one("select to_regclass('schema_migrations') is not null", &[])
+        .await
+        .map_err(database("look for schema_migrations"))?
+        .get(0);
+    let mut recorded: BTreeMap<i64, (String, String, String)> = BTreeMap::new();
+    if exists {
+        let rows = client
+            .query(
+                "select version, name, checksum, \
+                 to_char(applied_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') \
+                 from schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(database("read schema_migrations"))?;
+        for row in rows {
+            recorded.insert(row.get(0), (row.get(1), row.get(2), row.get(3)));
+        }
+    }
+    let mut out: Vec<MigrationStatus> = migrations
+        .iter()
+        .map(|m| {
+            let checksum = m.checksum();
+            let (state, applied_at) = match recorded.remove(&m.version) {
+                None => (MigrationState::Pending, None),
+                Some((_, recorded, at)) if recorded == checksum => {
+                    (MigrationState::Applied, Some(at))
+                }
+                Some((_, recorded, at)) => (MigrationState::Edited { recorded }, Some(at)),
+            };
+            MigrationStatus {
+                version: m.version,
+                name: m.name.to_owned(),
+                state,
+                checksum,
+                applied_at,
+            }
+        })
+        .collect();
+    out.extend(
+        recorded
+            .into_iter()
+            .map(|(version, (name, checksum, at))| MigrationStatus {
+                version,
+                name,
+                state: MigrationState::Unknown,
+                checksum,
+                applied_at: Some(at),
+            }),
+    );
+    out.sort_by_key(|row| row.version);
+    Ok(out)
+}
+
 fn database(context: &'static str) -> impl Fn(tokio_postgres::Error) -> MigrateError {
     move |source| MigrateError::Database { context, source }
 }

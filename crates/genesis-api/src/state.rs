@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use genesis_model::PasswordCost;
 use genesis_settings::{Secret, ServiceUrl, Settings};
 
 use crate::db::{self, BadUrl, Redis};
@@ -23,6 +24,7 @@ struct Inner {
     database_tls: PgTls,
     redis: Redis,
     strict_health_checks: bool,
+    password_cost: PasswordCost,
     token_secret: Secret,
     migrated: AtomicBool,
     metrics: Metrics,
@@ -50,6 +52,7 @@ impl AppState {
             database_tls,
             redis: Redis::open(&settings.redis_url)?,
             strict_health_checks: settings.strict_health_checks,
+            password_cost: settings.password_cost,
             token_secret: settings.token_secret.clone(),
             migrated: AtomicBool::new(false),
             metrics: Metrics::default(),
@@ -77,6 +80,11 @@ impl AppState {
 
     pub fn strict_health_checks(&self) -> bool {
         self.0.strict_health_checks
+    }
+
+    /// The Argon2id cost new password hashes are made with (`PASSWORD_HASH_COST`).
+    pub fn password_cost(&self) -> PasswordCost {
+        self.0.password_cost
     }
 
     pub(crate) fn token_secret(&self) -> &Secret {
@@ -114,6 +122,7 @@ impl fmt::Debug for AppState {
             .field("database_url", &self.0.database_url)
             .field("redis", &self.0.redis)
             .field("strict_health_checks", &self.0.strict_health_checks)
+            .field("password_cost", &self.0.password_cost.name)
             .field("migrated", &self.migrated())
             .finish_non_exhaustive()
     }

@@ -249,7 +249,14 @@ async fn passwords_and_tokens_are_stored_hashed() {
         .await
         .unwrap();
     let hash: String = row.get(0);
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    // The test settings' cost (the minimum), through production's code path.
+    let cost = support::settings().password_cost;
+    let phc = format!(
+        "$argon2id$v=19$m={},t={},p={}$",
+        cost.memory_kib, cost.iterations, cost.parallelism
+    );
+    assert_eq!(cost.name, "minimum");
+    assert!(hash.starts_with(&phc), "{hash}");
     assert!(!hash.contains(PASSWORD));
 
     let rows = client

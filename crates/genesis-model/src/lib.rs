@@ -123,14 +123,31 @@ pub enum Password {
     FromEnv(&'static str),
 }
 
-/// How a database keeps its data.
+/// How a compose database keeps its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
     /// In memory (tmpfs), with durability settings off: test data is disposable.
     Disposable,
     /// On a named compose volume that survives `db-down` unless `--volumes` is given.
     Volume(&'static str),
-    /// A managed server outside compose (production).
+}
+
+/// A database that runs as a compose service: everything about it is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ComposeDb {
+    pub service: &'static str,
+    /// Where the host reaches it on the default stack.
+    pub host_address: Address,
+    /// Where containers on the compose network reach it.
+    pub network_address: Address,
+    pub storage: Storage,
+}
+
+/// Where a database runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hosting {
+    Compose(ComposeDb),
+    /// A managed server outside compose (production), reached through `DATABASE_URL` only.
     Managed,
 }
 
@@ -138,21 +155,23 @@ pub enum Storage {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Database {
     pub env: Env,
-    /// The compose service that runs it; `None` for the managed production server.
-    pub service: Option<&'static str>,
-    /// Where the host reaches it; `None` when only `DATABASE_URL` knows.
-    pub host_address: Option<Address>,
-    /// Where containers on the compose network reach it.
-    pub network_address: Option<Address>,
+    pub hosting: Hosting,
     pub name: &'static str,
     pub user: &'static str,
     pub password: Password,
-    pub storage: Storage,
     /// The variable that carries this database's URL in the application's settings.
     pub url_var: &'static str,
 }
 
 impl Database {
+    /// The compose service that runs it; `None` for a managed server.
+    pub const fn compose(&self) -> Option<ComposeDb> {
+        match self.hosting {
+            Hosting::Compose(db) => Some(db),
+            Hosting::Managed => None,
+        }
+    }
+
     /// The libpq URI as seen from `address`, with the password written as `password`.
     /// Callers choose what `password` is: the real secret, a `${VAR}` placeholder, or a mask.
     pub fn url_with(&self, address: Address, password: &str) -> String {
@@ -166,51 +185,62 @@ impl Database {
 /// PostgreSQL's port inside every container.
 pub const POSTGRES_PORT: u16 = 5432;
 
-pub const TEST_DB: Database = Database {
-    env: Env::Test,
-    service: Some("test-db"),
-    host_address: Some(Address {
+/// The test database's password: public by design, its data is disposable.
+pub const TEST_DB_PASSWORD: &str = "test_password";
+
+/// The variable that holds the dev and production passwords; never committed.
+pub const PASSWORD_VAR: &str = "POSTGRES_PASSWORD";
+
+pub const TEST_DB_SERVICE: ComposeDb = ComposeDb {
+    service: "test-db",
+    host_address: Address {
         host: "localhost",
         port: 5433,
-    }),
-    network_address: Some(Address {
+    },
+    network_address: Address {
         host: "test-db",
         port: POSTGRES_PORT,
-    }),
+    },
+    storage: Storage::Disposable,
+};
+
+pub const TEST_DB: Database = Database {
+    env: Env::Test,
+    hosting: Hosting::Compose(TEST_DB_SERVICE),
     name: "test_db",
     user: "test_user",
-    password: Password::Public("test_password"),
-    storage: Storage::Disposable,
+    password: Password::Public(TEST_DB_PASSWORD),
     url_var: "TEST_DATABASE_URL",
+};
+
+pub const DEV_DB_SERVICE: ComposeDb = ComposeDb {
+    service: "postgres",
+    host_address: Address {
+        host: "localhost",
+        port: 5435,
+    },
+    network_address: Address {
+        host: "postgres",
+        port: POSTGRES_PORT,
+    },
+    storage: Storage::Volume("dev-data"),
 };
 
 pub const DEV_DB: Database = Database {
     env: Env::Dev,
-    service: Some("postgres"),
-    host_address: Some(Address {
-        host: "localhost",
-        port: 5435,
-    }),
-    network_address: Some(Address {
-        host: "postgres",
-        port: POSTGRES_PORT,
-    }),
+    hosting: Hosting::Compose(DEV_DB_SERVICE),
     name: "genesis_db",
     user: "genesis_user",
-    password: Password::FromEnv("POSTGRES_PASSWORD"),
-    storage: Storage::Volume("dev-data"),
+    password: Password::FromEnv(PASSWORD_VAR),
     url_var: "DATABASE_URL",
 };
 
 pub const PROD_DB: Database = Database {
     env: Env::Prod,
-    service: None,
-    host_address: None,
-    network_address: None,
+    hosting: Hosting::Managed,
     name: "genesis_ai_prod",
     user: "genesis_prod_user",
-    password: Password::FromEnv("POSTGRES_PASSWORD"),
-    storage: Storage::Managed,
+    password: Password::FromEnv(PASSWORD_VAR),
     url_var: "DATABASE_URL",
 };
 
@@ -329,6 +359,46 @@ pub const TEST_DB_SERVER_FLAGS: [(&str, &str); 3] = [
     ("full_page_writes", "off"),
 ];
 
+/// The cost of hashing a password with Argon2id, by name (`PASSWORD_HASH_COST`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PasswordCost {
+    pub name: &'static str,
+    /// Memory in KiB, iterations and lanes: Argon2's `m`, `t` and `p`.
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+/// What production pays per password: the `argon2` crate's defaults, OWASP's recommendation
+/// (`m=19456,t=2,p=1`).
+pub const PASSWORD_COST_PRODUCTION: PasswordCost = PasswordCost {
+    name: "production",
+    memory_kib: 19456,
+    iterations: 2,
+    parallelism: 1,
+};
+
+/// The least Argon2id accepts (`m=8,t=1,p=1`): for the test suites only, whose passwords are
+/// disposable, through the same code path as production. Production refuses it.
+pub const PASSWORD_COST_MINIMUM: PasswordCost = PasswordCost {
+    name: "minimum",
+    memory_kib: 8,
+    iterations: 1,
+    parallelism: 1,
+};
+
+pub const PASSWORD_COSTS: [PasswordCost; 2] = [PASSWORD_COST_PRODUCTION, PASSWORD_COST_MINIMUM];
+
+impl Env {
+    /// The password hashing cost of this environment when `PASSWORD_HASH_COST` is unset.
+    pub const fn password_cost(self) -> PasswordCost {
+        match self {
+            Env::Test => PASSWORD_COST_MINIMUM,
+            Env::Dev | Env::Prod => PASSWORD_COST_PRODUCTION,
+        }
+    }
+}
+
 /// The default token secret of development and test. Production refuses it.
 pub const DEV_TOKEN_SECRET: &str = "dev-only-insecure-token-secret";
 
@@ -348,14 +418,15 @@ mod tests {
 
     #[test]
     fn seed_addresses() {
-        let test = TEST_DB.url_with(TEST_DB.host_address.unwrap(), "test_password");
+        let test = TEST_DB.url_with(TEST_DB_SERVICE.host_address, TEST_DB_PASSWORD);
         assert_eq!(
             test,
             "postgresql://test_user:test_password@localhost:5433/test_db"
         );
-        let net = TEST_DB.url_with(TEST_DB.network_address.unwrap(), "x");
+        let net = TEST_DB.url_with(TEST_DB_SERVICE.network_address, "x");
         assert_eq!(net, "postgresql://test_user:x@test-db:5432/test_db");
-        assert_eq!(DEV_DB.host_address.unwrap().port, 5435);
+        assert_eq!(DEV_DB.compose().unwrap().host_address.port, 5435);
+        assert_eq!(PROD_DB.compose(), None);
         assert_eq!(host_port_var("test-db"), "GENESIS_TEST_DB_PORT");
         assert_eq!(
             POSTGRES_IMAGE.compose_ref(),

@@ -1,14 +1,33 @@
-//! The dotenv-style files the settings read (`.env.test`, `.env.local`, `.env.production`, `.env`).
+//! The env files the settings and the xtask read (`.env.test`, `.env.local`, `.env.production`,
+//! `.env`), read the way Docker Compose reads `.env`.
 //!
-//! The format is deliberately small: `KEY=VALUE` lines, `#` comments, blank lines, an optional
-//! `export ` prefix, values optionally in single or double quotes. Anything else is an error
-//! that names the file and the line, and the whole file is refused.
+//! Compose v2 (compose-go's `dotenv`) and v1 (python-dotenv) do not agree on every line, and a
+//! value they read differently must not be read a third way. So this reader accepts the part of
+//! the format on which both agree, reads it as they do, and refuses everything else with the
+//! file, the line and why:
+//!
+//! - `KEY=VALUE`, `KEY = VALUE`, `export KEY=VALUE`; keys are letters, digits and `_`; blank
+//!   lines and `#` comments; a UTF-8 byte-order mark; CRLF line ends.
+//! - single quotes: the text as written, `$` included; refused: `${` (v1 expands it, v2 does
+//!   not) and a backslash before `\` or `'` (v1 unescapes them).
+//! - double quotes: the escapes `\\`, `\"`, `\n`, `\t`; any other backslash is refused.
+//! - unquoted: trimmed, ending at ` #` (a comment); a tab before `#` is refused.
+//! - outside single quotes: `${NAME}` and `${NAME:-default}` are expanded (the process
+//!   environment first, then the lines above); `$NAME` and `$$` are refused (v2 expands them,
+//!   v1 does not), other `${...}` forms are refused; a `$` before anything else is literal.
+//! - refused as well: a value continued on the next line, text after a closing quote, a line
+//!   without `=`, and a key set twice.
+//!
+//! The corpus in `env_file/corpus.env` is compared line by line with `docker compose config`
+//! (v2) and `docker-compose config` (v1) by the tests.
 
 use std::path::{Path, PathBuf};
 
 use crate::ConfigError;
 
-/// One `KEY=VALUE` line of an env file.
+/// One `KEY=VALUE` line of an env file. `value` is unquoted and unescaped; the references it
+/// holds are kept as `${NAME}` or `${NAME:-default}` (the only `${` a value can hold) until
+/// [`expand`] resolves them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub key: String,
@@ -16,7 +35,8 @@ pub struct Entry {
     pub line: usize,
 }
 
-/// Reads and parses `path`.
+/// Reads and parses `path`. A path that exists but is not a readable file is an error, never
+/// skipped.
 pub fn read(path: &Path) -> Result<Vec<Entry>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Io {
         path: path.to_owned(),
@@ -27,32 +47,44 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, ConfigError> {
 
 /// Parses the text of an env file; `path` only names it in errors.
 pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ConfigError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut entries: Vec<Entry> = Vec::new();
-    for (idx, raw) in text.lines().enumerate() {
+    for (idx, raw) in text.split('\n').enumerate() {
         let line = idx + 1;
-        let fail = |reason: &str| ConfigError::EnvFile {
+        let fail = |reason: String| ConfigError::EnvFile {
             path: PathBuf::from(path),
             line,
-            reason: reason.to_owned(),
+            reason,
         };
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
+        let raw = raw.strip_suffix('\r').unwrap_or(raw);
+        let trimmed = raw.trim_start_matches([' ', '\t']);
+        if trimmed.trim().is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let body = trimmed.strip_prefix("export ").unwrap_or(trimmed);
-        let Some((key, value)) = body.split_once('=') else {
-            return Err(fail("expected KEY=VALUE"));
+        let body = match trimmed.strip_prefix("export") {
+            Some(rest) if rest.starts_with([' ', '\t']) => rest.trim_start_matches([' ', '\t']),
+            _ => trimmed,
         };
-        let key = key.trim();
-        let valid_key = !key.is_empty()
-            && !key.starts_with(|c: char| c.is_ascii_digit())
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid_key {
-            return Err(fail("the key must be letters, digits and underscores"));
+        let key_end = body
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(body.len());
+        let key = &body[..key_end];
+        let after = body[key_end..].trim_start_matches([' ', '\t']);
+        let Some(value) = after.strip_prefix('=') else {
+            return Err(fail(if key.is_empty() || !after.is_empty() {
+                "expected KEY=VALUE, the key made of letters, digits and underscores".into()
+            } else {
+                "expected KEY=VALUE (Compose v1 and v2 read a bare KEY differently)".into()
+            }));
+        };
+        if key.is_empty() || key.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(fail(
+                "the key must be letters, digits and underscores, not starting with a digit".into(),
+            ));
         }
-        let value = unquote(value.trim()).map_err(fail)?;
+        let value = parse_value(value.trim_start_matches([' ', '\t'])).map_err(fail)?;
         if let Some(previous) = entries.iter().find(|e| e.key == key) {
-            return Err(fail(&format!(
+            return Err(fail(format!(
                 "{key} is already set on line {}",
                 previous.line
             )));
@@ -66,28 +98,168 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ConfigError> {
     Ok(entries)
 }
 
-fn unquote(value: &str) -> Result<String, &'static str> {
-    for quote in ['"', '\''] {
-        if let Some(inner) = value.strip_prefix(quote) {
-            return match inner.strip_suffix(quote) {
-                Some(body) if !body.contains(quote) => Ok(body.to_owned()),
-                _ => Err("an unterminated or doubled quote"),
-            };
+fn parse_value(value: &str) -> Result<String, String> {
+    if let Some(inner) = value.strip_prefix('\'') {
+        let Some(close) = inner.find('\'') else {
+            return Err(
+                "a single quote is not closed on this line (values on several lines are not \
+                 supported)"
+                    .into(),
+            );
+        };
+        let body = &inner[..close];
+        trailing(&inner[close + 1..])?;
+        if body.contains("${") {
+            return Err(
+                "${ inside single quotes: Compose v1 expands it and v2 keeps it; use double \
+                 quotes to expand, or drop the braces"
+                    .into(),
+            );
         }
+        let b = body.as_bytes();
+        if b.windows(2)
+            .any(|w| w[0] == b'\\' && matches!(w[1], b'\\' | b'\''))
+            || body.ends_with('\\')
+        {
+            return Err(
+                "a backslash before \\ or ' inside single quotes: Compose v1 unescapes it and \
+                 v2 does not"
+                    .into(),
+            );
+        }
+        return Ok(body.to_owned());
     }
-    // An unquoted value may end with a comment: `KEY=value # why`.
+    if let Some(inner) = value.strip_prefix('"') {
+        let mut out = String::new();
+        let mut i = 0;
+        while let Some(c) = inner[i..].chars().next() {
+            match c {
+                '"' => {
+                    if inner[..i].ends_with("\\\\") {
+                        return Err("\\\\ right before the closing double quote: Compose v1 \
+                                    reads \\\" there as an escaped quote and the value goes on"
+                            .into());
+                    }
+                    trailing(&inner[i + 1..])?;
+                    return Ok(out);
+                }
+                '\\' => {
+                    let next = inner[i + 1..].chars().next();
+                    match next {
+                        Some('\\') => out.push('\\'),
+                        Some('"') => out.push('"'),
+                        Some('n') => out.push('\n'),
+                        Some('t') => out.push('\t'),
+                        _ => {
+                            return Err("a backslash escape inside double quotes that Compose \
+                                        v1 and v2 read differently; only \\\\, \\\", \\n \
+                                        and \\t are accepted"
+                                .into());
+                        }
+                    }
+                    i += 1 + next.map_or(0, char::len_utf8);
+                }
+                '$' => {
+                    let (text, used) = reference(&inner[i..])?;
+                    out.push_str(&text);
+                    i += used;
+                }
+                c => {
+                    out.push(c);
+                    i += c.len_utf8();
+                }
+            }
+        }
+        return Err(
+            "a double quote is not closed on this line (values on several lines are not \
+             supported)"
+                .into(),
+        );
+    }
+    // Unquoted: a comment starts at a space followed by #.
     let value = match value.find(" #") {
-        Some(idx) => value[..idx].trim_end(),
+        Some(idx) => &value[..idx],
         None => value,
     };
-    if value.contains(['"', '\'']) {
-        return Err("a quote inside an unquoted value");
+    if value.contains("\t#") {
+        return Err(
+            "a tab before # in an unquoted value: Compose v1 starts a comment there and v2 \
+             does not; quote the value"
+                .into(),
+        );
     }
-    Ok(value.to_owned())
+    let value = value.trim_end_matches([' ', '\t']);
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let (text, used) = reference(&rest[at..])?;
+        out.push_str(&text);
+        rest = &rest[at + used..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
-/// Expands `${VAR}` references in `value` with `lookup`. Returns the names that could not be
-/// resolved instead of silently writing empty strings.
+/// After a closing quote: nothing, or a comment.
+fn trailing(rest: &str) -> Result<(), String> {
+    let rest = rest.trim_start_matches([' ', '\t']);
+    if rest.is_empty() || rest.starts_with('#') {
+        Ok(())
+    } else {
+        Err("text after the closing quote: Compose v1 refuses it and v2 drops it".into())
+    }
+}
+
+/// A `$` at the start of `text`, outside single quotes: the text it stands for in a value
+/// (`${NAME}` kept as a reference) and how many bytes it used.
+fn reference(text: &str) -> Result<(String, usize), String> {
+    let after = &text[1..];
+    if let Some(inner) = after.strip_prefix('{') {
+        let Some(close) = inner.find('}') else {
+            return Err("${ without a closing }".into());
+        };
+        let body = &inner[..close];
+        let name_end = body
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(body.len());
+        let name = &body[..name_end];
+        let modifier = &body[name_end..];
+        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err("${...} must name a variable: letters, digits and underscores".into());
+        }
+        if !modifier.is_empty() {
+            let Some(default) = modifier.strip_prefix(":-") else {
+                return Err(format!(
+                    "${{{name}{}...}}: only ${{NAME}} and ${{NAME:-default}} mean the same to \
+                     Compose v1 and v2",
+                    modifier.chars().take(2).collect::<String>()
+                ));
+            };
+            if default.contains(['$', '{', '\\', '"', '\'']) {
+                return Err(format!(
+                    "the default of ${{{name}:-...}} holds $, {{, a quote or a backslash, \
+                     which Compose v1 and v2 read differently"
+                ));
+            }
+        }
+        return Ok((format!("${{{body}}}"), 1 + 1 + close + 1));
+    }
+    match after.chars().next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => Err(
+            "$NAME without braces: Compose v2 expands it and v1 keeps it; write ${NAME} to \
+             expand, or put the value in single quotes to keep the $"
+                .into(),
+        ),
+        Some('$') => {
+            Err("$$: Compose v2 reads it as $ and v1 as $$; put the value in single quotes".into())
+        }
+        _ => Ok(("$".into(), 1)),
+    }
+}
+
+/// Expands the `${NAME}` and `${NAME:-default}` references of a parsed value with `lookup`.
+/// Returns the names that could not be resolved instead of silently writing empty strings.
 pub fn expand(value: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, Vec<String>> {
     let mut out = String::with_capacity(value.len());
     let mut missing = Vec::new();
@@ -100,10 +272,16 @@ pub fn expand(value: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<St
             rest = "";
             break;
         };
-        let name = &after[..end];
-        match lookup(name) {
-            Some(v) => out.push_str(&v),
-            None => missing.push(name.to_owned()),
+        let body = &after[..end];
+        let (name, default) = match body.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (body, None),
+        };
+        match (lookup(name), default) {
+            (Some(v), Some(d)) if v.is_empty() => out.push_str(d),
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => missing.push(name.to_owned()),
         }
         rest = &after[end + 1..];
     }
@@ -115,65 +293,150 @@ pub fn expand(value: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<St
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ok(text: &str) -> Vec<(String, String)> {
-        parse(Path::new(".env.x"), text)
-            .unwrap()
-            .into_iter()
-            .map(|e| (e.key, e.value))
-            .collect()
+/// The names a parsed value refers to.
+pub fn references(value: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else { break };
+        let body = &after[..end];
+        names.push(body.split_once(":-").map_or(body, |(n, _)| n));
+        rest = &after[end + 1..];
     }
-
-    fn err(text: &str) -> String {
-        parse(Path::new(".env.x"), text).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn parses_the_small_format() {
-        let pairs = ok("# c\n\nA=1\nexport B = two words \nC=\"x # y\"\nD='q'\nE=v # note\nF=\n");
-        let expected = [
-            ("A", "1"),
-            ("B", "two words"),
-            ("C", "x # y"),
-            ("D", "q"),
-            ("E", "v"),
-            ("F", ""),
-        ];
-        let expected: Vec<(String, String)> = expected
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(pairs, expected);
-    }
-
-    #[test]
-    fn malformed_lines_name_file_and_line() {
-        assert_eq!(err("A=1\nnot a pair\n"), ".env.x:2: expected KEY=VALUE");
-        assert_eq!(
-            err("A=1\n\n1A=2"),
-            ".env.x:3: the key must be letters, digits and underscores"
-        );
-        assert_eq!(
-            err("A=\"open"),
-            ".env.x:1: an unterminated or doubled quote"
-        );
-        assert_eq!(err("A=1\nA=2"), ".env.x:2: A is already set on line 1");
-    }
-
-    #[test]
-    fn expands_references() {
-        let lookup = |k: &str| (k == "P").then(|| "pw".to_owned());
-        assert_eq!(
-            expand("postgresql://u:${P}@h/db", lookup),
-            Ok("postgresql://u:pw@h/db".to_owned())
-        );
-        assert_eq!(
-            expand("${Q}-${R}", lookup),
-            Err(vec!["Q".to_owned(), "R".to_owned()])
-        );
-        assert_eq!(expand("plain", lookup), Ok("plain".to_owned()));
-    }
+    names
 }
+
+/// The names a parsed value refers to with a `:-` default.
+fn references_with_default(value: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else { break };
+        if let Some((name, _)) = after[..end].split_once(":-") {
+            names.push(name);
+        }
+        rest = &after[end + 1..];
+    }
+    names
+}
+
+/// A line of an env file with its references resolved as Compose resolves them: each
+/// `${NAME}` from the process environment, else from a line above in the same file (else,
+/// for the settings' own files, from a file read before).
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub key: String,
+    pub path: PathBuf,
+    pub line: usize,
+    /// The value; `Ok(None)` for a production placeholder `KEY=${KEY}` whose variable is unset.
+    pub value: Result<Option<String>, ConfigError>,
+}
+
+/// Reads `entries` of `path` in order, resolving references against `process`, the lines
+/// above, then `before` (values of files read earlier).
+pub fn resolve(
+    path: &Path,
+    entries: Vec<Entry>,
+    process: &dyn Fn(&str) -> Option<String>,
+    before: &[Resolved],
+) -> Vec<Resolved> {
+    let lines: Vec<(String, usize)> = entries.iter().map(|e| (e.key.clone(), e.line)).collect();
+    let mut out: Vec<Resolved> = Vec::new();
+    for entry in entries {
+        let origin = crate::Source::File {
+            path: path.to_owned(),
+            line: entry.line,
+        };
+        let mut conflict = None;
+        for name in references(&entry.value) {
+            let above = out.iter().find(|r| r.key == name);
+            if let (
+                Some(env),
+                Some(Resolved {
+                    value: Ok(Some(v)),
+                    line,
+                    ..
+                }),
+            ) = (process(name), above)
+            {
+                if &env != v {
+                    conflict = Some((name.to_owned(), *line));
+                }
+            }
+        }
+        let lookup = |name: &str| {
+            process(name).or_else(|| {
+                out.iter()
+                    .chain(before.iter())
+                    .find(|r| r.key == name)
+                    .and_then(|r| r.value.as_ref().ok().cloned().flatten())
+            })
+        };
+        let empty_with_default = references_with_default(&entry.value)
+            .into_iter()
+            .find(|name| lookup(name).is_some_and(|v| v.is_empty()));
+        let value = if let Some(name) = empty_with_default {
+            Err(ConfigError::EnvFile {
+                path: path.to_owned(),
+                line: entry.line,
+                reason: format!(
+                    "{} uses ${{{name}:-...}} while {name} is set but empty: Compose v2 takes \
+                     the default and v1 the empty value; unset {name} or give it a value",
+                    entry.key
+                ),
+            })
+        } else if let Some((name, line)) = conflict {
+            Err(ConfigError::EnvFile {
+                path: path.to_owned(),
+                line: entry.line,
+                reason: format!(
+                    "{} refers to ${{{name}}}, set both in the environment and on line {line}: \
+                     Compose v2 takes the environment's value and v1 the file's; keep one",
+                    entry.key
+                ),
+            })
+        } else {
+            match expand(&entry.value, lookup) {
+                Ok(v) => Ok(Some(v)),
+                // `KEY=${KEY}` (the production file's placeholders) with KEY unset means unset.
+                Err(missing)
+                    if entry.value == format!("${{{}}}", entry.key)
+                        && missing == [entry.key.clone()] =>
+                {
+                    Ok(None)
+                }
+                Err(missing) => match lines
+                    .iter()
+                    .find(|(k, l)| missing.contains(k) && *l > entry.line)
+                {
+                    Some((name, line)) => Err(ConfigError::EnvFile {
+                        path: path.to_owned(),
+                        line: entry.line,
+                        reason: format!(
+                            "{} refers to ${{{name}}}, which is set only below, on line {line}: \
+                             Compose reads it as empty here; move that line up",
+                            entry.key
+                        ),
+                    }),
+                    None => Err(ConfigError::Unresolved {
+                        var: entry.key.clone(),
+                        origin,
+                        missing: missing.join(", "),
+                    }),
+                },
+            }
+        };
+        out.push(Resolved {
+            key: entry.key,
+            path: path.to_owned(),
+            line: entry.line,
+            value,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,9 +1,9 @@
 //! The application's settings: the Rust counterpart of the seed's `settings.py`.
 //!
-//! Values come from the process environment first, then from the environment's env file
-//! (`.env.test`, `.env.local` (with `.env` for the generated dev password), `.env.production`),
-//! found in the current folder or the nearest parent that has it, then from the typed model's
-//! defaults. Every value remembers where it came from, so that errors and `check-config` name
+//! Values come from the process environment first, then from the environment's env files
+//! (`.env.test`; `.env`, then `.env.local`, in development; `.env.production`), read the way
+//! Docker Compose reads them and found in the current folder or the nearest parent that has
+//! them, never above the workspace root; then from the typed model's defaults. Every value remembers where it came from, so that errors and `check-config` name
 //! the variable and its source. Passwords never appear in `Debug`, `Display` or errors.
 
 mod env_file;
@@ -16,11 +16,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use genesis_model::{self as model, Address, Env, Password};
+use genesis_model::{self as model, Env};
 
-pub use crate::env_file::{Entry, expand, parse as parse_env_file};
+pub use crate::env_file::{
+    Entry, Resolved, expand, parse as parse_env_file, read as read_env_file,
+    resolve as resolve_env_file,
+};
 pub use crate::secret::{MASK, Secret, redact};
-pub use crate::url::{Scheme, ServiceUrl, UrlProblem};
+pub use crate::url::{APP_PARAMETERS, AppValues, LIBPQ_KEYWORDS, Scheme, ServiceUrl, UrlProblem};
 
 /// Where a setting's value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +51,7 @@ impl fmt::Display for Source {
 
 /// A configuration the application must not start with. Messages name the variable and its
 /// source and never contain a secret.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(
         "{var} (from {origin}) is a SQLite URL; Genesis runs on PostgreSQL only: \
@@ -95,7 +98,14 @@ pub enum ConfigError {
          not the development default"
     )]
     WeakTokenSecret,
+    #[error(
+        "{PASSWORD_HASH_COST} (from {origin}) lowers the password hashing cost; production keeps `production`"
+    )]
+    WeakPasswordCost { origin: Source },
 }
+
+/// The variable that names the password hashing cost.
+pub const PASSWORD_HASH_COST: &str = "PASSWORD_HASH_COST";
 
 /// The shortest token secret production accepts.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -120,6 +130,9 @@ pub struct Settings {
     pub debug: bool,
     pub testing_mode: bool,
     pub strict_health_checks: bool,
+    /// The Argon2id cost of password hashing (`PASSWORD_HASH_COST`): the minimum in the test
+    /// environment, production's everywhere else.
+    pub password_cost: model::PasswordCost,
     pub token_secret: Secret,
     pub bind: SocketAddr,
     /// The most connections the API holds to PostgreSQL (`DB_POOL_SIZE`).
@@ -180,21 +193,29 @@ impl Settings {
         };
 
         let mut files = Vec::new();
-        let mut entries: Vec<(PathBuf, Entry)> = Vec::new();
-        let mut names = vec![environment.env_file()];
-        if environment == Env::Dev {
-            // `.env` holds the generated dev password that `.env.local` refers to.
-            names.push(".env");
-        }
+        let mut resolved: Vec<Resolved> = Vec::new();
+        // In development `.env` comes first: Compose reads it (and only it) for the dev
+        // database, so a key set in both files must mean what Compose makes of it.
+        let names: &[&str] = match environment {
+            Env::Dev => &[".env", environment.env_file()],
+            _ => &[environment.env_file()],
+        };
+        let lookup = |key: &str| process.get(key).cloned();
         for name in names {
-            if let Some(path) = find_upwards(dir, name) {
-                for entry in env_file::read(&path)? {
-                    entries.push((path.clone(), entry));
-                }
+            if let Some(path) = find_env_file(dir, name)? {
+                let entries = env_file::read(&path)?;
+                let mut read = env_file::resolve(&path, entries, &lookup, &resolved);
+                resolved.append(&mut read);
                 files.push(path);
             }
         }
-        let vars = Vars { process, entries };
+        register_file_secrets(&resolved);
+        for (key, value) in &process {
+            if is_secret_key(key) {
+                secret::register(value);
+            }
+        }
+        let vars = Vars { process, resolved };
 
         let runtime = match vars.get(model::API.in_container_var)? {
             Some((value, origin)) if !value.is_empty() => {
@@ -212,14 +233,12 @@ impl Settings {
         let test_database_url = match vars.get(test_db.url_var)? {
             Some((raw, origin)) => {
                 sources.insert(test_db.url_var, origin.clone());
-                parse_url(test_db.url_var, &raw, origin, Scheme::Postgres)?
+                parse_app_url(test_db.url_var, &raw, origin)?
             }
             None => {
                 sources.insert(test_db.url_var, Source::Default);
-                let Password::Public(password) = test_db.password else {
-                    unreachable!("the test database's password is public by design")
-                };
-                let url = test_db.url_with(host_address(test_db.host_address), password);
+                let url =
+                    test_db.url_with(model::TEST_DB_SERVICE.host_address, model::TEST_DB_PASSWORD);
                 ServiceUrl::parse(&url, Scheme::Postgres).expect("the model's test URL is valid")
             }
         };
@@ -227,12 +246,12 @@ impl Settings {
         let database_url = match vars.get("DATABASE_URL")? {
             Some((raw, origin)) if !raw.is_empty() => {
                 sources.insert("DATABASE_URL", origin.clone());
-                Some(parse_url("DATABASE_URL", &raw, origin, Scheme::Postgres)?)
+                Some(parse_app_url("DATABASE_URL", &raw, origin)?)
             }
             _ => match vars.get("POSTGRES_SERVER")? {
                 Some((server, _)) => {
                     sources.insert("DATABASE_URL", Source::Assembled);
-                    Some(assemble_database_url(&vars, &server)?)
+                    Some(assemble_database_url(&vars, &server, environment)?)
                 }
                 None => None,
             },
@@ -257,6 +276,29 @@ impl Settings {
             environment == Env::Prod,
             &mut sources,
         )?;
+
+        let password_cost = match vars.get(PASSWORD_HASH_COST)? {
+            Some((value, origin)) => {
+                let cost = model::PASSWORD_COSTS
+                    .into_iter()
+                    .find(|cost| cost.name == value.trim())
+                    .ok_or_else(|| ConfigError::InvalidValue {
+                        var: PASSWORD_HASH_COST.into(),
+                        origin: origin.clone(),
+                        value: value.clone(),
+                        expected: "production or minimum",
+                    })?;
+                if environment == Env::Prod && cost != model::PASSWORD_COST_PRODUCTION {
+                    return Err(ConfigError::WeakPasswordCost { origin });
+                }
+                sources.insert(PASSWORD_HASH_COST, origin);
+                cost
+            }
+            None => {
+                sources.insert(PASSWORD_HASH_COST, Source::Default);
+                environment.password_cost()
+            }
+        };
 
         let token_secret = match vars.get("TOKEN_SECRET")? {
             Some((value, origin)) if !value.is_empty() => {
@@ -335,6 +377,7 @@ impl Settings {
             debug,
             testing_mode,
             strict_health_checks,
+            password_cost,
             token_secret,
             bind,
             pool_size,
@@ -401,9 +444,21 @@ impl Settings {
                 source("DATABASE_URL"),
             ),
             (
+                "  as libpq reads it",
+                self.database_url
+                    .as_ref()
+                    .map_or("-".into(), ServiceUrl::describe),
+                "-".into(),
+            ),
+            (
                 "TEST_DATABASE_URL",
                 self.test_database_url.to_string(),
                 source("TEST_DATABASE_URL"),
+            ),
+            (
+                "  as libpq reads it",
+                self.test_database_url.describe(),
+                "-".into(),
             ),
             ("REDIS_URL", self.redis_url.to_string(), source("REDIS_URL")),
             ("DEBUG", self.debug.to_string(), source("DEBUG")),
@@ -416,6 +471,17 @@ impl Settings {
                 "STRICT_HEALTH_CHECKS",
                 self.strict_health_checks.to_string(),
                 source("STRICT_HEALTH_CHECKS"),
+            ),
+            (
+                PASSWORD_HASH_COST,
+                format!(
+                    "{} (argon2id m={} KiB, t={}, p={})",
+                    self.password_cost.name,
+                    self.password_cost.memory_kib,
+                    self.password_cost.iterations,
+                    self.password_cost.parallelism
+                ),
+                source(PASSWORD_HASH_COST),
             ),
             ("TOKEN_SECRET", secret, source("TOKEN_SECRET")),
             ("BIND_ADDR", self.bind.to_string(), source("BIND_ADDR")),
@@ -458,12 +524,72 @@ fn process_env() -> Vec<(String, String)> {
         .collect()
 }
 
-fn find_upwards(dir: &Path, name: &str) -> Option<PathBuf> {
-    dir.ancestors().map(|d| d.join(name)).find(|p| p.is_file())
+/// The env file `name` in `dir` or the nearest parent that has one, never above the workspace
+/// root (the nearest folder with a `Cargo.toml` declaring `[workspace]`, or a `.git`); with no
+/// workspace above `dir`, only `dir` itself. Something named like an env file that is not a
+/// readable file (a folder, a broken link) is an error, not a file to skip.
+pub fn find_env_file(dir: &Path, name: &str) -> Result<Option<PathBuf>, ConfigError> {
+    let root = workspace_root(dir);
+    for folder in dir.ancestors() {
+        let path = folder.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => {
+                return match std::fs::metadata(&path) {
+                    Ok(meta) if meta.is_file() => Ok(Some(path)),
+                    Ok(_) => Err(ConfigError::Io {
+                        path,
+                        reason: "it is not a file".into(),
+                    }),
+                    Err(err) => Err(ConfigError::Io {
+                        path,
+                        reason: err.to_string(),
+                    }),
+                };
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(ConfigError::Io {
+                    path,
+                    reason: err.to_string(),
+                });
+            }
+        }
+        if root.as_deref().is_none_or(|root| folder == root) {
+            break;
+        }
+    }
+    Ok(None)
 }
 
-fn host_address(address: Option<Address>) -> Address {
-    address.expect("services run by compose have a host address")
+/// The workspace `dir` belongs to: the nearest folder with a `.git` or a `Cargo.toml` that
+/// declares `[workspace]`.
+pub fn workspace_root(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|d| {
+            d.join(".git").exists()
+                || std::fs::read_to_string(d.join("Cargo.toml"))
+                    .is_ok_and(|t| t.lines().any(|l| l.trim() == "[workspace]"))
+        })
+        .map(Path::to_owned)
+}
+
+/// Every value of a key that names a secret is masked by value wherever it is printed.
+fn register_file_secrets(resolved: &[Resolved]) {
+    for r in resolved {
+        if is_secret_key(&r.key) {
+            if let Ok(Some(value)) = &r.value {
+                secret::register(value);
+            }
+        }
+    }
+}
+
+/// Keys whose values are secrets: `*PASSWORD*`, `*SECRET*`, `*TOKEN*`.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_uppercase();
+    ["PASSWORD", "SECRET", "TOKEN"]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 /// Inside a container, the model's host addresses (`localhost:5433`) mean nothing: translate
@@ -471,15 +597,33 @@ fn host_address(address: Option<Address>) -> Address {
 fn to_network(url: ServiceUrl) -> ServiceUrl {
     let pairs = [model::TEST_DB, model::DEV_DB]
         .iter()
-        .filter_map(|db| Some((db.host_address?, db.network_address?)))
+        .filter_map(|db| db.compose())
+        .map(|db| (db.host_address, db.network_address))
         .chain([(model::REDIS.host_address, model::REDIS.network_address)]);
     for (host, network) in pairs {
-        let is_local = matches!(url.host(), "localhost" | "127.0.0.1" | "[::1]");
-        if is_local && url.port() == Some(host.port) {
+        let is_local = matches!(url.host(), "localhost" | "127.0.0.1" | "::1");
+        if url.hosts().len() == 1 && is_local && url.port() == Some(host.port) {
             return url.with_address(network.host, network.port);
         }
     }
     url
+}
+
+/// A URL of the application's database: read as libpq reads it, then refused if the
+/// application's driver would refuse it or read it differently.
+fn parse_app_url(var: &str, raw: &str, origin: Source) -> Result<ServiceUrl, ConfigError> {
+    let url = parse_url(var, raw, origin.clone(), Scheme::Postgres)?;
+    url.check_app_support()
+        .map_err(|problem| ConfigError::InvalidUrl {
+            var: var.into(),
+            origin,
+            expected: "PostgreSQL",
+            reason: match problem {
+                UrlProblem::Malformed(reason) => reason,
+                other => format!("{other:?}"),
+            },
+        })?;
+    Ok(url)
 }
 
 fn parse_url(
@@ -507,7 +651,7 @@ fn parse_url(
             var: var.into(),
             origin,
             expected,
-            reason: reason.into(),
+            reason,
         },
     })
 }
@@ -525,7 +669,11 @@ fn parse_bool(var: &str, value: &str, origin: &Source) -> Result<bool, ConfigErr
     }
 }
 
-fn assemble_database_url(vars: &Vars, server: &str) -> Result<ServiceUrl, ConfigError> {
+fn assemble_database_url(
+    vars: &Vars,
+    server: &str,
+    environment: Env,
+) -> Result<ServiceUrl, ConfigError> {
     let required = |var: &'static str| match vars.get(var) {
         Ok(Some((value, _))) if !value.is_empty() => Ok(value),
         Ok(_) => Err(ConfigError::MissingPart { var }),
@@ -533,10 +681,15 @@ fn assemble_database_url(vars: &Vars, server: &str) -> Result<ServiceUrl, Config
     };
     let user = required("POSTGRES_USER")?;
     let db = required("POSTGRES_DB")?;
-    let password = vars
-        .get("POSTGRES_PASSWORD")?
-        .map(|(p, _)| p)
-        .unwrap_or_default();
+    // The dev database always has a password (its compose service needs one): without it the
+    // URL would only fail later, at login.
+    let password = if environment == Env::Dev {
+        required("POSTGRES_PASSWORD")?
+    } else {
+        vars.get("POSTGRES_PASSWORD")?
+            .map(|(p, _)| p)
+            .unwrap_or_default()
+    };
     let port = match vars.get("POSTGRES_PORT")? {
         Some((port, origin)) => port.parse::<u16>().map_err(|_| ConfigError::InvalidValue {
             var: "POSTGRES_PORT".into(),
@@ -546,51 +699,51 @@ fn assemble_database_url(vars: &Vars, server: &str) -> Result<ServiceUrl, Config
         })?,
         None => model::POSTGRES_PORT,
     };
-    let raw = if password.is_empty() {
-        format!("postgresql://{user}@{server}:{port}/{db}")
+    // Every part is percent-encoded: a password with `@`, `:`, `/` or `%` means itself.
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, secret::URL_PART).to_string();
+    let host = if server.contains(':') {
+        format!("[{server}]")
     } else {
-        format!("postgresql://{user}:{password}@{server}:{port}/{db}")
+        enc(server)
     };
-    parse_url("DATABASE_URL", &raw, Source::Assembled, Scheme::Postgres)
+    let raw = if password.is_empty() {
+        format!("postgresql://{}@{host}:{port}/{}", enc(&user), enc(&db))
+    } else {
+        format!(
+            "postgresql://{}:{}@{host}:{port}/{}",
+            enc(&user),
+            enc(&password),
+            enc(&db)
+        )
+    };
+    parse_app_url("DATABASE_URL", &raw, Source::Assembled)
 }
 
-/// The variables visible to the settings: the process environment over the env files.
+/// The variables visible to the settings: the process environment over the env files, which
+/// are in the order of their precedence.
 struct Vars {
     process: BTreeMap<String, String>,
-    entries: Vec<(PathBuf, Entry)>,
+    resolved: Vec<Resolved>,
 }
 
 impl Vars {
-    /// The raw value of `name` and where it came from. Env-file values have their `${VAR}`
-    /// references expanded; one that cannot be resolved is an error naming it.
+    /// The value of `name` and where it came from. Env-file values have their references
+    /// expanded; one that cannot be resolved is an error naming it.
     fn get(&self, name: &str) -> Result<Option<(String, Source)>, ConfigError> {
         if let Some(value) = self.process.get(name) {
             return Ok(Some((value.clone(), Source::Environment)));
         }
-        let Some((path, entry)) = self.entries.iter().find(|(_, e)| e.key == name) else {
+        let Some(found) = self.resolved.iter().find(|r| r.key == name) else {
             return Ok(None);
         };
         let origin = Source::File {
-            path: path.clone(),
-            line: entry.line,
+            path: found.path.clone(),
+            line: found.line,
         };
-        let lookup = |key: &str| {
-            self.process.get(key).cloned().or_else(|| {
-                self.entries
-                    .iter()
-                    .find(|(_, e)| e.key == key && !e.value.contains("${"))
-                    .map(|(_, e)| e.value.clone())
-            })
-        };
-        match expand(&entry.value, lookup) {
-            Ok(value) => Ok(Some((value, origin))),
-            // `KEY=${KEY}` (the production file's placeholders) with KEY unset means unset.
-            Err(missing) if entry.value == format!("${{{name}}}") && missing == [name] => Ok(None),
-            Err(missing) => Err(ConfigError::Unresolved {
-                var: name.into(),
-                origin,
-                missing: missing.join(", "),
-            }),
+        match &found.value {
+            Ok(Some(value)) => Ok(Some((value.clone(), origin))),
+            Ok(None) => Ok(None),
+            Err(err) => Err(err.clone()),
         }
     }
 

@@ -224,7 +224,7 @@ fn malformed_env_file_names_file_and_line() {
         .resolve(&[("ENVIRONMENT", "test")])
         .unwrap_err()
         .to_string();
-    assert!(err.ends_with(".env.test:2: expected KEY=VALUE"), "{err}");
+    assert!(err.contains(".env.test:2: expected KEY=VALUE"), "{err}");
 }
 
 #[test]
@@ -335,4 +335,183 @@ fn limits_have_defaults_and_refuse_bad_numbers() {
             "{err}"
         );
     }
+}
+
+const NASTY: &str = "p@ss:w/rd%41$x#1 \"q\"";
+
+#[test]
+fn assembles_a_url_whose_password_means_itself() {
+    let fx = Fixture::new(&[]);
+    let s = fx
+        .resolve(&[
+            ("POSTGRES_SERVER", "localhost"),
+            ("POSTGRES_PORT", "5435"),
+            ("POSTGRES_USER", "genesis_user"),
+            ("POSTGRES_PASSWORD", NASTY),
+            ("POSTGRES_DB", "genesis_db"),
+        ])
+        .unwrap();
+    let url = s.database_url.as_ref().unwrap();
+    assert_eq!(url.password().unwrap().expose(), NASTY);
+    assert_eq!(url.hosts(), ["localhost"]);
+    assert_eq!(url.user(), "genesis_user");
+    assert_eq!(
+        url.expose(),
+        "postgresql://genesis_user:p%40ss%3Aw%2Frd%2541%24x%231%20%22q%22@localhost:5435/genesis_db"
+    );
+    let shown: String = s
+        .report()
+        .iter()
+        .map(|(n, v, o)| format!("{n} {v} {o}\n"))
+        .collect();
+    assert!(
+        !shown.contains("p@ss") && !shown.contains("p%40ss"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("host=localhost port=5435 user=genesis_user password=*** dbname=genesis_db"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn dot_env_read_as_compose_reads_it_and_winning_over_env_local() {
+    let local = "POSTGRES_SERVER=localhost\nPOSTGRES_PORT=5435\nPOSTGRES_USER=genesis_user\nPOSTGRES_DB=genesis_db\nPOSTGRES_PASSWORD=from-local\n";
+    let fx = Fixture::new(&[
+        (".env.local", local),
+        (".env", &format!("POSTGRES_PASSWORD='{NASTY}'\n")),
+    ]);
+    let s = fx.resolve(&[]).unwrap();
+    let url = s.database_url.unwrap();
+    assert_eq!(url.password().unwrap().expose(), NASTY);
+    assert_eq!(url.port(), Some(5435));
+
+    // A value Compose v1 and v2 read differently is refused with its file and line.
+    let fx = Fixture::new(&[
+        (".env.local", local),
+        (".env", "POSTGRES_PASSWORD=pa$word\n"),
+    ]);
+    let err = fx.resolve(&[]).unwrap_err().to_string();
+    assert!(err.contains(".env:1: $NAME without braces"), "{err}");
+}
+
+#[test]
+fn refuses_what_the_driver_would_refuse_naming_the_variable() {
+    let fx = Fixture::new(&[]);
+    for (url, why) in [
+        (
+            "postgresql://u:p@h/db?foo=1",
+            "foo is not a libpq connection parameter",
+        ),
+        (
+            "postgresql://u:p@h/db?PASSWORD=x",
+            "is not a libpq connection parameter",
+        ),
+        (
+            "postgresql://u:p@ss@h/db",
+            "an @ in a user name or password must be written %40",
+        ),
+        ("postgresql:///db", "names no host"),
+        (
+            "postgresql://u@h/db?sslcrl=/crl.pem",
+            "not supported by the application's driver",
+        ),
+    ] {
+        let err = fx
+            .resolve(&[("DATABASE_URL", url)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("DATABASE_URL (from the environment) is not a valid PostgreSQL URL: ")
+                && err.contains(why),
+            "{url}: {err}"
+        );
+        assert!(!err.contains("ss@h"), "{err}");
+    }
+    // Sockets and several hosts work.
+    let s = fx
+        .resolve(&[(
+            "DATABASE_URL",
+            "postgresql://u@/genesis_db?host=/var/run/postgresql&port=5501",
+        )])
+        .unwrap();
+    assert_eq!(s.database_url.unwrap().hosts(), ["/var/run/postgresql"]);
+    let s = fx
+        .resolve(&[("DATABASE_URL", "postgresql://u@h1:1,h2:2/db")])
+        .unwrap();
+    assert_eq!(s.database_url.unwrap().hosts(), ["h1", "h2"]);
+}
+
+#[test]
+fn the_search_stops_at_the_workspace_root_and_refuses_non_files() {
+    // A parent folder's .env is not the workspace's.
+    let outer = Fixture::new(&[(".env", "BIND_ADDR=0.0.0.0:9\n")]);
+    let inner = outer.0.join("checkout");
+    std::fs::create_dir_all(inner.join("crates")).unwrap();
+    std::fs::write(inner.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+    let s = Settings::resolve(&[], &inner.join("crates"), None).unwrap();
+    assert_eq!(s.bind.to_string(), "127.0.0.1:8000");
+    assert!(s.files.is_empty(), "{:?}", s.files);
+
+    // A folder or a broken link named .env.local is an error, not a file to skip.
+    std::fs::create_dir_all(inner.join(".env.local")).unwrap();
+    let err = Settings::resolve(&[], &inner, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(".env.local: it is not a file"), "{err}");
+    std::fs::remove_dir(inner.join(".env.local")).unwrap();
+    std::os::unix::fs::symlink(inner.join("nowhere"), inner.join(".env.local")).unwrap();
+    let err = Settings::resolve(&[], &inner, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(".env.local"), "{err}");
+}
+
+#[test]
+fn every_password_the_settings_know_is_masked_by_value() {
+    let fx = Fixture::new(&[(".env", "POSTGRES_PASSWORD='zq-file-9Kx'\n")]);
+    fx.resolve(&[
+        ("DATABASE_URL", "postgresql://u@h/db"),
+        ("REDIS_PASSWORD", "zq-env-7Hw"),
+    ])
+    .unwrap();
+    let text = "a log line with zq-file-9Kx, zq-env-7Hw and zq-file-9Kx again";
+    assert_eq!(redact(text), "a log line with ***, *** and *** again");
+}
+
+#[test]
+fn password_cost_is_the_minimum_in_test_only_and_production_refuses_less() {
+    let fx = Fixture::new(&[]);
+    let cost = |env: &[(&str, &str)]| fx.resolve(env).map(|s| s.password_cost.name);
+    assert_eq!(cost(&[("ENVIRONMENT", "test")]).unwrap(), "minimum");
+    assert_eq!(
+        cost(&[("ENVIRONMENT", "development")]).unwrap(),
+        "production"
+    );
+    assert_eq!(
+        cost(&[("ENVIRONMENT", "test"), (PASSWORD_HASH_COST, "production")]).unwrap(),
+        "production"
+    );
+    let err = cost(&[("ENVIRONMENT", "test"), (PASSWORD_HASH_COST, "low")])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "PASSWORD_HASH_COST (from the environment) is \"low\"; expected production or minimum"
+    );
+
+    let strong = "s".repeat(MIN_SECRET_LEN);
+    let prod = [
+        ("ENVIRONMENT", "production"),
+        (
+            "DATABASE_URL",
+            "postgresql://u:p@db.cloud:5432/genesis_ai_prod",
+        ),
+        ("TOKEN_SECRET", strong.as_str()),
+    ];
+    assert_eq!(cost(&prod).unwrap(), "production");
+    let err = fx
+        .resolve(&[prod.as_slice(), &[(PASSWORD_HASH_COST, "minimum")]].concat())
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::WeakPasswordCost { .. }), "{err}");
 }

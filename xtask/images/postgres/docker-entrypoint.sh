@@ -45,7 +45,11 @@ run_sql() {
     PGHOST= PGHOSTADDR= "${cmd[@]}" "$@"
 }
 
-init_cluster() {
+# The cluster initdb made when the image was built (Dockerfile), owned by
+# postgres, superuser `postgres` without a password.
+SEED=/usr/lib/genesis/pgdata-seed
+
+require_password() {
     if [ -z "$POSTGRES_PASSWORD" ] && [ "$POSTGRES_HOST_AUTH_METHOD" != trust ]; then
         {
             echo 'Error: Database is uninitialized and superuser password is not specified.'
@@ -56,22 +60,92 @@ init_cluster() {
         } >&2
         exit 1
     fi
+}
 
-    local waldir=()
-    if [ -n "${POSTGRES_INITDB_WALDIR:-}" ]; then
-        waldir=(--waldir "$POSTGRES_INITDB_WALDIR")
-    fi
-    # POSTGRES_INITDB_ARGS is a shell-quoted string in the official image,
-    # hence eval. --pwfile rejects an empty file, hence the newline.
-    eval 'initdb --username="$POSTGRES_USER" --pwfile=<(printf "%s\n" "$POSTGRES_PASSWORD") '"${POSTGRES_INITDB_ARGS:-}"' "${waldir[@]}"'
+# Local (socket) connections keep initdb's `trust`; every TCP connection from
+# anywhere needs the password, hashed as password_encryption says
+# (scram-sha-256 on PostgreSQL 15).
+allow_host_connections() {
+    : "${POSTGRES_HOST_AUTH_METHOD:=$(postgres -C password_encryption "$@")}"
+    printf '\nhost all all all %s\n' "$POSTGRES_HOST_AUTH_METHOD" >>"$PGDATA/pg_hba.conf"
+}
 
-    # Local (socket) connections keep initdb's `trust`; every TCP connection
-    # from anywhere needs the password, hashed as password_encryption says
-    # (scram-sha-256 on PostgreSQL 15).
+# Whether the build-time cluster can stand in for initdb: it exists, nothing
+# asks initdb for other options, no value holds a newline (which would end a
+# single-user command), and PGDATA is empty (initdb refuses anything else, and
+# so must we).
+can_seed() {
+    [ -s "$SEED/PG_VERSION" ] &&
+        [ -z "${POSTGRES_INITDB_ARGS:-}" ] &&
+        [ -z "${POSTGRES_INITDB_WALDIR:-}" ] &&
+        [[ "$POSTGRES_USER$POSTGRES_PASSWORD$POSTGRES_DB" != *$'\n'* ]] &&
+        [ -z "$(ls -A "$PGDATA")" ]
+}
+
+# $1 as an SQL string literal (standard_conforming_strings is on).
+sql_literal() {
+    printf "'%s'" "${1//\'/\'\'}"
+}
+
+# $1 as an SQL identifier.
+sql_ident() {
+    printf '"%s"' "${1//\"/\"\"}"
+}
+
+# The official image's first start, in one single-user backend instead of
+# initdb, a temporary server and its restart: the build-time cluster copied
+# in, its bootstrap superuser renamed to POSTGRES_USER and given
+# POSTGRES_PASSWORD, and its placeholder database renamed to POSTGRES_DB.
+# The SQL goes through stdin, never argv. ALTER ROLE refuses to rename the
+# session user, hence the catalog update; the role keeps OID 10, as the one
+# initdb names does.
+seed_cluster() {
+    cp -a "$SEED/." "$PGDATA/"
+    {
+        if [ "$POSTGRES_USER" != postgres ]; then
+            printf 'UPDATE pg_authid SET rolname = %s WHERE oid = 10;\n\n' "$(sql_literal "$POSTGRES_USER")"
+        fi
+        if [ -n "$POSTGRES_PASSWORD" ]; then
+            printf 'ALTER ROLE %s PASSWORD %s;\n\n' "$(sql_ident "$POSTGRES_USER")" "$(sql_literal "$POSTGRES_PASSWORD")"
+        fi
+        # The build-time database becomes POSTGRES_DB; none is made for `postgres`,
+        # which initdb made already.
+        if [ "$POSTGRES_DB" != postgres ]; then
+            printf 'ALTER DATABASE genesis_seed_db RENAME TO %s;\n\n' "$(sql_ident "$POSTGRES_DB")"
+        else
+            printf 'DROP DATABASE genesis_seed_db;\n\n'
+        fi
+    } | postgres --single -j -D "$PGDATA" "$@" postgres >/dev/null
+}
+
+init_cluster() {
+    require_password
     local args=("$@")
     [ "${args[0]}" = postgres ] && args=("${args[@]:1}")
-    : "${POSTGRES_HOST_AUTH_METHOD:=$(postgres -C password_encryption "${args[@]}")}"
-    printf '\nhost all all all %s\n' "$POSTGRES_HOST_AUTH_METHOD" >>"$PGDATA/pg_hba.conf"
+
+    local seeded=
+    if can_seed; then
+        seed_cluster "${args[@]}"
+        seeded=1
+    else
+        local waldir=()
+        if [ -n "${POSTGRES_INITDB_WALDIR:-}" ]; then
+            waldir=(--waldir "$POSTGRES_INITDB_WALDIR")
+        fi
+        # POSTGRES_INITDB_ARGS is a shell-quoted string in the official image,
+        # hence eval. --pwfile rejects an empty file, hence the newline.
+        eval 'initdb --username="$POSTGRES_USER" --pwfile=<(printf "%s\n" "$POSTGRES_PASSWORD") '"${POSTGRES_INITDB_ARGS:-}"' "${waldir[@]}"'
+    fi
+    allow_host_connections "${args[@]}"
+
+    # A seeded cluster has its database already; a temporary server is needed
+    # only for the init scripts.
+    if [ -n "$seeded" ] && [ -z "$(ls -A /docker-entrypoint-initdb.d/ 2>/dev/null)" ]; then
+        echo
+        echo 'PostgreSQL init process complete (from the build-time cluster); ready for start up.'
+        echo
+        return
+    fi
 
     # A socket-only server for creating the database and running init scripts.
     export PGPASSWORD="${PGPASSWORD:-$POSTGRES_PASSWORD}"

@@ -1,23 +1,26 @@
-//! What both suites share: settings for the test environment, a database per test cloned from
-//! a migrated template, the real API served on an ephemeral port, and Redis keys namespaced per
-//! test.
+//! What both suites share: settings for the test environment, a database per test handed out
+//! by a pool of clones of a migrated template ([`pool`]), the real API served on an ephemeral
+//! port, and Redis keys namespaced per test.
 //!
 //! The template is named after a digest of the migrations, so editing one builds a new
 //! template. It is built once, under a PostgreSQL advisory lock, by whichever test process gets
 //! there first: parallel test threads, concurrent `cargo test` runs, and a host run beside a
 //! container run against the same server all wait for it rather than race. Per-test databases
 //! carry the `genesis_t_` prefix and their creation time, are dropped when the test ends (even
-//! when it fails), and leftovers older than [`STALE_AFTER`] are swept.
+//! when it fails, unless `GENESIS_KEEP_FAILED_DB=1` keeps them), and leftovers older than
+//! [`STALE_AFTER`] are swept.
 //!
 //! Everything is found through `Settings::load_for(Env::Test)`; an unreachable service fails
 //! the test with the command that starts it. Nothing here writes to the source tree.
 
 #![allow(dead_code)] // Each suite uses its own part of this module.
 
+pub mod pool;
+
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use genesis_api::migrate::{MIGRATIONS, fingerprint};
 use genesis_api::{AppState, Server, db, router};
@@ -28,7 +31,6 @@ use redis::AsyncCommands;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_postgres::Client;
-use tokio_postgres::error::SqlState;
 
 /// The prefix of every per-test database.
 pub const DB_PREFIX: &str = "genesis_t_";
@@ -96,6 +98,9 @@ fn now_secs() -> u64 {
         .as_secs()
 }
 
+/// The comment that marks a failed test's database kept for inspection.
+const KEPT: &str = "genesis kept";
+
 /// A connection to the test server's own database (`test_db`), from which databases are
 /// created and dropped. Fails the test, saying how to start the server, when it is unreachable.
 pub async fn admin() -> Client {
@@ -106,11 +111,17 @@ pub async fn admin() -> Client {
     }
 }
 
-/// The template database holding this build's migrated schema, built if needed.
+/// The digest of this build's migrations that names its template.
+pub fn template_digest() -> &'static str {
+    static DIGEST: OnceLock<String> = OnceLock::new();
+    DIGEST.get_or_init(|| fingerprint(MIGRATIONS)[..16].to_owned())
+}
+
+/// The template database holding this build's migrated schema, built if needed under the
+/// template lock.
 pub async fn template(admin: &Client) -> String {
-    static SWEPT: AtomicBool = AtomicBool::new(false);
-    let name = format!("{TEMPLATE_PREFIX}{}", &fingerprint(MIGRATIONS)[..16]);
-    if is_template(admin, &name).await && SWEPT.load(Ordering::Acquire) {
+    let name = format!("{TEMPLATE_PREFIX}{}", template_digest());
+    if is_template(admin, &name).await {
         return name;
     }
     admin
@@ -118,9 +129,6 @@ pub async fn template(admin: &Client) -> String {
         .await
         .expect("take the template lock");
     let built = build_template_locked(admin, &name).await;
-    if !SWEPT.swap(true, Ordering::AcqRel) {
-        sweep_locked(admin, &name).await;
-    }
     admin
         .execute("select pg_advisory_unlock($1)", &[&TEMPLATE_LOCK])
         .await
@@ -129,6 +137,23 @@ pub async fn template(admin: &Client) -> String {
         panic!("cannot build the test template {name}: {err}");
     }
     name
+}
+
+/// Sweeps leftovers under the template lock; the pool does it once per process, off the
+/// hand-out path.
+pub async fn sweep(admin: &Client) {
+    let current = format!("{TEMPLATE_PREFIX}{}", template_digest());
+    if admin
+        .execute("select pg_advisory_lock($1)", &[&TEMPLATE_LOCK])
+        .await
+        .is_err()
+    {
+        return;
+    }
+    sweep_locked(admin, &current).await;
+    let _ = admin
+        .execute("select pg_advisory_unlock($1)", &[&TEMPLATE_LOCK])
+        .await;
 }
 
 async fn is_template(admin: &Client, name: &str) -> bool {
@@ -188,34 +213,55 @@ async fn build_template_locked(admin: &Client, name: &str) -> Result<(), String>
     Ok(())
 }
 
-/// Drops per-test databases older than [`STALE_AFTER`] and other migration sets' templates
-/// older than an hour. Runs under the template lock, once per test process.
+/// Drops per-test databases older than [`STALE_AFTER`] (unless kept for inspection), other
+/// migration sets' templates older than an hour, and the ready clones of templates that are
+/// gone. Runs under the template lock.
 async fn sweep_locked(admin: &Client, current: &str) {
     let rows = admin
         .query(
             "select datname, coalesce(shobj_description(oid, 'pg_database'), '')
-             from pg_database where datname like 'genesis\\_t%'",
+             from pg_database where datname like 'genesis\\_t%' or datname like 'genesis\\_p\\_%'",
             &[],
         )
         .await
         .expect("list test databases");
     let now = now_secs();
+    let mut templates = vec![current.to_owned()];
+    let mut clones = Vec::new();
     for row in rows {
         let name: String = row.get(0);
         let comment: String = row.get(1);
         let stale = if let Some(rest) = name.strip_prefix(DB_PREFIX) {
-            created_at(rest).is_some_and(|t| now.saturating_sub(t) > STALE_AFTER.as_secs())
+            !comment.starts_with(KEPT)
+                && created_at(rest).is_some_and(|t| now.saturating_sub(t) > STALE_AFTER.as_secs())
         } else if name.starts_with(TEMPLATE_PREFIX) && name != current {
             let built = comment
                 .rsplit(' ')
                 .next()
                 .and_then(|t| t.parse::<u64>().ok());
-            built.is_none_or(|t| now.saturating_sub(t) > STALE_TEMPLATE_AFTER.as_secs())
+            let stale =
+                built.is_none_or(|t| now.saturating_sub(t) > STALE_TEMPLATE_AFTER.as_secs());
+            if !stale {
+                templates.push(name.clone());
+            }
+            stale
         } else {
+            if name.starts_with(pool::POOL_PREFIX) {
+                clones.push(name.clone());
+            }
             false
         };
         if stale {
             drop_database(admin, &name).await;
+        }
+    }
+    for clone in clones {
+        let digest = clone[pool::POOL_PREFIX.len()..].split('_').next();
+        let live = templates
+            .iter()
+            .any(|t| Some(&t[TEMPLATE_PREFIX.len()..]) == digest);
+        if !live {
+            drop_database(admin, &clone).await;
         }
     }
 }
@@ -258,6 +304,11 @@ fn ident(name: &str) -> String {
     format!("\"{name}\"")
 }
 
+/// A quoted SQL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 /// A database of its own for one test, dropped when the value is dropped.
 #[derive(Debug)]
 pub struct TestDb {
@@ -266,36 +317,28 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// A clone of the migrated template.
+    /// A clone of the migrated template, handed out by the pool.
     pub async fn new() -> TestDb {
+        let start = Instant::now();
+        let handout = pool::checkout(start).await;
+        record(&handout);
+        TestDb {
+            url: settings().test_database_url.with_database(&handout.name),
+            name: handout.name,
+        }
+    }
+
+    /// A clone of the template made now, bypassing the pool: the cost the pool hides, for
+    /// `examples/test_db_cost.rs`.
+    pub async fn cloned() -> TestDb {
         let admin = admin().await;
         let name = format!("{DB_PREFIX}{}", unique_suffix());
-        let mut template_name = template(&admin).await;
-        let mut delay = Duration::from_millis(20);
-        for attempt in 1.. {
-            let sql = format!(
-                "create database {} template {}",
-                ident(&name),
-                ident(&template_name)
-            );
-            match admin.batch_execute(&sql).await {
-                Ok(()) => break,
-                // "source database is being accessed by other users": the builder's last
-                // connection has not ended yet, or another clone holds it for a moment.
-                Err(err) if err.code() == Some(&SqlState::OBJECT_IN_USE) && attempt < 100 => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_millis(500));
-                }
-                // Swept or rebuilt by another process: build it again.
-                Err(err) if err.code() == Some(&SqlState::UNDEFINED_DATABASE) && attempt < 5 => {
-                    template_name = template(&admin).await;
-                }
-                Err(err) => panic!(
-                    "cannot create the test database {name} from {template_name}: {}",
-                    db::error_chain(&err)
-                ),
-            }
-        }
+        pool::pool().clone_template(&admin, &name).await;
+        TestDb::adopt(name)
+    }
+
+    /// Takes charge of a database handed out by the pool.
+    pub fn adopt(name: String) -> TestDb {
         TestDb {
             url: settings().test_database_url.with_database(&name),
             name,
@@ -337,21 +380,39 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        // Drop cannot await, and the test's runtime may be shutting down: drop the database
-        // from a thread of its own, and wait for it so that the test leaves nothing behind.
-        let name = self.name.clone();
-        let dropper = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime to drop the test database");
-            runtime.block_on(async {
-                if let Ok(admin) = db::connect(&settings().test_database_url).await {
-                    drop_database(&admin, &name).await;
-                }
-            });
+        let keep = (std::thread::panicking() && pool::keep_failed()).then(|| {
+            let test = std::thread::current().name().unwrap_or("?").to_owned();
+            eprintln!(
+                "{}=1: kept the database of failed test {test}: {} \
+                 (`drop database {}` when done)",
+                pool::KEEP_VAR,
+                self.url,
+                self.name
+            );
+            format!("failed test {test}")
         });
-        let _ = dropper.join();
+        pool::release(std::mem::take(&mut self.name), keep);
+    }
+}
+
+/// Appends one hand-out to the file [`pool::TIMINGS_VAR`] names, when it is set.
+fn record(handout: &pool::Handout) {
+    let Some(path) = std::env::var_os(pool::TIMINGS_VAR) else {
+        return;
+    };
+    use std::io::Write;
+    let line = format!(
+        "{:.3} {}\n",
+        handout.elapsed.as_secs_f64() * 1000.0,
+        if handout.hit { "hit" } else { "miss" }
+    );
+    // One short write with O_APPEND: lines of parallel processes never interleave.
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = file.write_all(line.as_bytes());
     }
 }
 
