@@ -113,7 +113,11 @@ fn var_ref(var: &str) -> String {
 struct Service {
     image: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    entrypoint: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     command: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     working_dir: Option<&'static str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -203,14 +207,37 @@ fn database_service(compose: ComposeDb, db: &Database) -> Service {
     };
     match compose.storage {
         Storage::Disposable => {
+            // TLS with the certificates the test set-up made (`certs`): the entrypoint copies
+            // them, as root, to a folder the server's own user owns, since PostgreSQL refuses a
+            // key file it does not own and the host's uid is not the container's.
+            let tls = model::TEST_DB_TLS;
+            service.entrypoint = vec![
+                "sh".to_owned(),
+                "-c".to_owned(),
+                format!(
+                    "install -d -o postgres -g postgres -m 700 {TLS_COPY} && \
+                     install -o postgres -g postgres -m 600 {m}/server.crt {m}/server.key {TLS_COPY}/ && \
+                     exec docker-entrypoint.sh \"$$@\"",
+                    m = tls.mount
+                ),
+                "--".to_owned(),
+            ];
+            let tls_flags = [
+                ("ssl", "on".to_owned()),
+                ("ssl_cert_file", format!("{TLS_COPY}/server.crt")),
+                ("ssl_key_file", format!("{TLS_COPY}/server.key")),
+            ];
             service.command = std::iter::once("postgres".to_owned())
                 .chain(
                     model::TEST_DB_SERVER_FLAGS
                         .iter()
+                        .map(|(k, v)| (*k, (*v).to_owned()))
+                        .chain(tls_flags)
                         .flat_map(|(k, v)| ["-c".to_owned(), format!("{k}={v}")]),
                 )
                 .collect();
             service.tmpfs = vec![PGDATA];
+            service.volumes = vec![format!("./{}:{}:ro", tls.dir, tls.mount)];
         }
         Storage::Volume(name) => service.volumes = vec![format!("{name}:{PGDATA}")],
     }
@@ -218,6 +245,8 @@ fn database_service(compose: ComposeDb, db: &Database) -> Service {
 }
 
 const PGDATA: &str = "/var/lib/postgresql/data";
+/// Where the test database's entrypoint copies its certificate and key.
+const TLS_COPY: &str = "/var/lib/postgresql/tls";
 const REDIS_DATA: &str = "/data";
 
 fn compose_file() -> ComposeFile {
@@ -273,7 +302,13 @@ fn compose_file() -> ComposeFile {
             ]),
             labels: labels(true),
             ports: vec![published(api.service, api.port, api.port)],
-            volumes: vec![format!(".:{}", api.workdir)],
+            // As the checkout's owner, with the checkout read-only but for `target/`: the server
+            // and the tests can write their build outputs and reports, not `.env` or `backups/`.
+            user: Some(format!("${{{}:-0:0}}", model::USER_VAR)),
+            volumes: vec![
+                format!(".:{}:ro", api.workdir),
+                format!("./target:{}/target", api.workdir),
+            ],
             depends_on: BTreeMap::from([
                 (
                     test_db,

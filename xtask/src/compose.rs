@@ -81,6 +81,7 @@ impl Compose {
             };
         }
         base.env(model::CHECKOUT_VAR, &root)
+            .env(model::USER_VAR, checkout_owner(&root))
             .env_remove(model::RUN_VAR)
             .args(["-p", stack.project(), "-f"])
             .arg(file)
@@ -137,6 +138,16 @@ impl Compose {
             ports.push((name.clone(), published));
         }
         Ok(ports)
+    }
+}
+
+/// `uid:gid` of the checkout's owner, whom the `genesis-api` container runs as.
+fn checkout_owner(root: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(root) {
+        Ok(meta) => format!("{}:{}", meta.uid(), meta.gid()),
+        // Unreadable root: compose's own default (root) rather than a guess.
+        Err(_) => "0:0".to_owned(),
     }
 }
 

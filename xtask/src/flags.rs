@@ -34,6 +34,7 @@ pub enum Cmd {
     VerifyMigration(VerifyMigration),
     Ci(Ci),
     Bench(Bench),
+    Load(crate::load::Load),
     Images(Images),
     Migration(Migration),
     Parity(Parity),

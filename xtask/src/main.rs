@@ -5,6 +5,7 @@
 
 mod backup;
 mod bench;
+mod certs;
 mod child;
 mod ci;
 mod codegen;
@@ -14,6 +15,7 @@ mod devpass;
 mod doctor;
 mod flags;
 mod images;
+mod load;
 mod migration;
 mod parity;
 mod pg;
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
             flags::Cmd::Images(cmd) => cmd.run(&sh),
             flags::Cmd::Ci(cmd) => cmd.run(&sh),
             flags::Cmd::Bench(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::Load(cmd) => cmd.run(&sh),
             flags::Cmd::Migration(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::Parity(cmd) => cmd.run(&sh),
         }

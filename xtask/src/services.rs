@@ -171,6 +171,9 @@ impl Stack {
             }
         }
         preflight::images_for(sh, &missing)?;
+        if missing.contains(&Service::TestDb) {
+            crate::certs::ensure_test_db_certs(sh)?;
+        }
         if !missing.is_empty() {
             let names: Vec<&str> = missing.iter().map(|s| s.name()).collect();
             eprintln!("starting {} (stack {})", names.join(", "), self.name());

@@ -350,6 +350,10 @@ fn spawn_mode(
                 .env_remove(model::API.in_container_var)
                 .envs(running.host_settings()?)
                 .envs(pool_socket.map(|socket| (POOL_SOCKET_VAR, socket)))
+                .env(
+                    model::TEST_DB_TLS.ca_var,
+                    root.join(model::TEST_DB_TLS.dir).join("ca.crt"),
+                )
         }
         Target::Container => {
             let workdir = model::API.workdir;
@@ -366,6 +370,14 @@ fn spawn_mode(
                 .cmd(sh, running.stack())
                 .args(["exec", "-T", "-u", &user, "-e", "HOME=/tmp"])
                 .args(&pool_env)
+                .args([
+                    "-e",
+                    &format!(
+                        "{}={workdir}/{}/ca.crt",
+                        model::TEST_DB_TLS.ca_var,
+                        model::TEST_DB_TLS.dir
+                    ),
+                ])
                 .arg(model::API.service)
                 .args([
                     &nextest,

@@ -1,6 +1,6 @@
 //! Accounts and bearer tokens: register, login, the current user, logout.
 //!
-//! Passwords are hashed with Argon2id on the blocking pool. Tokens are 32 random bytes handed
+//! Passwords are hashed with Argon2id on the blocking pool, at most `HASH_CONCURRENCY` at once. Tokens are 32 random bytes handed
 //! to the client in hex; the database keeps only their HMAC-SHA-256 under `TOKEN_SECRET`, so a
 //! copy of the database does not hold a usable token, and logout revokes the row. Login answers
 //! unknown emails and wrong passwords with the same error after the same amount of work.
@@ -22,6 +22,7 @@ use rand_core::{OsRng, RngCore};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::migrate::hex;
 use crate::{ApiError, AppState};
@@ -75,7 +76,10 @@ pub(crate) async fn register(
     let email = normalise_email(&body.email)?;
     check_password(&body.password)?;
     let cost = state.password_cost();
-    let hash = blocking(move || hash_password(&body.password, cost)).await??;
+    let hash = state
+        .hashing()
+        .run(move || hash_password(&body.password, cost))
+        .await??;
     let client = state.pool().get().await?;
     let sql = format!(
         "insert into users (email, password_hash) values ($1, $2)
@@ -122,11 +126,13 @@ pub(crate) async fn login(
     // Without a user, verify against a dummy hash anyway so that the answer takes as long.
     let password = body.password;
     let cost = state.password_cost();
-    let verified = blocking(move || {
-        let stored = stored.unwrap_or_else(|| dummy_hash(cost).to_owned());
-        verify_password(&password, &stored)
-    })
-    .await?;
+    let verified = state
+        .hashing()
+        .run(move || {
+            let stored = stored.unwrap_or_else(|| dummy_hash(cost).to_owned());
+            verify_password(&password, &stored)
+        })
+        .await?;
     let Some(user_id) = user_id.filter(|_| verified) else {
         return Err(ApiError::InvalidCredentials);
     };
@@ -193,9 +199,26 @@ pub(crate) async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Trims and lowercases an address and checks its shape (not its deliverability).
+/// The one form of an address that is stored and compared: trimmed, NFC, case-folded, then NFC
+/// again (folding can undo it). Its shape is checked, not its deliverability.
+///
+/// Refused rather than mapped: invisible characters (Unicode's Default_Ignorable_Code_Point,
+/// which holds the zero-width and bidi controls) and compatibility forms such as fullwidth
+/// letters, which NFKC would change; a mail server would not read them as we would.
 pub(crate) fn normalise_email(raw: &str) -> Result<String, ApiError> {
-    let email = raw.trim().to_lowercase();
+    let invalid = |why: &str| ApiError::Validation(format!("email is not a valid address: {why}"));
+    let trimmed = raw.trim();
+    if trimmed.chars().any(is_default_ignorable) {
+        return Err(invalid("it holds an invisible or bidi control character"));
+    }
+    let nfc: String = trimmed.nfc().collect();
+    if nfc.nfkc().ne(nfc.chars()) {
+        return Err(invalid(
+            "it holds a compatibility character (such as a fullwidth letter); \
+             write it in its usual form",
+        ));
+    }
+    let email: String = caseless::default_case_fold_str(&nfc).nfc().collect();
     let well_formed = match email.split_once('@') {
         Some((local, domain)) => {
             !local.is_empty()
@@ -212,8 +235,34 @@ pub(crate) fn normalise_email(raw: &str) -> Result<String, ApiError> {
     if well_formed && clean && email.len() <= MAX_EMAIL_BYTES {
         Ok(email)
     } else {
-        Err(ApiError::Validation("email is not a valid address".into()))
+        Err(invalid("expected name@domain.tld"))
     }
+}
+
+/// Unicode 15's Default_Ignorable_Code_Point (DerivedCoreProperties.txt): characters that
+/// render as nothing, among them U+200B..U+200F and the bidi controls U+202A..U+202E and
+/// U+2066..U+2069.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 fn check_password(password: &str) -> Result<(), ApiError> {
@@ -277,14 +326,6 @@ fn token_hash(state: &AppState, token: &str) -> Vec<u8> {
         .expect("HMAC accepts keys of any length");
     mac.update(token.as_bytes());
     mac.finalize().into_bytes().to_vec()
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|err| ApiError::internal("password hashing task", &err))
 }
 
 /// The token of an `Authorization: Bearer <token>` header; anything else is a 401.
@@ -353,6 +394,32 @@ mod tests {
         check_email("a@.example.com", None);
         check_email("", None);
         check_email(&format!("{}@example.com", "x".repeat(65)), None);
+        // NFD and NFC spellings are one address; so are cases, also beyond ASCII.
+        check_email("Jose\u{301}@example.com", Some("jos\u{e9}@example.com"));
+        check_email("jos\u{e9}@example.com", Some("jos\u{e9}@example.com"));
+        check_email("STRASSE@example.com", Some("strasse@example.com"));
+        check_email("stra\u{df}e@example.com", Some("strasse@example.com"));
+        check_email(
+            "\u{3a3}\u{3c9}\u{3c2}@example.com",
+            Some("\u{3c3}\u{3c9}\u{3c3}@example.com"),
+        );
+        // Invisible and bidi controls are refused, not stripped.
+        for invisible in [
+            '\u{200B}',
+            '\u{200D}',
+            '\u{2060}',
+            '\u{FEFF}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{AD}',
+            '\u{E0041}',
+        ] {
+            check_email(&format!("ali{invisible}ce@example.com"), None);
+        }
+        // Fullwidth and other compatibility forms are refused, not mapped.
+        check_email("\u{FF41}lice@example.com", None);
+        check_email("alice@example\u{FF0E}com", None);
+        check_email("\u{FB01}@example.com", None);
     }
 
     #[test]

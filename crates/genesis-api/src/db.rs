@@ -5,16 +5,16 @@ use std::fmt;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use genesis_settings::{ServiceUrl, redact};
+use genesis_model::Env;
+use genesis_settings::{ServiceUrl, Settings, redact};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
-use tokio_postgres::NoTls;
+
+use crate::StartupError;
+use crate::tls::{self, PgConnect, PgTls};
 
 /// How long connecting to a dependency may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The most connections the API holds to PostgreSQL.
-pub const POOL_SIZE: usize = 10;
 
 /// A URL the drivers refused. The message never holds the password.
 #[derive(Debug, thiserror::Error)]
@@ -25,25 +25,58 @@ pub struct BadUrl {
     reason: String,
 }
 
-/// The libpq configuration of `url`, with the connect timeout and the application name set.
-pub fn pg_config(url: &ServiceUrl) -> Result<tokio_postgres::Config, BadUrl> {
-    let mut config: tokio_postgres::Config =
-        url.expose()
-            .parse()
-            .map_err(|err: tokio_postgres::Error| BadUrl {
-                url: url.to_string(),
-                reason: redact(&err.to_string()),
-            })?;
-    config.connect_timeout(CONNECT_TIMEOUT);
-    config.application_name("genesis-api");
-    Ok(config)
+impl BadUrl {
+    fn new(url: &ServiceUrl, reason: impl AsRef<str>) -> BadUrl {
+        BadUrl {
+            url: url.to_string(),
+            reason: redact(reason.as_ref()),
+        }
+    }
 }
 
-/// A pool of at most `max_size` connections to `url`; it connects lazily.
-pub fn pool(url: &ServiceUrl, max_size: usize) -> Result<Pool, BadUrl> {
-    let manager = Manager::from_config(
-        pg_config(url)?,
-        NoTls,
+/// How to reach the database of `url`: its TLS settings as libpq reads them, and a connector
+/// holding the driver's configuration (connect timeout and application name set).
+pub fn pg_target(url: &ServiceUrl) -> Result<(PgTls, PgConnect), BadUrl> {
+    let env = |var: &str| std::env::var(var).ok();
+    let (tls, rest) = tls::split_url(&url.expose(), &env).map_err(|e| BadUrl::new(url, e))?;
+    let mut config: tokio_postgres::Config = rest
+        .parse()
+        .map_err(|err: tokio_postgres::Error| BadUrl::new(url, err.to_string()))?;
+    config.connect_timeout(CONNECT_TIMEOUT);
+    config.application_name("genesis-api");
+    let connect = tls.connector(config).map_err(|e| BadUrl::new(url, e))?;
+    Ok((tls, connect))
+}
+
+/// The TLS of the application's database, refused in production when it may travel in
+/// plaintext over a network (`sslmode` below `require` and a host that is not a Unix socket).
+pub fn check_database_tls(settings: &Settings) -> Result<PgTls, StartupError> {
+    let url = settings.app_database_url()?;
+    let (tls, connect) = pg_target(url).map_err(StartupError::BadUrl)?;
+    if settings.environment == Env::Prod && tls.plaintext_over_network(connect.config()) {
+        let source = settings
+            .sources
+            .get("DATABASE_URL")
+            .map_or_else(String::new, |s| format!(" (from {s})"));
+        return Err(StartupError::PlaintextDatabase {
+            url: format!("{url}{source}"),
+            mode: tls.mode,
+        });
+    }
+    Ok(tls)
+}
+
+/// A pool of at most `max_size` connections through `connect`, in which a request waits at most
+/// `wait` for a connection; it connects lazily.
+pub fn pool(
+    url: &ServiceUrl,
+    connect: PgConnect,
+    max_size: usize,
+    wait: Duration,
+) -> Result<Pool, BadUrl> {
+    let manager = Manager::from_connect(
+        connect.config().clone(),
+        connect,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -51,14 +84,11 @@ pub fn pool(url: &ServiceUrl, max_size: usize) -> Result<Pool, BadUrl> {
     Pool::builder(manager)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_secs(5)))
+        .wait_timeout(Some(wait))
         .create_timeout(Some(CONNECT_TIMEOUT))
         .recycle_timeout(Some(CONNECT_TIMEOUT))
         .build()
-        .map_err(|err| BadUrl {
-            url: url.to_string(),
-            reason: err.to_string(),
-        })
+        .map_err(|err| BadUrl::new(url, err.to_string()))
 }
 
 /// A connection to PostgreSQL that could not be made. The message never holds the password.
@@ -70,21 +100,14 @@ pub enum ConnectError {
     Postgres { url: ServiceUrl, reason: String },
 }
 
-/// One connection to `url`, its connection task spawned on the current runtime.
+/// One connection to `url` (TLS as its `sslmode` says), its connection task spawned on the
+/// current runtime.
 pub async fn connect(url: &ServiceUrl) -> Result<tokio_postgres::Client, ConnectError> {
-    let (client, connection) =
-        pg_config(url)?
-            .connect(NoTls)
-            .await
-            .map_err(|err| ConnectError::Postgres {
-                url: url.clone(),
-                reason: redact(&error_chain(&err)),
-            })?;
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!(error = %redact(&err.to_string()), "postgres connection closed");
-        }
-    });
+    let (_, connect) = pg_target(url)?;
+    let (client, _task) = connect.open().await.map_err(|err| ConnectError::Postgres {
+        url: url.clone(),
+        reason: redact(&error_chain(&err)),
+    })?;
     Ok(client)
 }
 

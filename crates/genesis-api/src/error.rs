@@ -31,6 +31,11 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the {0} is unavailable")]
     Unavailable(&'static str),
+    /// The bound on concurrent password hashing is reached.
+    #[error("the server is busy; retry in {retry_after_secs} s")]
+    Overloaded { retry_after_secs: u64 },
+    #[error("the request took longer than {0} s")]
+    Timeout(u64),
     #[error("internal error")]
     Internal(String),
 }
@@ -57,7 +62,9 @@ impl ApiError {
             ApiError::InvalidCredentials | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } | ApiError::Timeout(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,6 +81,8 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::Overloaded { .. } => "overloaded",
+            ApiError::Timeout(_) => "request_timeout",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -101,6 +110,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::Overloaded { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         response
     }

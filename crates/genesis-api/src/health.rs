@@ -1,7 +1,8 @@
 //! Liveness and readiness. Readiness checks PostgreSQL (`select 1`) and Redis (`PING`), each
 //! with a timeout. Under `STRICT_HEALTH_CHECKS=true` a failed dependency makes readiness answer
 //! 503 (and start-up fail); otherwise readiness answers 200 with the status `degraded` and the
-//! failed dependency named.
+//! failed dependency named. The answer never carries the driver's message (which may name a
+//! user or a host); that goes to the log, redacted.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -35,8 +36,9 @@ pub enum CheckStatus {
 pub struct Check {
     pub status: CheckStatus,
     pub latency_ms: u64,
-    /// Why it is down, secrets redacted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Why it is down, secrets redacted. For the log and the start-up error only: the
+    /// unauthenticated readiness answer names the dependency, never the driver's message.
+    #[serde(default, skip_serializing)]
     pub error: Option<String>,
 }
 
@@ -173,8 +175,9 @@ pub(crate) async fn live() -> Json<serde_json::Value> {
 /// `GET /health/ready`.
 pub(crate) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let readiness = readiness(&state).await;
-    if !readiness.failed.is_empty() {
-        tracing::warn!(failed = ?readiness.failed, strict = readiness.strict, "not ready");
+    for name in &readiness.failed {
+        let why = readiness.checks[name].error.as_deref().unwrap_or("down");
+        tracing::warn!(dependency = %name, error = %redact(why), strict = readiness.strict, "not ready");
     }
     (readiness.http_status(), Json(readiness))
 }

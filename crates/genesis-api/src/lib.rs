@@ -8,14 +8,17 @@ mod auth;
 pub mod db;
 mod error;
 pub mod health;
+pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod migrate;
 mod startup;
 mod state;
+pub mod tls;
 
 pub use crate::error::{ApiError, ErrorBody};
 pub use crate::migrate::{
     MIGRATIONS, MigrateError, Migration, MigrationReport, MigrationState, MigrationStatus,
 };
-pub use crate::startup::{Server, StartupError, router, shutdown_signal};
+pub use crate::startup::{HEADER_READ_TIMEOUT, Server, StartupError, router, shutdown_signal};
 pub use crate::state::AppState;

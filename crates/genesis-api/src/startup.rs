@@ -5,13 +5,22 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use genesis_settings::{ConfigError, Settings, redact};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::db::{BadUrl, error_chain};
 use crate::health::{self, CheckStatus, POSTGRES};
-use crate::{ApiError, AppState, MigrateError, auth, logging, migrate};
+use crate::tls::SslMode;
+use crate::{ApiError, AppState, MigrateError, auth, limits, logging, metrics, migrate};
+
+/// How long a client may take to send a request's headers (also the idle keep-alive limit).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the API did not start. Messages name the dependency and never hold a secret.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +29,11 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     BadUrl(BadUrl),
+    #[error(
+        "DATABASE_URL {url} allows a plaintext connection (sslmode={mode}); production requires \
+         sslmode=verify-full with sslrootcert (or require, verify-ca), or a Unix-socket host"
+    )]
+    PlaintextDatabase { url: String, mode: SslMode },
     #[error(
         "STRICT_HEALTH_CHECKS is on and {}; fix the dependency, or set \
          STRICT_HEALTH_CHECKS=false to serve in degraded mode",
@@ -45,8 +59,12 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/login", post(auth::login))
         .route("/auth/me", get(auth::me))
         .route("/auth/logout", post(auth::logout))
+        .route("/metrics", get(metrics::scrape))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // The last layer is the outermost: a request that times out is still counted and logged.
+        .layer(from_fn_with_state(state.clone(), limits::deadline))
+        .layer(from_fn_with_state(state.clone(), metrics::track))
         .layer(axum::middleware::from_fn(logging::log_request))
         .with_state(state)
 }
@@ -122,14 +140,45 @@ impl Server {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    /// Serves HTTP/1.1 until `shutdown` completes, then finishes the requests in flight.
+    ///
+    /// hyper's own loop rather than `axum::serve`, which sets no timer and so no header-read
+    /// timeout: a client that opens connections and sends headers slowly would hold them forever.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
+        let app = router(self.state);
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(err) => {
+                        // Out of file descriptors, most likely: back off instead of spinning.
+                        tracing::warn!(%err, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(%err, "connection closed with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        graceful.shutdown().await;
+        Ok(())
     }
 }
 

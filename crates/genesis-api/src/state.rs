@@ -3,12 +3,16 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use genesis_model::PasswordCost;
 use genesis_settings::{Secret, ServiceUrl, Settings};
 
 use crate::db::{self, BadUrl, Redis};
+use crate::limits::HashGate;
+use crate::metrics::Metrics;
+use crate::tls::PgTls;
 
 /// The shared state, cheap to clone.
 #[derive(Clone)]
@@ -17,11 +21,15 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     pool: Pool,
     database_url: ServiceUrl,
+    database_tls: PgTls,
     redis: Redis,
     strict_health_checks: bool,
     password_cost: PasswordCost,
     token_secret: Secret,
     migrated: AtomicBool,
+    metrics: Metrics,
+    hashing: HashGate,
+    request_timeout: Duration,
 }
 
 impl AppState {
@@ -29,15 +37,27 @@ impl AppState {
     /// database ([`Settings::app_database_url`]), `REDIS_URL`, `STRICT_HEALTH_CHECKS` and
     /// `TOKEN_SECRET`.
     pub fn new(settings: &Settings) -> Result<AppState, crate::StartupError> {
+        crate::tls::install_crypto_provider();
         let database_url = settings.app_database_url()?.clone();
+        let database_tls = db::check_database_tls(settings)?;
+        let (_, connect) = db::pg_target(&database_url)?;
         Ok(AppState(Arc::new(Inner {
-            pool: db::pool(&database_url, db::POOL_SIZE)?,
+            pool: db::pool(
+                &database_url,
+                connect,
+                settings.pool_size,
+                settings.pool_timeout,
+            )?,
             database_url,
+            database_tls,
             redis: Redis::open(&settings.redis_url)?,
             strict_health_checks: settings.strict_health_checks,
             password_cost: settings.password_cost,
             token_secret: settings.token_secret.clone(),
             migrated: AtomicBool::new(false),
+            metrics: Metrics::default(),
+            hashing: HashGate::new(settings.hash_concurrency),
+            request_timeout: settings.request_timeout,
         })))
     }
 
@@ -47,6 +67,11 @@ impl AppState {
 
     pub fn database_url(&self) -> &ServiceUrl {
         &self.0.database_url
+    }
+
+    /// The database connection's TLS, as its `sslmode` and certificates say.
+    pub fn database_tls(&self) -> &PgTls {
+        &self.0.database_tls
     }
 
     pub fn redis(&self) -> &Redis {
@@ -64,6 +89,19 @@ impl AppState {
 
     pub(crate) fn token_secret(&self) -> &Secret {
         &self.0.token_secret
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// The bound on concurrent password hashing.
+    pub fn hashing(&self) -> &HashGate {
+        &self.0.hashing
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.0.request_timeout
     }
 
     /// Whether this process has seen the database fully migrated.

@@ -1,6 +1,8 @@
 //! The auth suite: the seed's `test_auth` behaviours and a few more, through real HTTP requests
 //! to the real API, each test on a database of its own.
 
+#[path = "auth/emails.rs"]
+mod emails;
 mod support;
 
 use genesis_api::AppState;

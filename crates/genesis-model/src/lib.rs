@@ -24,6 +24,9 @@ pub const CHECKOUT_VAR: &str = "GENESIS_CHECKOUT";
 /// leaves its services running on purpose), and the compose variable that carries it.
 pub const RUN_LABEL: &str = "org.genesis.run";
 pub const RUN_VAR: &str = "GENESIS_RUN";
+/// The `uid:gid` the `genesis-api` container runs as: the checkout's owner, set by the xtask
+/// (root when compose is run by hand without it).
+pub const USER_VAR: &str = "GENESIS_USER";
 
 /// The variable through which compose takes a service's host port. Unset, it is the model's
 /// port (the default stack); empty, the engine chooses a free one (every other stack), which
@@ -269,6 +272,23 @@ pub const REDIS: Redis = Redis {
         port: 6379,
     },
     url_var: "REDIS_URL",
+};
+
+/// TLS of the test database. The test set-up makes a CA and a server certificate (for the host
+/// and network names of the test database) under `dir` in the workspace; the server reads them
+/// from `mount`, copied to a folder its own user owns (PostgreSQL refuses a key file it does
+/// not own); the suites find the CA through `ca_var`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestDbTls {
+    pub dir: &'static str,
+    pub mount: &'static str,
+    pub ca_var: &'static str,
+}
+
+pub const TEST_DB_TLS: TestDbTls = TestDbTls {
+    dir: "target/xtask/tls",
+    mount: "/tls",
+    ca_var: "TEST_DATABASE_CA",
 };
 
 /// The application service, inside which the container-mode tests run.

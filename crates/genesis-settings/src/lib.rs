@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use genesis_model::{self as model, Env};
 
@@ -134,6 +135,15 @@ pub struct Settings {
     pub password_cost: model::PasswordCost,
     pub token_secret: Secret,
     pub bind: SocketAddr,
+    /// The most connections the API holds to PostgreSQL (`DB_POOL_SIZE`).
+    pub pool_size: usize,
+    /// How long a request waits for a pooled connection before it is answered 503
+    /// (`DB_POOL_TIMEOUT_SECS`).
+    pub pool_timeout: Duration,
+    /// How long one request may take before it is answered 503 (`REQUEST_TIMEOUT_SECS`).
+    pub request_timeout: Duration,
+    /// How many password hashes run at once (`HASH_CONCURRENCY`); each holds 19 MiB.
+    pub hash_concurrency: usize,
     /// The env files that were read, in the order they were read.
     pub files: Vec<PathBuf>,
     /// Where each setting came from, by variable name.
@@ -323,6 +333,18 @@ impl Settings {
             }
         };
 
+        let pool_size = vars.number("DB_POOL_SIZE", 10, 1..=1000, &mut sources)?;
+        let pool_timeout =
+            Duration::from_secs(
+                vars.number("DB_POOL_TIMEOUT_SECS", 5, 1..=600, &mut sources)? as u64,
+            );
+        let request_timeout =
+            Duration::from_secs(
+                vars.number("REQUEST_TIMEOUT_SECS", 30, 1..=3600, &mut sources)? as u64,
+            );
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let hash_concurrency = vars.number("HASH_CONCURRENCY", cores, 1..=256, &mut sources)?;
+
         if environment == Env::Prod {
             let explicit = matches!(
                 sources.get("DATABASE_URL"),
@@ -358,6 +380,10 @@ impl Settings {
             password_cost,
             token_secret,
             bind,
+            pool_size,
+            pool_timeout,
+            request_timeout,
+            hash_concurrency,
             files,
             sources,
         })
@@ -459,6 +485,26 @@ impl Settings {
             ),
             ("TOKEN_SECRET", secret, source("TOKEN_SECRET")),
             ("BIND_ADDR", self.bind.to_string(), source("BIND_ADDR")),
+            (
+                "DB_POOL_SIZE",
+                self.pool_size.to_string(),
+                source("DB_POOL_SIZE"),
+            ),
+            (
+                "DB_POOL_TIMEOUT_SECS",
+                self.pool_timeout.as_secs().to_string(),
+                source("DB_POOL_TIMEOUT_SECS"),
+            ),
+            (
+                "REQUEST_TIMEOUT_SECS",
+                self.request_timeout.as_secs().to_string(),
+                source("REQUEST_TIMEOUT_SECS"),
+            ),
+            (
+                "HASH_CONCURRENCY",
+                self.hash_concurrency.to_string(),
+                source("HASH_CONCURRENCY"),
+            ),
             (
                 "env files",
                 if files.is_empty() {
@@ -698,6 +744,37 @@ impl Vars {
             Ok(Some(value)) => Ok(Some((value.clone(), origin))),
             Ok(None) => Ok(None),
             Err(err) => Err(err.clone()),
+        }
+    }
+
+    /// A whole number within `range`, or `default` when unset.
+    fn number(
+        &self,
+        name: &'static str,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+        sources: &mut BTreeMap<&'static str, Source>,
+    ) -> Result<usize, ConfigError> {
+        match self.get(name)? {
+            Some((value, origin)) => {
+                let number = value
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .ok_or_else(|| ConfigError::InvalidValue {
+                        var: name.into(),
+                        origin: origin.clone(),
+                        value: value.clone(),
+                        expected: "a whole number in its range (see the README)",
+                    })?;
+                sources.insert(name, origin);
+                Ok(number)
+            }
+            None => {
+                sources.insert(name, Source::Default);
+                Ok(default)
+            }
         }
     }
 

@@ -309,6 +309,34 @@ fn the_canary_password_is_never_shown() {
     assert!(shown.contains("genesis_user:***@localhost:5435"), "{shown}");
 }
 
+#[test]
+fn limits_have_defaults_and_refuse_bad_numbers() {
+    let fx = Fixture::new(&[(".env.test", "DB_POOL_SIZE=25\n")]);
+    let settings = fx
+        .resolve(&[("ENVIRONMENT", "test"), ("REQUEST_TIMEOUT_SECS", "12")])
+        .unwrap();
+    assert_eq!(settings.pool_size, 25);
+    assert_eq!(settings.request_timeout, Duration::from_secs(12));
+    assert_eq!(settings.pool_timeout, Duration::from_secs(5));
+    assert!(settings.hash_concurrency >= 1);
+    for (var, value) in [
+        ("DB_POOL_SIZE", "0"),
+        ("DB_POOL_SIZE", "ten"),
+        ("HASH_CONCURRENCY", "-1"),
+        ("DB_POOL_TIMEOUT_SECS", "1.5"),
+        ("REQUEST_TIMEOUT_SECS", "99999"),
+    ] {
+        let err = fx
+            .resolve(&[("ENVIRONMENT", "test"), (var, value)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("{var} (from the environment) is {value:?}")),
+            "{err}"
+        );
+    }
+}
+
 const NASTY: &str = "p@ss:w/rd%41$x#1 \"q\"";
 
 #[test]
@@ -385,7 +413,7 @@ fn refuses_what_the_driver_would_refuse_naming_the_variable() {
         ),
         ("postgresql:///db", "names no host"),
         (
-            "postgresql://u@h/db?sslrootcert=/ca.pem",
+            "postgresql://u@h/db?sslcrl=/crl.pem",
             "not supported by the application's driver",
         ),
     ] {

@@ -104,10 +104,22 @@ pub const APP_PARAMETERS: &[(&str, AppValues)] = &[
     ("hostaddr", AppValues::Text),
     ("options", AppValues::Text),
     ("application_name", AppValues::Text),
+    // TLS is read by the application itself (genesis-api's `tls`), as libpq reads it, and
+    // only the rest goes to the driver.
     (
         "sslmode",
-        AppValues::OneOf(&["disable", "prefer", "require"]),
+        AppValues::OneOf(&[
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ]),
     ),
+    ("sslrootcert", AppValues::Text),
+    ("sslcert", AppValues::Text),
+    ("sslkey", AppValues::Text),
     ("connect_timeout", AppValues::Integer),
     ("tcp_user_timeout", AppValues::Integer),
     ("keepalives", AppValues::Integer),

@@ -39,7 +39,8 @@ async fn strict_readiness_answers_503_when_redis_is_down() {
     assert_eq!(ready.status, ReadyStatus::Unavailable);
     assert_eq!(ready.failed, ["redis"]);
     assert_eq!(ready.checks["postgres"].status, CheckStatus::Up);
-    assert!(ready.checks["redis"].error.is_some());
+    // The unauthenticated answer names the dependency, not the driver's message.
+    assert!(ready.checks["redis"].error.is_none());
 }
 
 #[tokio::test]
@@ -93,9 +94,11 @@ async fn readiness_checks_give_up_after_their_timeout() {
     assert_eq!((status, ready.status), (200, ReadyStatus::Degraded));
     assert_eq!(ready.failed, ["redis"]);
     // The check gave up because of its timeout, not because of an error: no assertion on how
-    // long it took, which a loaded machine can stretch.
+    // long it took, which a loaded machine can stretch. The reason is for the log only (the
+    // HTTP answer names the dependency alone), so it is read from the check itself.
     let timeout = genesis_api::health::CHECK_TIMEOUT;
-    let check = &ready.checks["redis"];
+    let internal = genesis_api::health::readiness(&app.state).await;
+    let check = &internal.checks["redis"];
     assert_eq!(
         check.error.as_deref(),
         Some(format!("no answer within {} ms", timeout.as_millis()).as_str())

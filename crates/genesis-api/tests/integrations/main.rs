@@ -9,10 +9,12 @@ mod concurrency;
 mod constraints;
 mod health;
 mod jsonb;
+mod metrics;
 mod migrations;
 mod redis_store;
 mod runtime;
 mod search;
+mod tls;
 mod transactions;
 
 use std::time::{Duration, Instant};

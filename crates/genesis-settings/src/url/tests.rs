@@ -68,8 +68,8 @@ fn parameters_hosts_and_sockets() {
         url.expose(),
         "postgresql://u@h1:1,h2:5432/db?sslmode=verify-full&sslrootcert=%2Fca%20x.pem&application_name=a%26b"
     );
-    // verify-full is libpq's, not the current driver's.
-    assert!(url.check_app_support().is_err());
+    // verify-full and sslrootcert are read by the application itself (genesis-api's tls).
+    url.check_app_support().unwrap();
 
     let socket = ServiceUrl::parse(
         "postgresql:///genesis_db?host=/var/run/postgresql&user=u",
@@ -130,7 +130,9 @@ fn rejects() {
     assert!(app("postgresql:///db").is_err());
     assert!(app("postgresql://h/db").is_err());
     assert!(app("postgresql://u@h/db?keepalives_count=3").is_err());
-    assert!(app("postgresql://u@h/db?sslmode=verify-ca").is_err());
+    assert!(app("postgresql://u@h/db?sslmode=verify-ca").is_ok());
+    assert!(app("postgresql://u@h/db?sslcrl=/crl.pem").is_err());
+    assert!(app("postgresql://u@h/db?sslmode=verify_ca").is_err());
 }
 
 #[test]
@@ -390,7 +392,24 @@ fn the_driver_reads_every_accepted_url_as_we_do() {
             continue;
         }
         accepted += 1;
-        let config: tokio_postgres::Config = match url.expose().parse() {
+        // The application reads the TLS parameters itself (genesis-api's tls::split_url) and
+        // gives the driver the rest.
+        let exposed = url.expose();
+        let (base, query) = exposed.split_once('?').unwrap_or((&exposed, ""));
+        let rest: Vec<&str> = query
+            .split('&')
+            .filter(|p| {
+                !p.is_empty()
+                    && !["sslmode", "sslrootcert", "sslcert", "sslkey"]
+                        .contains(&p.split('=').next().unwrap_or(""))
+            })
+            .collect();
+        let driver_url = if rest.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        let config: tokio_postgres::Config = match driver_url.parse() {
             Ok(config) => config,
             Err(err) => {
                 disagreements.push(format!("{raw}: the driver refuses it: {err}"));

@@ -1,0 +1,368 @@
+//! `cargo xtask load`: the API under load. A release build of `genesis-api` is started on
+//! loopback against running services, then `wrk` drives wrong-password logins and `/auth/me`
+//! (64 connections, 20 s each by default). Reported: throughput, p50/p99 latency, answers by
+//! status, socket errors and timeouts, and the server's peak memory (`VmHWM`). Fails (exit 1)
+//! on any 5xx other than the hashing bound's 503, or peak memory of 512 MiB or more. Writes
+//! target/xtask/load.json.
+//!
+//! The services come from `DATABASE_URL` and `REDIS_URL` in the environment (never the command
+//! line, which would show a password), defaulting to the model's test services (`cargo xtask
+//! db-up --with redis`). Timings on a shared machine are noisy; compare runs on one machine.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use genesis_model as model;
+use serde::{Deserialize, Serialize};
+use xshell::{Shell, cmd};
+
+use crate::child;
+use crate::services::http_get;
+use crate::util::{check_failed, target_dir, usage, xtask_dir};
+
+/// Load the API with wrk (login and /auth/me) and report throughput, latency, statuses and
+/// peak memory. Needs `wrk`, and PostgreSQL and Redis running (DATABASE_URL and REDIS_URL, or
+/// the test services).
+#[derive(Debug, Args)]
+pub struct Load {
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: u32,
+    /// Seconds per scenario.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u32,
+    /// The loopback port the API listens on during the run.
+    #[arg(long, default_value_t = 8089)]
+    pub port: u16,
+}
+
+/// The peak memory the acceptance allows.
+const MEMORY_LIMIT_MIB: f64 = 512.0;
+
+/// What the Lua script prints at the end of a wrk run.
+#[derive(Debug, Deserialize, Serialize)]
+struct Outcome {
+    requests: u64,
+    duration_us: u64,
+    p50_us: u64,
+    p99_us: u64,
+    timeouts: u64,
+    connect_errors: u64,
+    read_errors: u64,
+    write_errors: u64,
+    /// Answers by HTTP status.
+    statuses: std::collections::BTreeMap<String, u64>,
+}
+
+impl Outcome {
+    fn throughput(&self) -> f64 {
+        self.requests as f64 / (self.duration_us as f64 / 1e6)
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    connections: u32,
+    duration_s: u32,
+    login: Outcome,
+    me: Outcome,
+    peak_memory_mib: f64,
+    note: &'static str,
+}
+
+/// The server, killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Load {
+    pub fn run(self, sh: &Shell) -> Result<()> {
+        let wrk = which_wrk(sh)?;
+        let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+            let db = &model::TEST_DB;
+            let model::Password::Public(password) = db.password else {
+                unreachable!("the test database's password is public by design")
+            };
+            db.url_with(model::TEST_DB_SERVICE.host_address, password)
+        });
+        let redis_url = std::env::var("REDIS_URL")
+            .unwrap_or_else(|_| model::REDIS.url(model::REDIS.host_address));
+
+        let dir = xtask_dir().join("load");
+        std::fs::create_dir_all(&dir).context("create target/xtask/load")?;
+        eprintln!("building genesis-api (release)");
+        let target = target_dir();
+        cmd!(
+            sh,
+            "cargo build --quiet --release -p genesis-api --bin genesis-api --target-dir {target}"
+        )
+        .run()
+        .context("build genesis-api in release mode")?;
+
+        let bin = target.join("release/genesis-api");
+        let bind = format!("127.0.0.1:{}", self.port);
+        let secret = format!("load-{:032x}", nanos());
+        let log = dir.join("server.log");
+        // Development with every variable explicit: the process environment wins over env files.
+        let server = cmd!(sh, "{bin} serve")
+            .env("ENVIRONMENT", "development")
+            .env("DATABASE_URL", &database_url)
+            .env("REDIS_URL", &redis_url)
+            .env("BIND_ADDR", &bind)
+            .env("STRICT_HEALTH_CHECKS", "true")
+            .env("DEBUG", "false")
+            .env("TOKEN_SECRET", &secret)
+            .env("RUST_LOG", "warn");
+        let mut server = Server(child::background(server, &log)?);
+        wait_ready(&mut server, self.port, &log)?;
+
+        let email = format!("load-{}@example.com", nanos());
+        let password = "load check password";
+        post(self.port, "/auth/register", &credentials(&email, password))?;
+        let (status, body) = post(self.port, "/auth/login", &credentials(&email, password))?;
+        if status != 200 {
+            bail!("login before the run answered {status}: {body}");
+        }
+        let token: serde_json::Value = serde_json::from_str(&body).context("read the token")?;
+        let token = token["access_token"].as_str().context("no access_token")?;
+
+        let base = format!("http://{bind}");
+        let login_script = script(
+            &dir.join("login.lua"),
+            "POST",
+            &[("Content-Type", "application/json")],
+            &credentials(&email, "wrong password"),
+        )?;
+        let me_script = script(
+            &dir.join("me.lua"),
+            "GET",
+            &[("Authorization", &format!("Bearer {token}"))],
+            "",
+        )?;
+        let login = run_wrk(
+            sh,
+            &wrk,
+            &self,
+            &login_script,
+            &format!("{base}/auth/login"),
+        )?;
+        let me = run_wrk(sh, &wrk, &self, &me_script, &format!("{base}/auth/me"))?;
+        let peak_memory_mib = peak_memory_mib(server.0.id())?;
+        drop(server);
+
+        let report = Report {
+            connections: self.connections,
+            duration_s: self.duration,
+            login,
+            me,
+            peak_memory_mib,
+            note: "measured on the machine that ran it; a shared machine makes these numbers noisy",
+        };
+        print_report(&report);
+        std::fs::write(
+            xtask_dir().join("load.json"),
+            serde_json::to_string_pretty(&report)?,
+        )
+        .context("write target/xtask/load.json")?;
+
+        let mut problems = Vec::new();
+        for (name, outcome) in [("login", &report.login), ("/auth/me", &report.me)] {
+            for (status, count) in &outcome.statuses {
+                if status.starts_with('5') && status != "503" {
+                    problems.push(format!("{name}: {count} answers with status {status}"));
+                }
+            }
+        }
+        if peak_memory_mib >= MEMORY_LIMIT_MIB {
+            problems.push(format!(
+                "peak memory {peak_memory_mib:.0} MiB is over {MEMORY_LIMIT_MIB} MiB"
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(check_failed(format!(
+                "the load check failed: {}",
+                problems.join("; ")
+            )))
+        }
+    }
+}
+
+fn which_wrk(sh: &Shell) -> Result<String> {
+    // `wrk --version` prints its version, then its usage, and exits 1.
+    match cmd!(sh, "wrk --version").quiet().ignore_status().output() {
+        Ok(out) if out.stdout.starts_with(b"wrk ") => Ok("wrk".to_owned()),
+        _ => Err(usage("wrk is not installed: run `apt-get install wrk`")),
+    }
+}
+
+fn nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn credentials(email: &str, password: &str) -> String {
+    serde_json::json!({ "email": email, "password": password }).to_string()
+}
+
+fn wait_ready(server: &mut Server, port: u16, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = server.0.try_wait()? {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            bail!("genesis-api exited ({status}) before it was ready:\n{text}");
+        }
+        if http_get(port, "/health/ready").is_ok_and(|(status, _)| status == 200) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!(
+        "genesis-api was not ready within 60 s; its log is {}",
+        log.display()
+    )
+}
+
+/// A minimal HTTP/1.1 POST of a JSON body on loopback.
+fn post(port: u16, path: &str, body: &str) -> Result<(u16, String)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("not an HTTP response")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A wrk script for one request, counting answers by status in every thread and printing the
+/// outcome as one JSON line at the end.
+fn script(path: &Path, method: &str, headers: &[(&str, &str)], body: &str) -> Result<String> {
+    let lua_string = |s: &str| serde_json::to_string(s).expect("a string serialises");
+    let mut text = format!("wrk.method = {}\n", lua_string(method));
+    for (name, value) in headers {
+        text.push_str(&format!(
+            "wrk.headers[{}] = {}\n",
+            lua_string(name),
+            lua_string(value)
+        ));
+    }
+    if !body.is_empty() {
+        text.push_str(&format!("wrk.body = {}\n", lua_string(body)));
+    }
+    text.push_str(LUA_COUNTERS);
+    std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+    Ok(path.display().to_string())
+}
+
+const LUA_COUNTERS: &str = r#"
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {} end
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  local all = {}
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do
+      all[status] = (all[status] or 0) + count
+    end
+  end
+  local parts = {}
+  for status, count in pairs(all) do
+    table.insert(parts, string.format('"%d":%d', status, count))
+  end
+  io.write(string.format(
+    'LOAD-RESULT {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,' ..
+    '"timeouts":%d,"connect_errors":%d,"read_errors":%d,"write_errors":%d,"statuses":{%s}}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    summary.errors.timeout, summary.errors.connect, summary.errors.read, summary.errors.write,
+    table.concat(parts, ",")))
+end
+"#;
+
+fn run_wrk(sh: &Shell, wrk: &str, load: &Load, script: &str, url: &str) -> Result<Outcome> {
+    let connections = load.connections.to_string();
+    let duration = format!("{}s", load.duration);
+    eprintln!("wrk: {url}, {connections} connections, {duration}");
+    let output = cmd!(
+        sh,
+        "{wrk} -t2 -c{connections} -d{duration} --timeout 2s -s {script} {url}"
+    )
+    .quiet()
+    .read()
+    .context("run wrk")?;
+    let line = output
+        .lines()
+        .find_map(|l| l.strip_prefix("LOAD-RESULT "))
+        .with_context(|| format!("wrk printed no result:\n{output}"))?;
+    serde_json::from_str(line).with_context(|| format!("read wrk's result: {line}"))
+}
+
+/// The peak resident memory of `pid` (`VmHWM` in /proc), in MiB.
+fn peak_memory_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("read the server's /proc status")?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmHWM in /proc status")?;
+    Ok(kib / 1024.0)
+}
+
+fn print_report(report: &Report) {
+    println!(
+        "{} connections, {} s per scenario ({})",
+        report.connections, report.duration_s, report.note
+    );
+    for (name, o) in [
+        ("login (wrong password)", &report.login),
+        ("/auth/me", &report.me),
+    ] {
+        let statuses: Vec<String> = o
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{s}: {n}"))
+            .collect();
+        println!(
+            "{name:24} {:8.1} req/s  p50 {:7.1} ms  p99 {:7.1} ms  statuses {{{}}}  timeouts {}  socket errors {}",
+            o.throughput(),
+            o.p50_us as f64 / 1000.0,
+            o.p99_us as f64 / 1000.0,
+            statuses.join(", "),
+            o.timeouts,
+            o.connect_errors + o.read_errors + o.write_errors,
+        );
+    }
+    println!(
+        "server peak memory (VmHWM): {:.0} MiB",
+        report.peak_memory_mib
+    );
+}
