@@ -1,6 +1,6 @@
 //! The database commands against the real Docker engine and PostgreSQL: `db-up`, `db-down`,
-//! `db-status`, `db-logs`, `db-shell`, `db-backup` and `db-restore`, good cases and bad; and
-//! `test` interrupted half-way, by Ctrl-C and by `kill -9`.
+//! `db-status`, `db-logs`, `db-shell`, `db-backup` and `db-restore`, good cases and bad (an
+//! empty database included); and `test` interrupted half-way, by Ctrl-C and by `kill -9`.
 //!
 //! Every test works on a stack of this test binary's own (`GENESIS_STACK=engine<pid>`), with
 //! ports the engine chooses, so a developer's default stack, another checkout's stacks and CI
@@ -38,8 +38,11 @@ fn engine() -> Engine {
 
 const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
+/// `engine<pid>`, or the name in `GENESIS_ENGINE_STACK` (for a machine where each user may
+/// only start stacks under names of their own).
 fn stack() -> String {
-    format!("engine{}", std::process::id())
+    std::env::var("GENESIS_ENGINE_STACK")
+        .unwrap_or_else(|_| format!("engine{}", std::process::id()))
 }
 
 fn root() -> PathBuf {
@@ -701,6 +704,40 @@ fn a_dump_cut_short_or_with_crlf_line_endings_is_rejected_before_the_target_is_t
     meta["size_bytes"] = 10.into();
     std::fs::write(dir.join("text.dump.meta.json"), meta.to_string()).unwrap();
     restore(&db, &text).fails_with(1, &["does not start with PGDMP"]);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_empty_database_backs_up_and_restores_and_its_dump_cut_short_is_still_rejected() {
+    let _engine = engine();
+    xtask(&["db-up"]).ok();
+    let db = OwnDatabase::create("xtask_empty");
+    let dir = temp_dir("xtask-empty");
+    let good = dir.join("empty.dump");
+    let run = backup(&db, &good).ok();
+    assert!(run.stdout.contains("row counts of 0 tables"), "{run:#?}");
+    restore(&db, &good).ok();
+
+    // Cut short, with a sidecar forged to match: the archive itself gives it away.
+    let bytes = std::fs::read(&good).unwrap();
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("empty.dump.meta.json")).unwrap())
+            .unwrap();
+    let cut = dir.join("cut.dump");
+    std::fs::write(&cut, &bytes[..bytes.len() - 3]).unwrap();
+    let sh = Shell::new().unwrap();
+    let sum = cmd!(sh, "sha256sum {cut}").quiet().read().unwrap();
+    let mut forged = sidecar.clone();
+    forged["sha256"] = sum[..64].into();
+    forged["size_bytes"] = (bytes.len() - 3).into();
+    std::fs::write(dir.join("cut.dump.meta.json"), forged.to_string()).unwrap();
+    let run = restore(&db, &cut);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stderr.contains("cannot be read to its end")
+            || run.stderr.contains("unreadable table of contents"),
+        "{run:#?}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 
