@@ -50,7 +50,10 @@ impl flags::Ci {
         let passed = flavour(sh, &mut steps, &default, "ci")?;
         let mut total = passed;
         match v2 {
-            Some(dir) if default.flavour != Flavour::V2 => {
+            _ if default.flavour == Flavour::V2 => {
+                println!("the machine's compose is already v2: one flavour ran")
+            }
+            Some(dir) => {
                 let _config = sh.push_env("DOCKER_CONFIG", &dir);
                 let compose = Compose::detect(sh)?;
                 if compose.flavour != Flavour::V2 {
@@ -61,7 +64,6 @@ impl flags::Ci {
                 }
                 total += flavour(sh, &mut steps, &compose, "ci-v2")?;
             }
-            Some(_) => println!("the machine's compose is already v2: one flavour ran"),
             None if std::env::var("CI").is_ok_and(|v| v == "true") => {
                 steps.print();
                 return Err(usage(format!(
@@ -174,6 +176,8 @@ impl Steps {
     }
 
     fn step<T>(&mut self, name: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
+        // Ctrl-C during a step that is not a wait (a build, a test run) still ends `ci` here.
+        crate::util::check_interrupted().with_context(|| format!("ci step `{name}`"))?;
         let style = Style::stdout();
         println!("{}", style.green(&format!("== {name}")));
         let started = Instant::now();

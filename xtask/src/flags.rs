@@ -201,7 +201,7 @@ pub struct DbUp {
     #[arg(long = "with", value_enum)]
     pub with: Vec<Extra>,
     /// Seconds to wait for readiness before failing with the service's last log lines.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = crate::services::READY_TIMEOUT.as_secs(), value_name = "SECONDS")]
     pub timeout: u64,
 }
 

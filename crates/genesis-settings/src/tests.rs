@@ -449,6 +449,7 @@ fn every_password_the_settings_know_is_masked_by_value() {
     .unwrap();
     let text = "a log line with zq-file-9Kx, zq-env-7Hw and zq-file-9Kx again";
     assert_eq!(redact(text), "a log line with ***, *** and *** again");
+}
 
 #[test]
 fn password_cost_is_the_minimum_in_test_only_and_production_refuses_less() {
