@@ -310,8 +310,16 @@ impl Migrator {
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
             .join(" ");
+        // In production the migrator loads the production settings, as the API does.
+        let hint = match (out.status.code(), target.env) {
+            (Some(2), model::Env::Prod) => {
+                ", which in production needs the settings the API starts with (a \
+                 TOKEN_SECRET in the environment or .env.production)"
+            }
+            _ => "",
+        };
         let message = redact(&format!(
-            "genesis-api migrate on {} ({var}): {message}",
+            "genesis-api migrate on {} ({var}){hint}: {message}",
             target.masked_url()
         ));
         Err(match out.status.code() {
