@@ -37,7 +37,8 @@ impl flags::DbReset {
         let env = self.env.model();
         let target = resolve(sh, stack, env, self.url.as_deref())?;
         confirm(&target, self.yes, env == Env::Dev && !self.no_backup)?;
-        backup::reach(sh, &target)?;
+        // The server, not the database: a reset also recreates a database that is gone.
+        backup::reach(sh, &target.with_database(MAINTENANCE_DB))?;
         let seed = seed_file(env);
         let migrator = Migrator::build(sh)?;
 
