@@ -226,10 +226,16 @@ fn run_seed(sh: &Shell, target: &Target, seed: &std::path::Path) -> Result<()> {
         .output()
         .context("run psql")?;
     if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let why: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         return Err(check_failed(format!(
             "the seed {} failed and was rolled back (the database is migrated, not seeded): {}",
             shown(seed),
-            redact(String::from_utf8_lossy(&out.stderr).trim())
+            redact(&why.join(" "))
         )));
     }
     Ok(())
