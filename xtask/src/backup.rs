@@ -74,7 +74,7 @@ fn user_path(path: &Path) -> Result<PathBuf> {
 /// `--env prod` is refused before its URL is even looked at; any other connection is judged on
 /// what it is (the production model's database, user or host, and the address libpq will
 /// connect to), not on its label.
-fn resolve_allowed(
+pub fn resolve_allowed(
     sh: &Shell,
     stack: &Stack,
     env: Env,
@@ -106,7 +106,7 @@ fn resolve_allowed(
 }
 
 /// Connects once: the server's version, or how to make it reachable.
-fn reach(sh: &Shell, target: &Target) -> Result<(String, u32)> {
+pub fn reach(sh: &Shell, target: &Target) -> Result<(String, u32)> {
     target.server_version(sh).map_err(|err| {
         let hint = match target.env.database().compose() {
             Some(_) if target.origin == pg::Origin::Model => {
@@ -190,119 +190,152 @@ impl flags::DbBackup {
             &self.server,
             "verifying a backup creates, fills and drops a scratch database on the server it backs up",
         )?;
-        let found = tools(sh, &["pg_dump", "pg_restore", "psql"])?;
-        let (pg_dump_version, pg_dump_major) = found[0].clone();
-        let now = SystemTime::now();
-        let (stamp, created_at) = utc_timestamp(now);
-        let output = match &self.output {
-            Some(path) => user_path(path)?,
-            None => project_root()
-                .join("backups")
-                .join(format!("{env}-{stamp}.dump")),
-        };
-        let sidecar = sidecar_of(&output);
-        for path in [&output, &sidecar] {
-            if path.exists() {
-                return Err(usage(format!(
-                    "{} already exists: a backup never overwrites one; choose another --output",
-                    path.display()
-                )));
-            }
-        }
-        let (server_version, server_major) = reach(sh, &target)?;
-        if pg_dump_major < server_major {
-            return Err(usage(format!(
-                "pg_dump {pg_dump_major} cannot dump a PostgreSQL {server_major} server: \
-                 `apt-get install postgresql-client-{server_major}`"
-            )));
-        }
-
-        let interrupt = Interrupt::install()?;
-        let started = Instant::now();
-        let dir = output.parent().context("the output has no folder")?;
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .with_context(|| format!("create {}", dir.display()))?;
-        }
-        let mut partial = Partial {
-            path: output.with_file_name(format!(
-                "{}.partial-{}",
-                output.file_name().unwrap_or_default().to_string_lossy(),
-                std::process::id()
-            )),
-            kept: false,
-        };
-
-        let counts = interrupt.check(dump_in_one_snapshot(sh, &target, &partial.path))?;
-        // A dump holds the database's data: owner-only, like the sidecar below.
-        std::fs::set_permissions(&partial.path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("restrict {}", partial.path.display()))?;
-        let toc_entries = interrupt.check(verify_archive(sh, &partial.path))?;
-        interrupt.check(verify_by_restoring(sh, &target, &partial.path, &counts))?;
-
-        let meta = Meta {
-            format: SIDECAR_FORMAT.to_owned(),
-            file: output
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned(),
-            sha256: sha256(sh, &partial.path)?,
-            size_bytes: std::fs::metadata(&partial.path)?.len(),
-            created_at,
-            env: env.to_string(),
-            database: target.database.clone(),
-            server: target.masked_url(),
-            server_version: server_version.clone(),
-            pg_dump_version,
-            counted_in: "the exported snapshot pg_dump dumped (pg_dump --snapshot)".to_owned(),
-            toc_entries,
-            tables: counts,
-        };
-        let sidecar_partial = partial.path.with_extension("meta-partial");
-        let mut sidecar_guard = Partial {
-            path: sidecar_partial.clone(),
-            kept: false,
-        };
-        let sidecar_text = serde_json::to_string_pretty(&meta)? + "\n";
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&sidecar_partial)
-            .and_then(|mut f| f.write_all(sidecar_text.as_bytes()))
-            .with_context(|| format!("write {}", sidecar_partial.display()))?;
-        interrupt.check(Ok(()))?;
-        std::fs::rename(&partial.path, &output)
-            .with_context(|| format!("rename the dump to {}", output.display()))?;
-        partial.path = output.clone();
-        std::fs::rename(&sidecar_partial, &sidecar)
-            .with_context(|| format!("rename the sidecar to {}", sidecar.display()))?;
-        sidecar_guard.kept = true;
-        partial.kept = true;
-
+        let output = self.output.as_deref().map(user_path).transpose()?;
+        let taken = take(sh, &target, output)?;
         println!(
-            "backed up {} (PostgreSQL {server_version}) in {:.1} s",
+            "backed up {} (PostgreSQL {}) in {:.1} s",
             target.masked_url(),
-            started.elapsed().as_secs_f64()
+            taken.meta.server_version,
+            taken.seconds
         );
         println!(
             "  dump     {} ({} bytes)",
-            output.display(),
-            meta.size_bytes
+            taken.output.display(),
+            taken.meta.size_bytes
         );
-        println!("  sidecar  {} (sha256 {})", sidecar.display(), meta.sha256);
         println!(
-            "  verified header, table of contents ({toc_entries} entries), full read, restore \
-             into a scratch database, row counts of {} tables",
-            meta.tables.len()
+            "  sidecar  {} (sha256 {})",
+            taken.sidecar.display(),
+            taken.meta.sha256
         );
-        print_counts(&meta.tables, None);
+        println!(
+            "  verified header, table of contents ({} entries), full read, restore \
+             into a scratch database, row counts of {} tables",
+            taken.meta.toc_entries,
+            taken.meta.tables.len()
+        );
+        print_counts(&taken.meta.tables, None);
         Ok(())
     }
+}
+
+/// A verified backup, kept with its sidecar.
+pub struct Taken {
+    pub output: PathBuf,
+    pub sidecar: PathBuf,
+    meta: Meta,
+    pub seconds: f64,
+}
+
+impl Taken {
+    pub fn tables(&self) -> usize {
+        self.meta.tables.len()
+    }
+}
+
+/// Takes a verified backup of `target` (already past [`resolve_allowed`]) into `output`
+/// [default: `backups/<env>-<UTC time>.dump`]: `db-backup`, and `db-reset` before it drops a
+/// development database.
+pub fn take(sh: &Shell, target: &Target, output: Option<PathBuf>) -> Result<Taken> {
+    let env = target.env;
+    let found = tools(sh, &["pg_dump", "pg_restore", "psql"])?;
+    let (pg_dump_version, pg_dump_major) = found[0].clone();
+    let now = SystemTime::now();
+    let (stamp, created_at) = utc_timestamp(now);
+    let output = output.unwrap_or_else(|| {
+        project_root()
+            .join("backups")
+            .join(format!("{env}-{stamp}.dump"))
+    });
+    let sidecar = sidecar_of(&output);
+    for path in [&output, &sidecar] {
+        if path.exists() {
+            return Err(usage(format!(
+                "{} already exists: a backup never overwrites one; choose another --output",
+                path.display()
+            )));
+        }
+    }
+    let (server_version, server_major) = reach(sh, target)?;
+    if pg_dump_major < server_major {
+        return Err(usage(format!(
+            "pg_dump {pg_dump_major} cannot dump a PostgreSQL {server_major} server: \
+             `apt-get install postgresql-client-{server_major}`"
+        )));
+    }
+
+    let interrupt = Interrupt::install()?;
+    let started = Instant::now();
+    let dir = output.parent().context("the output has no folder")?;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("create {}", dir.display()))?;
+    }
+    let mut partial = Partial {
+        path: output.with_file_name(format!(
+            "{}.partial-{}",
+            output.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        )),
+        kept: false,
+    };
+
+    let counts = interrupt.check(dump_in_one_snapshot(sh, target, &partial.path))?;
+    // A dump holds the database's data: owner-only, like the sidecar below.
+    std::fs::set_permissions(&partial.path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restrict {}", partial.path.display()))?;
+    let toc_entries = interrupt.check(verify_archive(sh, &partial.path, counts.is_empty()))?;
+    interrupt.check(verify_by_restoring(sh, target, &partial.path, &counts))?;
+
+    let meta = Meta {
+        format: SIDECAR_FORMAT.to_owned(),
+        file: output
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+        sha256: sha256(sh, &partial.path)?,
+        size_bytes: std::fs::metadata(&partial.path)?.len(),
+        created_at,
+        env: env.to_string(),
+        database: target.database.clone(),
+        server: target.masked_url(),
+        server_version,
+        pg_dump_version,
+        counted_in: "the exported snapshot pg_dump dumped (pg_dump --snapshot)".to_owned(),
+        toc_entries,
+        tables: counts,
+    };
+    let sidecar_partial = partial.path.with_extension("meta-partial");
+    let mut sidecar_guard = Partial {
+        path: sidecar_partial.clone(),
+        kept: false,
+    };
+    let sidecar_text = serde_json::to_string_pretty(&meta)? + "\n";
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&sidecar_partial)
+        .and_then(|mut f| f.write_all(sidecar_text.as_bytes()))
+        .with_context(|| format!("write {}", sidecar_partial.display()))?;
+    interrupt.check(Ok(()))?;
+    std::fs::rename(&partial.path, &output)
+        .with_context(|| format!("rename the dump to {}", output.display()))?;
+    partial.path = output.clone();
+    std::fs::rename(&sidecar_partial, &sidecar)
+        .with_context(|| format!("rename the sidecar to {}", sidecar.display()))?;
+    sidecar_guard.kept = true;
+    partial.kept = true;
+    Ok(Taken {
+        output,
+        sidecar,
+        meta,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// Dumps `target` into `file` with `pg_dump -Fc` (written by pg_dump itself, never through a
@@ -343,9 +376,11 @@ fn dump_in_one_snapshot(sh: &Shell, target: &Target, file: &Path) -> Result<Vec<
     Ok(counts)
 }
 
-/// The archive's own checks: the header, a non-empty table of contents, a full read. Returns
-/// the number of table-of-contents entries.
-fn verify_archive(sh: &Shell, file: &Path) -> Result<usize> {
+/// The archive's own checks: the header, a readable table of contents, a full read. Returns
+/// the number of table-of-contents entries. The list is empty only for a database without
+/// any object (`empty_database`: the snapshot counted no table); a dump cut short anywhere,
+/// even one of an empty database, fails `pg_restore --list` or the full read.
+fn verify_archive(sh: &Shell, file: &Path, empty_database: bool) -> Result<usize> {
     let name = file.display();
     let mut header = [0u8; 11];
     let read = std::fs::File::open(file)
@@ -376,9 +411,9 @@ fn verify_archive(sh: &Shell, file: &Path) -> Result<usize> {
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
         .count();
-    if entries == 0 {
+    if entries == 0 && !empty_database {
         return Err(check_failed(format!(
-            "{name} has an empty table of contents"
+            "{name} has an empty table of contents, but the database had tables"
         )));
     }
     // Reading every entry, data included, is what finds a dump cut short or rewritten.
@@ -527,7 +562,8 @@ impl flags::DbRestore {
 
         // Everything about the file is checked before the target is touched.
         verify_checksum(sh, &file, &sidecar, &meta)?;
-        let toc_entries = verify_archive(sh, &file)?;
+        let toc_entries =
+            verify_archive(sh, &file, meta.tables.is_empty() && meta.toc_entries == 0)?;
         let (server_version, _) = reach(sh, &target)?;
         if meta.env != env.name() {
             eprintln!(

@@ -30,6 +30,8 @@ pub enum Cmd {
     DbShell(DbShell),
     DbBackup(DbBackup),
     DbRestore(DbRestore),
+    DbMigrate(DbMigrate),
+    DbReset(DbReset),
     Test(Test),
     VerifyMigration(VerifyMigration),
     Ci(Ci),
@@ -317,6 +319,60 @@ pub struct Migration {
 #[derive(Debug, Subcommand)]
 pub enum MigrationCmd {
     New(MigrationNew),
+    Status(MigrationStatus),
+}
+
+/// Show where an environment's database stands: each migration applied (when, checksum),
+/// pending, or edited after it was applied, and migrations the database has that the tree
+/// lacks. Reads only (production included). Exit 1 when one is edited or unknown.
+#[derive(Debug, Args)]
+pub struct MigrationStatus {
+    /// The environment whose database is read.
+    #[arg(long, value_enum, default_value_t = EnvName::Test)]
+    pub env: EnvName,
+    /// Read this server instead of the environment's (postgresql:// URL).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Apply the pending migrations to an environment's database through the application's own
+/// migrator (`genesis-api migrate`: the same advisory lock and checksum rules as start-up) and
+/// report what it applied. Refuses (exit 1, naming it) a migration edited after it was applied.
+#[derive(Debug, Args)]
+pub struct DbMigrate {
+    /// The environment whose database is migrated.
+    #[arg(long, value_enum, default_value_t = EnvName::Test)]
+    pub env: EnvName,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+/// Drop and recreate a test or dev database on this machine, apply the migrations, and run
+/// crates/genesis-api/seeds/<env>.sql when it exists. Dev gets a verified backup first. Never
+/// production, never a server on another machine.
+#[derive(Debug, Args)]
+pub struct DbReset {
+    /// The environment whose database is reset (prod is refused).
+    #[arg(long, value_enum, default_value_t = EnvName::Test)]
+    pub env: EnvName,
+    /// Reset without asking (required when there is no terminal to ask on).
+    #[arg(long)]
+    pub yes: bool,
+    /// Skip the verified backup taken before a dev database is dropped.
+    #[arg(long)]
+    pub no_backup: bool,
+    /// Reset this database instead of the environment's (a postgresql:// URL on this machine).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Create the next numbered migration file under crates/genesis-api/migrations/.

@@ -20,6 +20,7 @@ mod migration;
 mod parity;
 mod pg;
 mod preflight;
+mod reset;
 mod services;
 mod test;
 mod util;
@@ -52,6 +53,8 @@ fn main() -> ExitCode {
             flags::Cmd::DbShell(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::DbBackup(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::DbRestore(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::DbMigrate(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::DbReset(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::Test(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::VerifyMigration(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::Images(cmd) => cmd.run(&sh),

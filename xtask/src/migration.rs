@@ -1,18 +1,27 @@
-//! `migration new`: the next numbered migration file under `crates/genesis-api/migrations/`.
+//! `migration new`, `migration status` and `db-migrate`: the application's migrations as
+//! commands.
 //!
-//! The files are the application's: `build.rs` embeds them and the app's migrator applies them
-//! (at start-up, or through `cargo xtask db-migrate`). This module only names and creates them.
+//! The files are the application's: `build.rs` embeds them and the app's migrator applies them,
+//! at start-up or as `genesis-api migrate`. The xtask has no database driver: it builds that
+//! binary from this tree and runs it ([`Migrator`]), the target handed over in the child's
+//! environment only, and reads its JSON.
 
+use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use xshell::Shell;
+use genesis_model as model;
+use genesis_settings::redact;
+use serde::{Deserialize, Serialize};
+use xshell::{Shell, cmd};
 
+use crate::backup;
 use crate::flags;
+use crate::pg::Target;
 use crate::services::Stack;
-use crate::util::{project_root, usage};
+use crate::util::{check_failed, project_root, target_dir, usage};
 
 /// The folder of the application's migrations, relative to the workspace root.
 pub const MIGRATIONS_DIR: &str = "crates/genesis-api/migrations";
@@ -21,9 +30,10 @@ pub const MIGRATIONS_DIR: &str = "crates/genesis-api/migrations";
 const MAX_NAME: usize = 60;
 
 impl flags::Migration {
-    pub fn run(self, sh: &Shell, _stack: &Stack) -> Result<()> {
+    pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         match self.cmd {
             flags::MigrationCmd::New(cmd) => cmd.run(sh),
+            flags::MigrationCmd::Status(cmd) => cmd.run(sh, stack),
         }
     }
 }
@@ -37,6 +47,313 @@ impl flags::MigrationNew {
         println!("write its SQL, then `cargo xtask db-migrate --env dev` applies it");
         Ok(())
     }
+}
+
+impl flags::MigrationStatus {
+    pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
+        let env = self.env.model();
+        // Reading only: any environment, any server.
+        let mut target = Target::resolve(env, self.url.as_deref())?;
+        stack.aim(sh, &mut target)?;
+        let report = Migrator::build(sh)?.status(sh, &target)?;
+        let problems = report.problems();
+        if self.json {
+            let out = serde_json::json!({
+                "env": env.name(),
+                "database": target.masked_url(),
+                "migrations": report.migrations,
+                "counts": report.counts(),
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            print_status(&target, &report);
+        }
+        if !problems.is_empty() {
+            return Err(check_failed(problems.join("; ")));
+        }
+        Ok(())
+    }
+}
+
+impl flags::DbMigrate {
+    pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
+        let env = self.env.model();
+        let target = backup::resolve_allowed(
+            sh,
+            stack,
+            env,
+            &self.server,
+            "db-migrate changes the schema of that database",
+        )?;
+        let migrator = Migrator::build(sh)?;
+        // Refused here with the file's name before the migrator takes its lock; the migrator
+        // checks again under the lock.
+        let problems = migrator.status(sh, &target)?.problems();
+        if !problems.is_empty() {
+            return Err(check_failed(format!(
+                "nothing applied: {}",
+                problems.join("; ")
+            )));
+        }
+        let report = migrator.migrate(sh, &target)?;
+        if self.json {
+            let out = serde_json::json!({
+                "env": env.name(),
+                "database": target.masked_url(),
+                "applied": report.applied,
+                "already_applied": report.already_applied,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            print_applied(&target, &report);
+        }
+        Ok(())
+    }
+}
+
+/// Prints what a migrator run applied.
+pub fn print_applied(target: &Target, report: &Applied) {
+    for m in &report.applied {
+        println!("applied {}", m.file());
+    }
+    println!(
+        "{} applied, {} already applied, at {}",
+        report.applied.len(),
+        report.already_applied,
+        target.masked_url()
+    );
+}
+
+fn print_status(target: &Target, report: &Status) {
+    println!("migrations of {} ({})", target.masked_url(), target.env);
+    let width = report
+        .migrations
+        .iter()
+        .map(|m| m.file().len())
+        .max()
+        .unwrap_or(0)
+        .max("MIGRATION".len());
+    println!(
+        "  {:width$}  {:8}  {:20}  CHECKSUM",
+        "MIGRATION", "STATE", "APPLIED AT (UTC)"
+    );
+    let short = |sum: &str| sum.get(..12).unwrap_or(sum).to_owned();
+    for m in &report.migrations {
+        let checksum = match &m.recorded_checksum {
+            Some(recorded) => format!("{} (applied as {})", short(&m.checksum), short(recorded)),
+            None => short(&m.checksum),
+        };
+        println!(
+            "  {:width$}  {:8}  {:20}  {checksum}",
+            m.file(),
+            m.state,
+            m.applied_at.as_deref().unwrap_or("-"),
+        );
+    }
+    let counts = report.counts();
+    println!(
+        "{} applied, {} pending, {} edited, {} unknown",
+        counts.applied, counts.pending, counts.edited, counts.unknown
+    );
+}
+
+// ---- the application's migrator ------------------------------------------------------------
+
+/// One migration as `genesis-api migrate --status --json` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Row {
+    pub version: i64,
+    pub name: String,
+    /// `applied`, `pending`, `edited` or `unknown`.
+    pub state: String,
+    pub checksum: String,
+    pub recorded_checksum: Option<String>,
+    pub applied_at: Option<String>,
+}
+
+impl Row {
+    /// The file name the migration has (or had) in the tree.
+    pub fn file(&self) -> String {
+        format!("{:04}_{}.sql", self.version, self.name)
+    }
+}
+
+/// Where a database stands.
+#[derive(Debug, Deserialize)]
+pub struct Status {
+    pub migrations: Vec<Row>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    applied: usize,
+    pending: usize,
+    edited: usize,
+    unknown: usize,
+}
+
+impl Status {
+    fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
+        for m in &self.migrations {
+            match m.state.as_str() {
+                "applied" => counts.applied += 1,
+                "pending" => counts.pending += 1,
+                "edited" => counts.edited += 1,
+                _ => counts.unknown += 1,
+            }
+        }
+        counts
+    }
+
+    /// What stops `db-migrate`, one sentence per migration naming its file.
+    pub fn problems(&self) -> Vec<String> {
+        self.migrations
+            .iter()
+            .filter_map(|m| match m.state.as_str() {
+                "applied" | "pending" => None,
+                "edited" => Some(format!(
+                    "{} was edited after it was applied (applied as {}, now {}): restore the \
+                     file and add a new migration instead",
+                    m.file(),
+                    m.recorded_checksum.as_deref().unwrap_or("?"),
+                    m.checksum
+                )),
+                "unknown" => Some(format!(
+                    "{} is applied in the database but not in this tree (migrated by a newer \
+                     build)",
+                    m.file()
+                )),
+                other => Some(format!("{} is in an unknown state {other:?}", m.file())),
+            })
+            .collect()
+    }
+}
+
+/// One migration a run applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedOne {
+    pub version: i64,
+    pub name: String,
+}
+
+impl AppliedOne {
+    pub fn file(&self) -> String {
+        format!("{:04}_{}.sql", self.version, self.name)
+    }
+}
+
+/// What `genesis-api migrate --json` did.
+#[derive(Debug, Deserialize)]
+pub struct Applied {
+    pub applied: Vec<AppliedOne>,
+    pub already_applied: usize,
+}
+
+/// `genesis-api migrate`, built from this tree into `<workspace>/target`.
+pub struct Migrator {
+    bin: PathBuf,
+}
+
+impl Migrator {
+    pub fn build(sh: &Shell) -> Result<Migrator> {
+        let target = target_dir();
+        cmd!(
+            sh,
+            "cargo build --quiet -p genesis-api --bin genesis-api --target-dir {target}"
+        )
+        .quiet()
+        .run()
+        .map_err(|err| check_failed(format!("build genesis-api: {err}")))?;
+        Ok(Migrator {
+            bin: target.join("debug/genesis-api"),
+        })
+    }
+
+    /// Where `target`'s database stands; reads only.
+    pub fn status(&self, sh: &Shell, target: &Target) -> Result<Status> {
+        let out = self.run(sh, target, &["--status", "--json"])?;
+        serde_json::from_str(&out).context("read the output of `genesis-api migrate --status`")
+    }
+
+    /// Applies the pending migrations to `target`'s database.
+    pub fn migrate(&self, sh: &Shell, target: &Target) -> Result<Applied> {
+        let out = self.run(sh, target, &["--json"])?;
+        serde_json::from_str(&out).context("read the output of `genesis-api migrate`")
+    }
+
+    /// Runs `genesis-api migrate ARGS` on `target`: `ENVIRONMENT` and the environment's URL
+    /// variable set in the child's environment (the password never on its command line), and
+    /// nothing of the caller's that would point it elsewhere. Its exit codes keep their
+    /// meaning: 2 (settings or connection) is a usage error, any other failure a failed check.
+    fn run(&self, sh: &Shell, target: &Target, args: &[&str]) -> Result<String> {
+        let bin = &self.bin;
+        let mut cmd = cmd!(sh, "{bin} migrate {args...}").quiet();
+        let (var, url) = child_database(target);
+        for key in child_env_removals(std::env::vars_os().map(|(k, _)| k), var) {
+            cmd = cmd.env_remove(key);
+        }
+        let out = cmd
+            .env("ENVIRONMENT", target.env.environment_value())
+            .env(var, url)
+            .secret()
+            .ignore_status()
+            .output()
+            .context("run genesis-api migrate")?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let message = stderr
+            .lines()
+            .map(|l| l.trim().trim_start_matches("error: "))
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        // In production the migrator loads the production settings, as the API does.
+        let hint = match (out.status.code(), target.env) {
+            (Some(2), model::Env::Prod) => {
+                ", which in production needs the settings the API starts with (a \
+                 TOKEN_SECRET in the environment or .env.production)"
+            }
+            _ => "",
+        };
+        let message = redact(&format!(
+            "genesis-api migrate on {} ({var}){hint}: {message}",
+            target.masked_url()
+        ));
+        Err(match out.status.code() {
+            Some(2) => usage(message),
+            _ => check_failed(message),
+        })
+    }
+}
+
+/// The variable the application reads `target`'s URL from in its environment, and the URL.
+fn child_database(target: &Target) -> (&'static str, String) {
+    (target.env.database().url_var, target.exposed_url())
+}
+
+/// The inherited variables removed from the migrator's environment (of `keys`, the caller's):
+/// every `PG*` (libpq's defaults), the container flag (it would rewrite the host to the
+/// compose network's name), and the database URL variable other than `set` (the target's,
+/// which the caller sets).
+fn child_env_removals(keys: impl Iterator<Item = OsString>, set: &str) -> Vec<OsString> {
+    let fixed = [
+        model::API.in_container_var,
+        "DATABASE_URL",
+        model::TEST_DB.url_var,
+    ];
+    let mut out: Vec<OsString> = keys
+        .filter(|k| k.to_string_lossy().starts_with("PG"))
+        .collect();
+    out.extend(
+        fixed
+            .iter()
+            .filter(|k| **k != set)
+            .map(|k| OsString::from(*k)),
+    );
+    out
 }
 
 /// Creates the next migration file named `name` in `dir` and returns its path. Refuses a name
@@ -142,6 +459,80 @@ mod tests {
         for good in ["a", "add_tags", "v2_users"] {
             assert_eq!(check_name(good), Ok(()));
         }
+    }
+
+    #[test]
+    fn the_migrator_gets_only_the_target_of_the_xtask() {
+        let keys = [
+            "PGHOST",
+            "PGPASSWORD",
+            "PATH",
+            "DATABASE_URL",
+            "TOKEN_SECRET",
+        ]
+        .map(OsString::from)
+        .into_iter();
+        let removed = child_env_removals(keys.clone(), "DATABASE_URL");
+        assert_eq!(
+            removed,
+            [
+                "PGHOST",
+                "PGPASSWORD",
+                "RUNNING_IN_DOCKER",
+                "TEST_DATABASE_URL"
+            ]
+            .map(OsString::from)
+        );
+        let removed = child_env_removals(keys, "TEST_DATABASE_URL");
+        assert!(removed.contains(&OsString::from("DATABASE_URL")));
+        assert!(!removed.contains(&OsString::from("TEST_DATABASE_URL")));
+        let target = Target::resolve(
+            model::Env::Test,
+            Some("postgresql://u:s3cret@localhost:1/d"),
+        )
+        .unwrap();
+        let (var, url) = child_database(&target);
+        assert_eq!(var, "TEST_DATABASE_URL");
+        assert!(url.contains("s3cret"), "the child needs the password");
+    }
+
+    #[test]
+    fn status_names_edited_and_unknown_files() {
+        let row = |version, state: &str, recorded: Option<&str>| Row {
+            version,
+            name: format!("m{version}"),
+            state: state.to_owned(),
+            checksum: "new".to_owned(),
+            recorded_checksum: recorded.map(str::to_owned),
+            applied_at: None,
+        };
+        let status = Status {
+            migrations: vec![
+                row(1, "applied", None),
+                row(2, "edited", Some("old")),
+                row(3, "pending", None),
+                row(9, "unknown", None),
+            ],
+        };
+        let problems = status.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("0002_m2.sql was edited"),
+            "{problems:?}"
+        );
+        assert!(problems[0].contains("applied as old, now new"));
+        assert!(
+            problems[1].starts_with("0009_m9.sql is applied in the database but not in this tree")
+        );
+        assert_eq!(
+            status.counts(),
+            Counts {
+                applied: 1,
+                pending: 1,
+                edited: 1,
+                unknown: 1
+            }
+        );
     }
 
     #[test]

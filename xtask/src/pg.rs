@@ -135,6 +135,12 @@ impl Target {
         self.url = self.url.with_address(&host, port);
     }
 
+    /// The full URI, password included: only ever handed to a child through its environment
+    /// (the application's `DATABASE_URL`), never printed or put on a command line.
+    pub fn exposed_url(&self) -> String {
+        self.url.expose()
+    }
+
     /// The libpq URI with the password masked: the only form that is ever printed.
     pub fn masked_url(&self) -> String {
         self.url.to_string()

@@ -1,6 +1,6 @@
 //! The database commands against the real Docker engine and PostgreSQL: `db-up`, `db-down`,
-//! `db-status`, `db-logs`, `db-shell`, `db-backup` and `db-restore`, good cases and bad; and
-//! `test` interrupted half-way, by Ctrl-C and by `kill -9`.
+//! `db-status`, `db-logs`, `db-shell`, `db-backup`, `db-restore`, `migration status`,
+//! `db-migrate` and `db-reset`, good cases and bad (an empty database included); and `test` interrupted half-way, by Ctrl-C and by `kill -9`.
 //!
 //! Every test works on a stack of this test binary's own (`GENESIS_STACK=engine<pid>`), with
 //! ports the engine chooses, so a developer's default stack, another checkout's stacks and CI
@@ -38,8 +38,11 @@ fn engine() -> Engine {
 
 const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 
+/// `engine<pid>`, or the name in `GENESIS_ENGINE_STACK` (for a machine where each user may
+/// only start stacks under names of their own).
 fn stack() -> String {
-    format!("engine{}", std::process::id())
+    std::env::var("GENESIS_ENGINE_STACK")
+        .unwrap_or_else(|_| format!("engine{}", std::process::id()))
 }
 
 fn root() -> PathBuf {
@@ -702,6 +705,114 @@ fn a_dump_cut_short_or_with_crlf_line_endings_is_rejected_before_the_target_is_t
     std::fs::write(dir.join("text.dump.meta.json"), meta.to_string()).unwrap();
     restore(&db, &text).fails_with(1, &["does not start with PGDMP"]);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_empty_database_backs_up_and_restores_and_its_dump_cut_short_is_still_rejected() {
+    let _engine = engine();
+    xtask(&["db-up"]).ok();
+    let db = OwnDatabase::create("xtask_empty");
+    let dir = temp_dir("xtask-empty");
+    let good = dir.join("empty.dump");
+    let run = backup(&db, &good).ok();
+    assert!(run.stdout.contains("row counts of 0 tables"), "{run:#?}");
+    restore(&db, &good).ok();
+
+    // Cut short, with a sidecar forged to match: the archive itself gives it away.
+    let bytes = std::fs::read(&good).unwrap();
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("empty.dump.meta.json")).unwrap())
+            .unwrap();
+    let cut = dir.join("cut.dump");
+    std::fs::write(&cut, &bytes[..bytes.len() - 3]).unwrap();
+    let sh = Shell::new().unwrap();
+    let sum = cmd!(sh, "sha256sum {cut}").quiet().read().unwrap();
+    let mut forged = sidecar.clone();
+    forged["sha256"] = sum[..64].into();
+    forged["size_bytes"] = (bytes.len() - 3).into();
+    std::fs::write(dir.join("cut.dump.meta.json"), forged.to_string()).unwrap();
+    let run = restore(&db, &cut);
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stderr.contains("cannot be read to its end")
+            || run.stderr.contains("unreadable table of contents"),
+        "{run:#?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn migrations_are_shown_applied_refused_when_edited_and_a_reset_is_backed_up() {
+    let _engine = engine();
+    xtask(&["db-up"]).ok();
+    let db = OwnDatabase::create("xtask_reset");
+    let url = db.url();
+    let status = |code: i32| {
+        let run = xtask(&["migration", "status", "--url", &url, "--json"]);
+        assert_eq!(run.code, code, "{run:#?}");
+        let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        report["migrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["state"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let states = status(0);
+    assert!(
+        !states.is_empty() && states.iter().all(|s| s == "pending"),
+        "{states:?}"
+    );
+    xtask(&["db-migrate", "--url", &url]).ok();
+    assert!(status(0).iter().all(|s| s == "applied"));
+
+    // An applied migration whose file no longer matches what was recorded.
+    psql(
+        &url,
+        "update schema_migrations set checksum = 'old' where version = 1",
+    );
+    assert_eq!(status(1)[0], "edited");
+    xtask(&["db-migrate", "--url", &url]).fails_with(1, &["nothing applied", "0001_"]);
+    psql(&url, "truncate schema_migrations");
+
+    // Without a terminal and without --yes, or aimed at production: nothing is touched.
+    psql(
+        &url,
+        "create table hand_made (id int); insert into hand_made values (1), (2)",
+    );
+    xtask(&["db-reset", "--env", "dev", "--url", &url]).fails_with(2, &["pass --yes"]);
+    xtask(&["db-reset", "--env", "prod", "--yes"]).fails_with(2, &["never resets production"]);
+    let remote = "postgresql://u:p@db.example.com/x";
+    xtask(&["db-reset", "--yes", "--url", remote]).fails_with(2, &["not on this machine"]);
+    assert_eq!(count(&url, "hand_made"), 2);
+
+    // Dev: a verified backup first, then the table is gone and the migrations are applied.
+    let run = xtask(&["db-reset", "--env", "dev", "--yes", "--url", &url, "--json"]).ok();
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let dump = PathBuf::from(report["backup"].as_str().unwrap());
+    assert!(
+        !report["applied"].as_array().unwrap().is_empty(),
+        "{run:#?}"
+    );
+    assert_eq!(
+        psql(&url, "select to_regclass('hand_made') is null"),
+        "t",
+        "the hand-made table survived the reset"
+    );
+    assert!(status(0).iter().all(|s| s == "applied"));
+    let restored = xtask(&[
+        "db-restore",
+        "--env",
+        "dev",
+        "--url",
+        &url,
+        dump.to_str().unwrap(),
+    ]);
+    let sidecar = PathBuf::from(format!("{}.meta.json", dump.display()));
+    std::fs::remove_file(&dump).unwrap();
+    std::fs::remove_file(&sidecar).unwrap();
+    restored.ok();
+    assert_eq!(count(&url, "hand_made"), 2);
 }
 
 #[test]
