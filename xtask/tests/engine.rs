@@ -823,7 +823,11 @@ fn restore_refuses_production_and_remote_targets_unless_allowed() {
         .fails_with(2, &["refusing to touch production", "--allow-production"]);
     xtask(&["db-backup", "--env", "prod"])
         .fails_with(2, &["refusing to touch production", "--allow-production"]);
-    let remote = "postgresql://admin:hunter2@db.example.com:5432/genesis_ai_prod";
+    // A production database is refused as production whatever its host; a remote one as remote.
+    let prod = "postgresql://admin:hunter2@db.example.com:5432/genesis_ai_prod";
+    xtask(&["db-restore", "--env", "dev", "--url", prod, file])
+        .fails_with(2, &["which is production", "--allow-production"]);
+    let remote = "postgresql://admin:hunter2@db.example.com:5432/genesis_db";
     let run = xtask(&["db-restore", "--env", "dev", "--url", remote, file]).fails_with(
         2,
         &[
