@@ -85,17 +85,7 @@ impl flags::DbMigrate {
             &self.server,
             "db-migrate changes the schema of that database",
         )?;
-        let migrator = Migrator::build(sh)?;
-        // Refused here with the file's name before the migrator takes its lock; the migrator
-        // checks again under the lock.
-        let problems = migrator.status(sh, &target)?.problems();
-        if !problems.is_empty() {
-            return Err(check_failed(format!(
-                "nothing applied: {}",
-                problems.join("; ")
-            )));
-        }
-        let report = migrator.migrate(sh, &target)?;
+        let report = Migrator::build(sh)?.migrate(sh, &target)?;
         if self.json {
             let out = serde_json::json!({
                 "env": env.name(),
@@ -276,10 +266,34 @@ impl Migrator {
         serde_json::from_str(&out).context("read the output of `genesis-api migrate --status`")
     }
 
-    /// Applies the pending migrations to `target`'s database.
+    /// Applies the pending migrations to `target`'s database. An edited or unknown migration
+    /// is refused first, with its file's name (the migrator checks again under its lock). When
+    /// one fails, those applied before it in the same run stay applied (each has its own
+    /// transaction): the error names them, from a status read afterwards.
     pub fn migrate(&self, sh: &Shell, target: &Target) -> Result<Applied> {
-        let out = self.run(sh, target, &["--json"])?;
-        serde_json::from_str(&out).context("read the output of `genesis-api migrate`")
+        let before = self.status(sh, target)?;
+        let problems = before.problems();
+        if !problems.is_empty() {
+            return Err(check_failed(format!(
+                "nothing applied: {}",
+                problems.join("; ")
+            )));
+        }
+        match self.run(sh, target, &["--json"]) {
+            Ok(out) => {
+                serde_json::from_str(&out).context("read the output of `genesis-api migrate`")
+            }
+            Err(err) => {
+                let Ok(after) = self.status(sh, target) else {
+                    return Err(err);
+                };
+                let applied = newly_applied(&before, &after);
+                if applied.is_empty() {
+                    return Err(err);
+                }
+                Err(err.context(format!("applied {} before the failure", applied.join(", "))))
+            }
+        }
     }
 
     /// Runs `genesis-api migrate ARGS` on `target`: `ENVIRONMENT` and the environment's URL
@@ -327,6 +341,22 @@ impl Migrator {
             _ => check_failed(message),
         })
     }
+}
+
+/// The files pending in `before` and applied in `after`.
+fn newly_applied(before: &Status, after: &Status) -> Vec<String> {
+    after
+        .migrations
+        .iter()
+        .filter(|m| m.state == "applied")
+        .filter(|m| {
+            before
+                .migrations
+                .iter()
+                .any(|b| b.version == m.version && b.state == "pending")
+        })
+        .map(Row::file)
+        .collect()
 }
 
 /// The variable the application reads `target`'s URL from in its environment, and the URL.
@@ -516,6 +546,11 @@ mod tests {
         };
         let problems = status.problems();
         assert_eq!(problems.len(), 2, "{problems:?}");
+        let mut after = Status {
+            migrations: status.migrations.clone(),
+        };
+        after.migrations[2].state = "applied".to_owned();
+        assert_eq!(newly_applied(&status, &after), ["0003_m3.sql"]);
         assert!(
             problems[0].starts_with("0002_m2.sql was edited"),
             "{problems:?}"
