@@ -94,7 +94,7 @@ pub enum ConfigError {
     )]
     ProductionWithoutDatabaseUrl,
     #[error(
-        "production requires TOKEN_SECRET: a random value of at least {MIN_SECRET_LEN} characters, \
+        "production requires a TOKEN_SECRET of at least {MIN_SECRET_LEN} random characters, \
          not the development default"
     )]
     WeakTokenSecret,
@@ -587,6 +587,12 @@ fn register_file_secrets(resolved: &[Resolved]) {
 /// Keys whose values are secrets: `*PASSWORD*`, `*SECRET*`, `*TOKEN*`.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_uppercase();
+    // Settings of ours whose names hold such a word but whose values are public switches:
+    // masking `PASSWORD_HASH_COST=production` by value would hide the word "production" in
+    // every message.
+    if [PASSWORD_HASH_COST].contains(&key.as_str()) {
+        return false;
+    }
     ["PASSWORD", "SECRET", "TOKEN"]
         .iter()
         .any(|word| key.contains(word))

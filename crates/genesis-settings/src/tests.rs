@@ -202,6 +202,9 @@ fn production_refuses_missing_url_and_default_secret() {
         ])
         .unwrap_err();
     assert!(matches!(err, ConfigError::WeakTokenSecret), "{err}");
+    // The message tells the user what to do, and holds no secret for the redaction to eat.
+    assert_eq!(redact(&err.to_string()), err.to_string());
+    assert!(err.to_string().contains("32 random characters"), "{err}");
 
     let s = fx
         .resolve(&[
@@ -477,6 +480,10 @@ fn every_password_the_settings_know_is_masked_by_value() {
     .unwrap();
     let text = "a log line with zq-file-9Kx, zq-env-7Hw and zq-file-9Kx again";
     assert_eq!(redact(text), "a log line with ***, *** and *** again");
+
+    // Secret by name, except our own public switches.
+    assert!(is_secret_key("POSTGRES_PASSWORD") && is_secret_key("token_secret"));
+    assert!(!is_secret_key(PASSWORD_HASH_COST));
 }
 
 #[test]
