@@ -38,8 +38,9 @@ impl BadUrl {
 /// holding the driver's configuration (connect timeout and application name set).
 pub fn pg_target(url: &ServiceUrl) -> Result<(PgTls, PgConnect), BadUrl> {
     let env = |var: &str| std::env::var(var).ok();
-    let (tls, rest) = tls::split_url(&url.expose(), &env).map_err(|e| BadUrl::new(url, e))?;
+    let (tls, rest) = tls::split_url(url, &env).map_err(|e| BadUrl::new(url, e))?;
     let mut config: tokio_postgres::Config = rest
+        .expose()
         .parse()
         .map_err(|err: tokio_postgres::Error| BadUrl::new(url, err.to_string()))?;
     config.connect_timeout(CONNECT_TIMEOUT);

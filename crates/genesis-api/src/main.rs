@@ -134,7 +134,18 @@ fn check_config() -> ExitCode {
         Ok(tls) => tls.describe(),
         Err(_) => "(not usable, see below)".to_owned(),
     };
-    rows.insert(3, ("database sslmode", tls_row, "DATABASE_URL".to_owned()));
+    // After DATABASE_URL and the rows that detail it.
+    let at = rows
+        .iter()
+        .position(|(name, ..)| *name == "DATABASE_URL")
+        .map_or(rows.len(), |i| {
+            i + 1
+                + rows[i + 1..]
+                    .iter()
+                    .take_while(|(n, ..)| n.starts_with(' '))
+                    .count()
+        });
+    rows.insert(at, ("database TLS", tls_row, "DATABASE_URL".to_owned()));
     let width = rows.iter().map(|(name, ..)| name.len()).max().unwrap_or(0);
     for (name, value, source) in rows {
         let source = if source == "-" {

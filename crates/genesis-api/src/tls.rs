@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use deadpool_postgres::Connect;
+use genesis_settings::ServiceUrl;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -100,37 +101,22 @@ pub struct PgTls {
     pub client: Option<(PathBuf, PathBuf)>,
 }
 
-/// The libpq parameters this module reads; the rest of the string goes to tokio-postgres.
-const SSL_KEYS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
+/// The libpq parameters this module reads; the rest of the URL goes to tokio-postgres.
+pub const SSL_KEYS: [&str; 4] = ["sslmode", "sslrootcert", "sslcert", "sslkey"];
 
-/// Splits a `postgresql://` URL into its TLS settings and the URL without them.
+/// The TLS settings of a PostgreSQL URL, and the URL without them for the driver.
 ///
-/// `env` looks up libpq's environment variables (`PGSSLMODE`, ...), which apply when the URL does
-/// not set the parameter, and `HOME`, for libpq's default files. This is the one place that
-/// reads the TLS parameters of a connection string.
+/// The URL's parameters come decoded from the settings' libpq reader; `env` looks up libpq's
+/// environment variables (`PGSSLMODE`, ...), which apply when the URL does not set the
+/// parameter, and `HOME`, for libpq's default files. This is the one place that reads the TLS
+/// parameters of a connection string.
 pub fn split_url(
-    url: &str,
+    url: &ServiceUrl,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(PgTls, String), String> {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, query),
-        None => (url, ""),
-    };
-    let mut kept = Vec::new();
-    let mut given: [Option<String>; 4] = Default::default();
-    for param in query.split('&').filter(|_| !query.is_empty()) {
-        let (key, value) = param
-            .split_once('=')
-            .ok_or_else(|| format!("the parameter {param:?} has no `=`"))?;
-        match SSL_KEYS.iter().position(|k| *k == key) {
-            // Later values win, as in libpq.
-            Some(i) => given[i] = Some(percent_decode(key, value)?),
-            None => kept.push(param),
-        }
-    }
-    let [mode, rootcert, cert, key] = given;
+) -> Result<(PgTls, ServiceUrl), String> {
+    let given = |key: &str| url.param(key).map(str::to_owned);
     let from_env = |value: Option<String>, var: &str| value.or_else(|| env(var));
-    let mode = match from_env(mode, "PGSSLMODE") {
+    let mode = match from_env(given("sslmode"), "PGSSLMODE") {
         Some(value) => SslMode::parse(&value).ok_or_else(|| {
             format!(
                 "sslmode={value:?} is not one of disable, allow, prefer, require, verify-ca, \
@@ -156,7 +142,7 @@ pub fn split_url(
     let roots = if mode == SslMode::Disable {
         None
     } else {
-        match from_env(rootcert, "PGSSLROOTCERT") {
+        match from_env(given("sslrootcert"), "PGSSLROOTCERT") {
             Some(value) if value == "system" => {
                 if mode != SslMode::VerifyFull {
                     return Err(format!(
@@ -179,13 +165,13 @@ pub fn split_url(
     let client = if mode == SslMode::Disable {
         None
     } else {
-        let cert = match from_env(cert, "PGSSLCERT") {
+        let cert = match from_env(given("sslcert"), "PGSSLCERT") {
             Some(value) => Some(explicit_file(value, "sslcert")?),
             None => home_file("postgresql.crt"),
         };
         match cert {
             Some(cert) => {
-                let key = match from_env(key, "PGSSLKEY") {
+                let key = match from_env(given("sslkey"), "PGSSLKEY") {
                     Some(value) => explicit_file(value, "sslkey")?,
                     None => home_file("postgresql.key").ok_or_else(|| {
                         format!("sslcert={} is set but sslkey is not", cert.display())
@@ -196,37 +182,14 @@ pub fn split_url(
             None => None,
         }
     };
-    let stripped = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
     Ok((
         PgTls {
             mode,
             roots,
             client,
         },
-        stripped,
+        url.without_params(&SSL_KEYS),
     ))
-}
-
-/// libpq's percent-decoding of a URI parameter: `%XX` only (no `+`), and no `%00`.
-fn percent_decode(key: &str, value: &str) -> Result<String, String> {
-    let bytes = value.as_bytes();
-    let bad = || format!("{key} has an invalid percent-encoded value");
-    for (i, b) in bytes.iter().enumerate() {
-        if *b == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
-            if !hex.iter().all(u8::is_ascii_hexdigit) || hex == b"00" {
-                return Err(bad());
-            }
-        }
-    }
-    percent_encoding::percent_decode_str(value)
-        .decode_utf8()
-        .map(|decoded| decoded.into_owned())
-        .map_err(|_| bad())
 }
 
 impl PgTls {

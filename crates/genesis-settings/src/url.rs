@@ -387,6 +387,20 @@ impl ServiceUrl {
         }
     }
 
+    /// The same URL without the parameters `keys` (the application reads its TLS parameters
+    /// itself and gives the driver the rest).
+    pub fn without_params(&self, keys: &[&str]) -> ServiceUrl {
+        ServiceUrl {
+            params: self
+                .params
+                .iter()
+                .filter(|(k, _)| !keys.contains(&k.as_str()))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// The canonical URL, password included: only for opening a connection.
     pub fn expose(&self) -> String {
         self.render(self.password.as_ref().map(|p| encode(p.expose())))

@@ -137,7 +137,14 @@ async fn readiness_names_the_failed_dependency_without_the_driver_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_hashing_queue_answers_503_with_retry_after() {
-    let app = Arc::new(TestApp::spawn_with(|s| s.hash_concurrency = 1).await);
+    // At the production cost: the test environment's minimum hashes too fast to ever queue.
+    let app = Arc::new(
+        TestApp::spawn_with(|s| {
+            s.hash_concurrency = 1;
+            s.password_cost = genesis_model::PASSWORD_COST_PRODUCTION;
+        })
+        .await,
+    );
     // One slot and its short queue hold a few logins; others arriving meanwhile are turned away.
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..64 {

@@ -24,9 +24,11 @@ const OTHER_CA_PEM: &str = include_str!("other-ca.pem");
 fn other_ca() -> String {
     static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     let path = PATH.get_or_init(|| {
-        let name = format!("genesis-other-ca-{}.pem", std::process::id());
-        let path = std::env::temp_dir().join(name);
-        std::fs::write(&path, OTHER_CA_PEM).expect("write the other CA");
+        // One file for every run, replaced atomically so that parallel runs never read half.
+        let path = std::env::temp_dir().join("genesis-tests-other-ca.pem");
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        std::fs::write(&tmp, OTHER_CA_PEM).expect("write the other CA");
+        std::fs::rename(&tmp, &path).expect("move the other CA into place");
         path
     });
     path.to_str().expect("a UTF-8 temp path").to_owned()
