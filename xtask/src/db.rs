@@ -9,7 +9,7 @@ use anyhow::Result;
 use genesis_model::{self as model, Env, Password, Storage};
 use genesis_settings::redact;
 use serde::Serialize;
-use xshell::Shell;
+use xshell::{Shell, cmd};
 
 use crate::child;
 use crate::compose::Compose;
@@ -55,6 +55,12 @@ impl flags::DbUp {
             }
         }
 
+        if stack.is_default() {
+            for service in &services {
+                note_former_volume(sh, stack, *service)?;
+            }
+        }
+
         let started = Instant::now();
         let timeout = Duration::from_secs(self.timeout);
         let running = stack.start(sh, &compose, &services, Lifetime::Kept, timeout)?;
@@ -83,6 +89,38 @@ impl flags::DbUp {
         running.keep();
         Ok(())
     }
+}
+
+/// Before stacks, every checkout was the one compose project `genesis`: its data volume is
+/// not this stack's. Said once the new volume is about to be made, with how to carry the data
+/// over; nothing is moved without the user.
+fn note_former_volume(sh: &Shell, stack: &Stack, service: Service) -> Result<()> {
+    let Storage::Volume(volume) = service.storage() else {
+        return Ok(());
+    };
+    let former = format!("{}_{volume}", model::COMPOSE_PROJECT);
+    let new = stack.volume_name(volume);
+    let exists = |name: &str| {
+        cmd!(sh, "docker volume inspect {name}")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+    };
+    if exists(&former) && !exists(&new) {
+        let image = preflight::image_available(sh, model::POSTGRES_IMAGE)
+            .unwrap_or_else(|_| model::POSTGRES_IMAGE.local.to_owned());
+        eprintln!(
+            "note: volume {former} holds the data of the former single compose project; this \
+             checkout's default stack keeps its data in {new}, which starts empty. To use the \
+             former data here: `cargo xtask db-down --env {env} --volumes`, then `docker volume \
+             create {new} && docker run --rm -v {former}:/from -v {new}:/to {image} cp -a \
+             /from/. /to/`, then `cargo xtask db-up --env {env}` again",
+            env = service.env().map_or("dev", Env::name)
+        );
+    }
+    Ok(())
 }
 
 // ---- db-down ------------------------------------------------------------------------------
