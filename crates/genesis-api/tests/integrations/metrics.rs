@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use genesis_api::limits::QUEUE_PER_SLOT;
 use genesis_settings::Scheme;
 use prometheus_parse::{Scrape, Value};
 
@@ -137,17 +138,21 @@ async fn readiness_names_the_failed_dependency_without_the_driver_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_hashing_queue_answers_503_with_retry_after() {
-    // At the production cost: the test environment's minimum hashes too fast to ever queue.
-    let app = Arc::new(
-        TestApp::spawn_with(|s| {
-            s.hash_concurrency = 1;
-            s.password_cost = genesis_model::PASSWORD_COST_PRODUCTION;
-        })
-        .await,
-    );
-    // One slot and its short queue hold a few logins; others arriving meanwhile are turned away.
+    let app = Arc::new(TestApp::spawn_with(|s| s.hash_concurrency = 1).await);
+    // The one hashing slot is held by the test until every login has arrived, so that the
+    // outcome depends on the queue's length, not on how fast a loaded machine hashes: the queue
+    // takes QUEUE_PER_SLOT logins and the others are turned away at once.
+    let (release, hold) = std::sync::mpsc::channel::<()>();
+    let busy = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move { app.state.hashing().run(move || hold.recv().ok()).await })
+    };
+    while app.state.hashing().running() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    const LOGINS: usize = 12;
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..64 {
+    for i in 0..LOGINS {
         let app = Arc::clone(&app);
         tasks.spawn(async move {
             let response = app
@@ -162,21 +167,25 @@ async fn a_full_hashing_queue_answers_503_with_retry_after() {
         });
     }
     let mut turned_away = 0;
+    let mut answered = 0;
+    // The turned-away logins answer while the slot is still held; then the queue drains.
+    while turned_away < LOGINS - QUEUE_PER_SLOT {
+        let (code, retry_after, body) = tasks.join_next().await.unwrap().unwrap();
+        assert_eq!(code, "overloaded", "{body}");
+        assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
+        turned_away += 1;
+    }
+    assert_eq!(app.state.hashing().waiting(), QUEUE_PER_SLOT);
+    release.send(()).unwrap();
+    assert!(busy.await.unwrap().is_ok());
     while let Some(outcome) = tasks.join_next().await {
         let (code, retry_after, body) = outcome.unwrap();
-        match code.as_str() {
-            "invalid_credentials" => assert_eq!(retry_after, None),
-            "overloaded" => {
-                assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
-                turned_away += 1;
-            }
-            other => panic!("unexpected answer {other}: {body}"),
-        }
+        assert_eq!(code, "invalid_credentials", "{body}");
+        assert_eq!(retry_after, None);
+        answered += 1;
     }
-    assert!(
-        turned_away > 0,
-        "64 concurrent logins on one hashing slot were all queued"
-    );
+    assert_eq!(answered, QUEUE_PER_SLOT);
+    let turned_away = u32::try_from(turned_away).unwrap();
     let scrape = scrape(&app).await;
     assert_eq!(
         value(&scrape, "genesis_password_hashing_rejected_total", &[]),
