@@ -20,5 +20,5 @@ pub use crate::error::{ApiError, ErrorBody};
 pub use crate::migrate::{
     MIGRATIONS, MigrateError, Migration, MigrationReport, MigrationState, MigrationStatus,
 };
-pub use crate::startup::{HEADER_READ_TIMEOUT, Server, StartupError, router, shutdown_signal};
+pub use crate::startup::{Server, StartupError, router, shutdown_signal};
 pub use crate::state::AppState;

@@ -19,9 +19,6 @@ use crate::health::{self, CheckStatus, POSTGRES};
 use crate::tls::SslMode;
 use crate::{ApiError, AppState, MigrateError, auth, limits, logging, metrics, migrate};
 
-/// How long a client may take to send a request's headers (also the idle keep-alive limit).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Why the API did not start. Messages name the dependency and never hold a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -148,6 +145,7 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let header_read_timeout = self.state.header_read_timeout();
         let app = router(self.state);
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -167,7 +165,7 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(header_read_timeout)
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
             let connection = graceful.watch(connection);
             tokio::spawn(async move {

@@ -30,6 +30,7 @@ struct Inner {
     metrics: Metrics,
     hashing: HashGate,
     request_timeout: Duration,
+    header_read_timeout: Duration,
 }
 
 impl AppState {
@@ -58,6 +59,7 @@ impl AppState {
             metrics: Metrics::default(),
             hashing: HashGate::new(settings.hash_concurrency),
             request_timeout: settings.request_timeout,
+            header_read_timeout: settings.header_read_timeout,
         })))
     }
 
@@ -102,6 +104,11 @@ impl AppState {
 
     pub fn request_timeout(&self) -> Duration {
         self.0.request_timeout
+    }
+
+    /// How long a client may take to send a request's headers (`HEADER_READ_TIMEOUT_SECS`).
+    pub fn header_read_timeout(&self) -> Duration {
+        self.0.header_read_timeout
     }
 
     /// Whether this process has seen the database fully migrated.

@@ -142,6 +142,9 @@ pub struct Settings {
     pub pool_timeout: Duration,
     /// How long one request may take before it is answered 503 (`REQUEST_TIMEOUT_SECS`).
     pub request_timeout: Duration,
+    /// How long a client may take to send a request's headers, and how long an idle
+    /// keep-alive connection is kept (`HEADER_READ_TIMEOUT_SECS`).
+    pub header_read_timeout: Duration,
     /// How many password hashes run at once (`HASH_CONCURRENCY`); each holds 19 MiB.
     pub hash_concurrency: usize,
     /// The env files that were read, in the order they were read.
@@ -342,6 +345,12 @@ impl Settings {
             Duration::from_secs(
                 vars.number("REQUEST_TIMEOUT_SECS", 30, 1..=3600, &mut sources)? as u64,
             );
+        let header_read_timeout = Duration::from_secs(vars.number(
+            "HEADER_READ_TIMEOUT_SECS",
+            10,
+            1..=600,
+            &mut sources,
+        )? as u64);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let hash_concurrency = vars.number("HASH_CONCURRENCY", cores, 1..=256, &mut sources)?;
 
@@ -383,6 +392,7 @@ impl Settings {
             pool_size,
             pool_timeout,
             request_timeout,
+            header_read_timeout,
             hash_concurrency,
             files,
             sources,
@@ -499,6 +509,11 @@ impl Settings {
                 "REQUEST_TIMEOUT_SECS",
                 self.request_timeout.as_secs().to_string(),
                 source("REQUEST_TIMEOUT_SECS"),
+            ),
+            (
+                "HEADER_READ_TIMEOUT_SECS",
+                self.header_read_timeout.as_secs().to_string(),
+                source("HEADER_READ_TIMEOUT_SECS"),
             ),
             (
                 "HASH_CONCURRENCY",
