@@ -5,10 +5,12 @@
 //! on any 5xx other than the hashing bound's 503, or peak memory of 512 MiB or more. Writes
 //! target/xtask/load.json.
 //!
-//! The services come from `DATABASE_URL` and `REDIS_URL` in the environment (never the command
-//! line, which would show a password), defaulting to the model's test services (`cargo xtask
-//! db-up --with redis`). Timings on a shared machine are noisy; compare runs on one machine.
+//! The services come from `DATABASE_URL` and `REDIS_URL` in the environment when it sets them
+//! (never the command line, which would show a password); otherwise the stack's test database
+//! and Redis, started for the run when they are not up and removed after it. Timings on a
+//! shared machine are noisy; compare runs on one machine.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -22,12 +24,13 @@ use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
 use crate::child;
-use crate::services::http_get;
+use crate::compose::Compose;
+use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack, http_get};
 use crate::util::{check_failed, target_dir, usage, xtask_dir};
 
 /// Load the API with wrk (login and /auth/me) and report throughput, latency, statuses and
-/// peak memory. Needs `wrk`, and PostgreSQL and Redis running (DATABASE_URL and REDIS_URL, or
-/// the test services).
+/// peak memory. Needs `wrk`; uses DATABASE_URL and REDIS_URL when set, else the stack's test
+/// database and Redis (started for the run if they are not up).
 #[derive(Debug, Args)]
 pub struct Load {
     /// Concurrent connections.
@@ -56,7 +59,7 @@ struct Outcome {
     read_errors: u64,
     write_errors: u64,
     /// Answers by HTTP status.
-    statuses: std::collections::BTreeMap<String, u64>,
+    statuses: BTreeMap<String, u64>,
 }
 
 impl Outcome {
@@ -86,17 +89,36 @@ impl Drop for Server {
 }
 
 impl Load {
-    pub fn run(self, sh: &Shell) -> Result<()> {
+    pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let wrk = which_wrk(sh)?;
-        let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
-            let db = &model::TEST_DB;
-            let model::Password::Public(password) = db.password else {
-                unreachable!("the test database's password is public by design")
-            };
-            db.url_with(model::TEST_DB_SERVICE.host_address, password)
-        });
-        let redis_url = std::env::var("REDIS_URL")
-            .unwrap_or_else(|_| model::REDIS.url(model::REDIS.host_address));
+        let given = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
+        // Started only when the caller named no server; removed when the run ends.
+        let mut running = None;
+        let (database_url, redis_url) = match (given("DATABASE_URL"), given("REDIS_URL")) {
+            (Some(database), Some(redis)) => (database, redis),
+            (database, redis) => {
+                let compose = Compose::detect(sh)?;
+                let started = running.insert(stack.start(
+                    sh,
+                    &compose,
+                    &[Service::TestDb, Service::Redis],
+                    Lifetime::ThisRun,
+                    READY_TIMEOUT,
+                )?);
+                let settings: BTreeMap<&str, String> =
+                    started.host_settings()?.into_iter().collect();
+                let setting = |var: &str| {
+                    settings
+                        .get(var)
+                        .cloned()
+                        .with_context(|| format!("stack {} gave no {var}", stack.name()))
+                };
+                (
+                    database.map_or_else(|| setting(model::TEST_DB.url_var), Ok)?,
+                    redis.map_or_else(|| setting(model::REDIS.url_var), Ok)?,
+                )
+            }
+        };
 
         let dir = xtask_dir().join("load");
         std::fs::create_dir_all(&dir).context("create target/xtask/load")?;

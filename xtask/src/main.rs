@@ -60,7 +60,7 @@ fn main() -> ExitCode {
             flags::Cmd::Images(cmd) => cmd.run(&sh),
             flags::Cmd::Ci(cmd) => cmd.run(&sh),
             flags::Cmd::Bench(cmd) => cmd.run(&sh, &stack),
-            flags::Cmd::Load(cmd) => cmd.run(&sh),
+            flags::Cmd::Load(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::Migration(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::Parity(cmd) => cmd.run(&sh),
         }
