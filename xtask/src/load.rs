@@ -11,8 +11,6 @@
 //! shared machine are noisy; compare runs on one machine.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,7 +23,7 @@ use xshell::{Shell, cmd};
 
 use crate::child;
 use crate::compose::Compose;
-use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack, http_get};
+use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack, http_get, http_request};
 use crate::util::{check_failed, target_dir, usage, xtask_dir};
 
 /// Load the API with wrk (login and /auth/me) and report throughput, latency, statuses and
@@ -257,29 +255,9 @@ fn wait_ready(server: &mut Server, port: u16, log: &Path) -> Result<()> {
     )
 }
 
-/// A minimal HTTP/1.1 POST of a JSON body on loopback.
+/// A POST of a JSON body on loopback, waiting up to 10 s for the answer (a registration hashes).
 fn post(port: u16, path: &str, body: &str) -> Result<(u16, String)> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .context("not an HTTP response")?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    http_request(port, "POST", path, Some(body), Duration::from_secs(10))
 }
 
 /// A wrk script for one request, counting answers by status in every thread and printing the

@@ -957,13 +957,31 @@ pub fn http_ok(port: u16, path: &str) -> bool {
 
 /// A minimal HTTP/1.1 GET on the loopback interface: the xtask has no HTTP client on purpose.
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    let timeout = Duration::from_secs(3);
+    http_request(port, "GET", path, None, Duration::from_secs(3))
+}
+
+/// A minimal HTTP/1.1 request on loopback, with a JSON body when `body` is given; the status
+/// and the body of the answer.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    read_timeout: Duration,
+) -> Result<(u16, String)> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    stream.set_read_timeout(Some(read_timeout))?;
+    let content = match body {
+        Some(body) => format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        None => "\r\n".to_owned(),
+    };
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{content}"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
