@@ -78,14 +78,7 @@ async fn strict_readiness_answers_503_when_postgres_is_down() {
 #[tokio::test]
 async fn readiness_checks_give_up_after_their_timeout() {
     // A "Redis" that accepts connections and never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let port = support::silent_listener().await;
     let app = TestApp::serve_router_with(|s| {
         s.redis_url = support::url(&format!("redis://127.0.0.1:{port}/0"), Scheme::Redis);
     })

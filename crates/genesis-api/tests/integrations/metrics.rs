@@ -208,23 +208,10 @@ fn response_status(body: &serde_json::Value) -> String {
         .to_owned()
 }
 
-/// A listener that accepts connections and never answers.
-async fn silent_listener() -> u16 {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = silent.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
-    port
-}
-
 #[tokio::test]
 async fn a_request_past_its_deadline_answers_503() {
     // Readiness waits 1.5 s on a Redis that never answers; the deadline is 1 s.
-    let port = silent_listener().await;
+    let port = support::silent_listener().await;
     let app = TestApp::serve_router_with(|s| {
         s.request_timeout = std::time::Duration::from_secs(1);
         s.redis_url = support::url(&format!("redis://127.0.0.1:{port}/0"), Scheme::Redis);

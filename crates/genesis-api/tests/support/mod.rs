@@ -646,3 +646,17 @@ pub async fn redis_connection(url: &ServiceUrl) -> redis::aio::MultiplexedConnec
         Err(err) => panic!("cannot reach Redis at {url}: {err}\n{HINT}"),
     }
 }
+
+/// A listener on loopback that accepts connections and never answers: a dependency that hangs.
+/// Returns its port.
+pub async fn silent_listener() -> u16 {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    port
+}
