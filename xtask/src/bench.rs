@@ -403,6 +403,9 @@ fn bench_db_up(
             .and_then(|c| c.host_port(Service::TestDb.container_port()))
             .context("test-db publishes no port")
     };
+    // Compose v1's `up` creates every volume the project declares (the dev database's too):
+    // the ones this measurement made are removed with its containers.
+    let volumes_before = stack.volumes(sh)?;
     let (mut xt, mut raw, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps {
         floor.push(timed(|| {
@@ -454,6 +457,15 @@ fn bench_db_up(
     }
     if !was_running {
         remove()?;
+    }
+    for volume in stack.volumes(sh)? {
+        if !volumes_before.contains(&volume) {
+            cmd!(sh, "docker volume rm {volume}")
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .with_context(|| format!("remove volume {volume}"))?;
+        }
     }
     Ok((Stats::of(xt), Stats::of(raw), Stats::of(floor)))
 }
