@@ -149,16 +149,11 @@ async fn jsonb_containment_is_served_by_the_gin_index() {
         .batch_execute("analyze documents; set enable_seqscan = off")
         .await
         .unwrap();
-    let plan: Vec<String> = client
-        .query(
-            r#"explain select id from documents where metadata @> '{"n": 7}'"#,
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let plan = support::texts(
+        &client,
+        r#"explain select id from documents where metadata @> '{"n": 7}'"#,
+    )
+    .await;
     let plan = plan.join("\n");
     assert!(plan.contains("documents_metadata_idx"), "{plan}");
     let found = ids(

@@ -35,31 +35,21 @@ async fn every_migration_is_applied_with_its_checksum() {
 #[tokio::test]
 async fn re_running_the_migrations_is_a_no_op() {
     let (_db, mut client) = database().await;
-    let before: Vec<String> = client
-        .query(
-            "select applied_at::text from schema_migrations order by version",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let before = support::texts(
+        &client,
+        "select applied_at::text from schema_migrations order by version",
+    )
+    .await;
     for _ in 0..2 {
         let report = migrate::migrate(&mut client).await.unwrap();
         assert!(report.applied.is_empty(), "{report:?}");
         assert_eq!(report.already_applied, MIGRATIONS.len());
     }
-    let after: Vec<String> = client
-        .query(
-            "select applied_at::text from schema_migrations order by version",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let after = support::texts(
+        &client,
+        "select applied_at::text from schema_migrations order by version",
+    )
+    .await;
     assert_eq!(before, after);
 }
 

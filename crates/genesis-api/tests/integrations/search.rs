@@ -98,15 +98,10 @@ async fn the_search_vector_follows_updates_and_uses_its_index() {
         .batch_execute("analyze documents; set enable_seqscan = off")
         .await
         .unwrap();
-    let plan: Vec<String> = client
-        .query(
-            "explain select id from documents where search @@ to_tsquery('english', 'bee')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let plan = support::texts(
+        &client,
+        "explain select id from documents where search @@ to_tsquery('english', 'bee')",
+    )
+    .await;
     assert!(plan.join("\n").contains("documents_search_idx"), "{plan:?}");
 }

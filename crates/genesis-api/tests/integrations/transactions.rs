@@ -30,13 +30,7 @@ async fn committed_work_persists_and_rolled_back_work_vanishes() {
     );
     // Another connection sees only the committed row.
     let other = db.client().await;
-    let emails: Vec<String> = other
-        .query("select email from users", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let emails = support::texts(&other, "select email from users").await;
     assert_eq!(emails, ["kept@example.com"]);
 }
 
@@ -67,13 +61,7 @@ async fn savepoints_roll_back_part_of_a_transaction() {
         kept.commit().await.unwrap();
     }
     tx.commit().await.unwrap();
-    let emails: Vec<String> = client
-        .query("select email from users order by email", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let emails = support::texts(&client, "select email from users order by email").await;
     assert_eq!(emails, ["kept@example.com", "outer@example.com"]);
 }
 

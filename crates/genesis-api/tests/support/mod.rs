@@ -660,3 +660,14 @@ pub async fn silent_listener() -> u16 {
     });
     port
 }
+
+/// The first column of every row `sql` returns, as text.
+pub async fn texts(client: &impl tokio_postgres::GenericClient, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
