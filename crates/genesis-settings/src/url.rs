@@ -414,12 +414,7 @@ impl ServiceUrl {
             parts.push(format!("host={}", self.hosts.join(",")));
         }
         if !self.ports.is_empty() {
-            let ports: Vec<String> = self
-                .ports
-                .iter()
-                .map(|p| p.map(|p| p.to_string()).unwrap_or_default())
-                .collect();
-            parts.push(format!("port={}", ports.join(",")));
+            parts.push(format!("port={}", self.port_list()));
         }
         if let Some(user) = &self.user {
             parts.push(format!("user={user}"));
@@ -438,6 +433,16 @@ impl ServiceUrl {
             parts.push(format!("{k}={v}"));
         }
         redact(&parts.join(" "))
+    }
+
+    /// The ports as libpq's `port` parameter spells them: one per host, empty for the default.
+    fn port_list(&self) -> String {
+        let ports: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| p.map(|p| p.to_string()).unwrap_or_default())
+            .collect();
+        ports.join(",")
     }
 
     fn render(&self, password: Option<String>) -> String {
@@ -462,12 +467,7 @@ impl ServiceUrl {
             // which libpq and the driver both read.
             params.push(("host".into(), self.hosts.join(",")));
             if !self.ports.is_empty() {
-                let ports: Vec<String> = self
-                    .ports
-                    .iter()
-                    .map(|p| p.map(|p| p.to_string()).unwrap_or_default())
-                    .collect();
-                params.push(("port".into(), ports.join(",")));
+                params.push(("port".into(), self.port_list()));
             }
         } else {
             let multi = self.hosts.len() > 1;
