@@ -45,9 +45,9 @@ run_sql() {
     PGHOST= PGHOSTADDR= "${cmd[@]}" "$@"
 }
 
-# The cluster initdb made when the image was built (Dockerfile), owned by
-# postgres, superuser `postgres` without a password.
-SEED=/usr/lib/genesis/pgdata-seed
+# The cluster initdb made when the image was built (Dockerfile), as one tar
+# file: superuser `postgres` without a password.
+SEED=/usr/lib/genesis/pgdata-seed.tar
 
 require_password() {
     if [ -z "$POSTGRES_PASSWORD" ] && [ "$POSTGRES_HOST_AUTH_METHOD" != trust ]; then
@@ -75,7 +75,7 @@ allow_host_connections() {
 # single-user command), and PGDATA is empty (initdb refuses anything else, and
 # so must we).
 can_seed() {
-    [ -s "$SEED/PG_VERSION" ] &&
+    [ -s "$SEED" ] &&
         [ -z "${POSTGRES_INITDB_ARGS:-}" ] &&
         [ -z "${POSTGRES_INITDB_WALDIR:-}" ] &&
         [[ "$POSTGRES_USER$POSTGRES_PASSWORD$POSTGRES_DB" != *$'\n'* ]] &&
@@ -100,7 +100,8 @@ sql_ident() {
 # session user, hence the catalog update; the role keeps OID 10, as the one
 # initdb names does.
 seed_cluster() {
-    cp -a "$SEED/." "$PGDATA/"
+    # Run as postgres: the files are the postgres user's, with the archive's modes.
+    tar -C "$PGDATA" --preserve-permissions -xf "$SEED"
     {
         if [ "$POSTGRES_USER" != postgres ]; then
             printf 'UPDATE pg_authid SET rolname = %s WHERE oid = 10;\n\n' "$(sql_literal "$POSTGRES_USER")"
