@@ -270,6 +270,19 @@ fn created_at(suffix: &str) -> Option<u64> {
     suffix.split('_').next()?.parse().ok()
 }
 
+/// Whether the database `name` is gone, waiting up to 10 s for a drop that runs behind a
+/// pool server's answer.
+pub async fn dropped(admin: &Client, name: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while exists(admin, name).await {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 /// `drop database ... with (force)`, after clearing the template flag a template carries.
 pub async fn drop_database(admin: &Client, name: &str) {
     if !exists(admin, name).await {
