@@ -180,6 +180,9 @@ impl Server {
     }
 }
 
+/// The longest wait between two attempts of a start-up that found the database away.
+const MIGRATE_RETRY_MAX: Duration = Duration::from_secs(2);
+
 async fn apply_migrations(state: &AppState) -> Result<(), StartupError> {
     let wrap = |source| StartupError::Migrate {
         url: state.database_url().to_string(),
@@ -200,9 +203,14 @@ async fn apply_migrations(state: &AppState) -> Result<(), StartupError> {
     Ok(())
 }
 
+/// Retries the migrations until the database answers: after 100 ms, then twice as long each
+/// time up to every 2 s, so that a database that comes up a moment later is used at once and
+/// one that stays away is not hammered.
 async fn migrate_when_reachable(state: AppState) {
+    let mut delay = Duration::from_millis(100);
     loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MIGRATE_RETRY_MAX);
         match apply_migrations(&state).await {
             Ok(()) => return,
             Err(StartupError::Migrate { source, .. }) if source.is_connection() => continue,

@@ -217,16 +217,12 @@ async fn a_request_past_its_deadline_answers_503() {
         s.redis_url = support::url(&format!("redis://127.0.0.1:{port}/0"), Scheme::Redis);
     })
     .await;
-    let start = std::time::Instant::now();
     let response = app.get("/health/ready", None).await;
-    let elapsed = start.elapsed();
     assert_eq!(response.status(), 503);
+    // The code says the deadline answered, not the readiness check giving up (which answers
+    // 200 degraded): no assertion on wall-clock time, which a loaded machine can stretch.
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "request_timeout", "{body}");
-    assert!(
-        elapsed < std::time::Duration::from_millis(1400),
-        "answered after {elapsed:?}"
-    );
 }
 
 #[tokio::test]
