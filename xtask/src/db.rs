@@ -190,7 +190,7 @@ impl flags::DbDown {
                         volumes,
                     )?;
                 }
-                stack.remove_network_if_empty(sh, &compose)?;
+                stack.remove_network_if_empty(sh)?;
             }
         }
         Ok(())

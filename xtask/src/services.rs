@@ -157,6 +157,7 @@ impl Stack {
             started: Vec::new(),
             created_volumes: Vec::new(),
             ports: BTreeMap::new(),
+            containers: BTreeMap::new(),
         };
         self.reclaim_orphans(sh, compose)?;
         let present = self.containers(sh)?;
@@ -185,22 +186,41 @@ impl Stack {
                 .into_iter()
                 .filter(|v| !before.contains(v))
                 .collect();
-            let out = compose
-                .cmd(sh, self)
-                .env(model::RUN_VAR, lifetime.label())
-                .args(["up", "-d", "--no-recreate"])
-                .args(&names)
-                .quiet()
-                .ignore_status()
-                .output()
-                .context("run compose up")?;
-            if !out.status.success() {
-                return Err(check_failed(format!(
-                    "compose could not start {}: {}",
-                    names.join(", "),
-                    redact(String::from_utf8_lossy(&out.stderr).trim())
-                )));
+        }
+        // The application after what it depends on, which is ready by then: compose's own
+        // wait for `service_healthy` follows healthchecks that run once a second, the probes
+        // below every 100 ms. So the application starts with `--no-deps`.
+        let (later, first): (Vec<Service>, Vec<Service>) =
+            wanted.iter().partition(|s| **s == Service::Api);
+        for (stage, no_deps) in [(first, false), (later, true)] {
+            let start: Vec<&str> = stage
+                .iter()
+                .filter(|s| missing.contains(s))
+                .map(|s| s.name())
+                .collect();
+            if !start.is_empty() {
+                self.up(sh, compose, lifetime, &start, no_deps)?;
             }
+            if stage.is_empty() {
+                continue;
+            }
+            let containers = self.containers(sh)?;
+            for service in &stage {
+                let container = containers
+                    .iter()
+                    .find(|c| c.service == service.name())
+                    .with_context(|| format!("compose started no {} container", service.name()))?;
+                let port = container
+                    .host_port(service.container_port())
+                    .with_context(|| format!("{} publishes no host port", service.name()))?;
+                running.ports.insert(*service, port);
+                running.containers.insert(*service, container.id.clone());
+            }
+            for service in &stage {
+                running.wait_ready(*service, timeout)?;
+            }
+        }
+        if !missing.is_empty() {
             // Compose v1 creates every volume of the file on any `up`: the ones no started
             // service uses go at once, so `db-up --env test` leaves no dev volume behind.
             let used: Vec<String> = missing
@@ -223,21 +243,36 @@ impl Stack {
                     .run();
             }
         }
-        let containers = self.containers(sh)?;
-        for service in wanted {
-            let container = containers
-                .iter()
-                .find(|c| c.service == service.name())
-                .with_context(|| format!("compose started no {} container", service.name()))?;
-            let port = container
-                .host_port(service.container_port())
-                .with_context(|| format!("{} publishes no host port", service.name()))?;
-            running.ports.insert(*service, port);
-        }
-        for service in wanted {
-            running.wait_ready(*service, timeout)?;
-        }
         Ok(running)
+    }
+
+    /// `compose up -d` of `names`, labelled with this run.
+    fn up(
+        &self,
+        sh: &Shell,
+        compose: &Compose,
+        lifetime: Lifetime,
+        names: &[&str],
+        no_deps: bool,
+    ) -> Result<()> {
+        let out = compose
+            .cmd(sh, self)
+            .env(model::RUN_VAR, lifetime.label())
+            .args(["up", "-d", "--no-recreate"])
+            .args(no_deps.then_some("--no-deps"))
+            .args(names)
+            .quiet()
+            .ignore_status()
+            .output()
+            .context("run compose up")?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(check_failed(format!(
+            "compose could not start {}: {}",
+            names.join(", "),
+            redact(String::from_utf8_lossy(&out.stderr).trim())
+        )))
     }
 
     /// Removes the containers of this stack whose run died, with what they were started for.
@@ -285,16 +320,22 @@ impl Stack {
     }
 
     /// Removes the stack's network once no container is left in it, as `compose down` does.
-    pub fn remove_network_if_empty(&self, sh: &Shell, compose: &Compose) -> Result<()> {
-        if self.containers(sh)?.is_empty() {
-            compose
-                .cmd(sh, self)
-                .arg("down")
+    pub fn remove_network_if_empty(&self, sh: &Shell) -> Result<()> {
+        if !self.containers(sh)?.is_empty() {
+            return Ok(());
+        }
+        let filter = self.project_filter();
+        let networks = cmd!(sh, "docker network ls -q --filter {filter}")
+            .quiet()
+            .read()
+            .context("list the stack's networks")?;
+        let networks: Vec<&str> = networks.split_whitespace().collect();
+        if !networks.is_empty() {
+            cmd!(sh, "docker network rm {networks...}")
                 .quiet()
                 .ignore_stdout()
-                .ignore_stderr()
                 .run()
-                .context("compose down")?;
+                .context("remove the stack's network")?;
         }
         Ok(())
     }
@@ -737,6 +778,8 @@ pub struct Running<'a> {
     started: Vec<Service>,
     created_volumes: Vec<String>,
     ports: BTreeMap<Service, u16>,
+    /// The container id of each service waited for.
+    containers: BTreeMap<Service, String>,
 }
 
 /// How long a service may take to become ready, unless the command says otherwise.
@@ -757,13 +800,15 @@ enum Waiting {
 }
 
 impl Running<'_> {
-    pub fn stack(&self) -> &Stack {
-        &self.stack
-    }
-
     /// The host port of a service this run waited for.
     pub fn port(&self, service: Service) -> u16 {
         self.ports[&service]
+    }
+
+    /// The container of a service this run waited for, for `docker exec` (which starts in a
+    /// few milliseconds where `compose exec` v1 takes half a second).
+    pub fn container(&self, service: Service) -> &str {
+        &self.containers[&service]
     }
 
     /// Leaves everything running when the guard goes (`db-up`).
@@ -914,10 +959,21 @@ impl Drop for Running<'_> {
                 self.stack.name()
             );
         }
-        if let Err(err) = self.stack.remove(self.sh, &self.compose, &names) {
+        let ids: Vec<&str> = self
+            .started
+            .iter()
+            .filter_map(|s| self.containers.get(s).map(String::as_str))
+            .collect();
+        let removed = if ids.len() == names.len() {
+            self.remove_started(&ids)
+        } else {
+            // Started only in part: compose finds what there is by name.
+            self.stack.remove(self.sh, &self.compose, &names)
+        };
+        if let Err(err) = removed {
             eprintln!("warning: {err}");
         }
-        if let Err(err) = self.stack.remove_network_if_empty(self.sh, &self.compose) {
+        if let Err(err) = self.stack.remove_network_if_empty(self.sh) {
             eprintln!("warning: could not remove the stack's network: {err}");
         }
         // Only volumes that this run's `up` created, and never one a container still uses.
@@ -929,6 +985,33 @@ impl Drop for Running<'_> {
                 .ignore_stderr()
                 .run();
         }
+    }
+}
+
+impl Running<'_> {
+    /// Removes the containers this run started, by id: a service whose data lives in a volume
+    /// is stopped first (PostgreSQL shuts down cleanly), the others, whose data is a tmpfs the
+    /// removal discards anyway, are removed at once.
+    fn remove_started(&self, ids: &[&str]) -> Result<()> {
+        let sh = self.sh;
+        let graceful: Vec<&str> = self
+            .started
+            .iter()
+            .filter(|s| matches!(s.storage(), Storage::Volume(_)))
+            .filter_map(|s| self.containers.get(s).map(String::as_str))
+            .collect();
+        if !graceful.is_empty() {
+            cmd!(sh, "docker stop {graceful...}")
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .context("stop the containers")?;
+        }
+        cmd!(sh, "docker rm --force --volumes {ids...}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .context("remove the containers")
     }
 }
 

@@ -91,7 +91,7 @@ pub fn print_report(report: &Report) {
 
 /// What of the suites a run takes: an archive built elsewhere, one partition of it, and name
 /// filters. The default builds the archive here and runs every test of the suite.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Selection {
     pub archive: Option<PathBuf>,
     pub partition: Option<String>,
@@ -160,7 +160,15 @@ pub fn run_suites_with(
         eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
     }
     let filter = suite.filter();
-    let listed = list_archive(sh, &archive, filter, selection)?;
+    // Listing the archive's tests extracts it and asks every binary: about a second that runs
+    // while the services start.
+    let lister = {
+        let (archive, selection) = (archive.clone(), selection.clone());
+        std::thread::spawn(move || {
+            let sh = Shell::new().context("a shell for listing the tests")?;
+            list_archive(&sh, &archive, filter, &selection)
+        })
+    };
 
     crate::util::check_interrupted()?;
 
@@ -169,16 +177,26 @@ pub fn run_suites_with(
         copy_if_changed(&nextest, &dir.join("bin/cargo-nextest"))?;
     }
     // Ctrl-C from here on stops the runs and the guard removes the services this run started.
-    let guard = stack.start(
-        sh,
-        &compose,
-        &wanted,
-        Lifetime::ThisRun,
-        crate::services::READY_TIMEOUT,
-    )?;
-    if needs_container {
-        check_container_runs_host_binaries(sh, &compose, stack)?;
-    }
+    let started = stack
+        .start(
+            sh,
+            &compose,
+            &wanted,
+            Lifetime::ThisRun,
+            crate::services::READY_TIMEOUT,
+        )
+        .and_then(|guard| {
+            if needs_container {
+                check_container_runs_host_binaries(sh, guard.container(Service::Api))?;
+            }
+            Ok(guard)
+        });
+    // Joined whatever happened, so that no listing outlives the command.
+    let listed = lister
+        .join()
+        .map_err(|_| anyhow::anyhow!("listing the tests of the archive panicked"))?;
+    let guard = started?;
+    let listed = listed?;
 
     let names: Vec<&str> = targets.iter().map(|t| t.name()).collect();
     eprintln!(
@@ -217,7 +235,7 @@ pub fn run_suites_with(
             extra: &extra,
             pool: pool_server.is_some(),
         };
-        let child = spawn_mode(sh, &compose, &guard, target, &archive, &args, &log)?;
+        let child = spawn_mode(sh, &guard, target, &archive, &args, &log)?;
         runs.push(ModeRun {
             target,
             child,
@@ -326,7 +344,6 @@ struct RunArgs<'a> {
 
 fn spawn_mode(
     sh: &Shell,
-    compose: &Compose,
     running: &Running<'_>,
     target: Target,
     archive: &Path,
@@ -366,9 +383,8 @@ fn spawn_mode(
             let pool_env: Vec<String> = pool_socket
                 .map(|socket| vec!["-e".to_owned(), format!("{POOL_SOCKET_VAR}={socket}")])
                 .unwrap_or_default();
-            compose
-                .cmd(sh, running.stack())
-                .args(["exec", "-T", "-u", &user, "-e", "HOME=/tmp"])
+            let container = running.container(Service::Api);
+            cmd!(sh, "docker exec -u {user} -e HOME=/tmp")
                 .args(&pool_env)
                 .args([
                     "-e",
@@ -378,7 +394,7 @@ fn spawn_mode(
                         model::TEST_DB_TLS.dir
                     ),
                 ])
-                .arg(model::API.service)
+                .arg(container)
                 .args([
                     &nextest,
                     "nextest",
@@ -516,11 +532,9 @@ fn host_user(sh: &Shell) -> Result<String> {
 }
 
 /// The container's base must run binaries built on this host (its C library at least as new).
-fn check_container_runs_host_binaries(sh: &Shell, compose: &Compose, stack: &Stack) -> Result<()> {
+fn check_container_runs_host_binaries(sh: &Shell, container: &str) -> Result<()> {
     let nextest = format!("{}/target/xtask/bin/cargo-nextest", model::API.workdir);
-    let out = compose
-        .cmd(sh, stack)
-        .args(["exec", "-T", model::API.service, &nextest, "--version"])
+    let out = cmd!(sh, "docker exec {container} {nextest} --version")
         .quiet()
         .ignore_status()
         .output()?;
