@@ -231,7 +231,8 @@ impl Target {
     /// prompt, and every `PG*` variable of this process's environment removed, so that none
     /// (`PGHOSTADDR`, `PGSSLMODE`, `PGSERVICE`, ...) changes where or how it connects.
     pub fn tool<'a>(&self, sh: &'a Shell, tool: &str) -> Cmd<'a> {
-        let mut cmd = xshell::cmd!(sh, "{tool}").quiet();
+        let program = program(sh, tool);
+        let mut cmd = xshell::cmd!(sh, "{program}").quiet();
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("PG") {
                 cmd = cmd.env_remove(key);
@@ -305,6 +306,32 @@ pub enum Probe {
     /// The server answered and refused the password: waiting longer will not help.
     AuthFailed(String),
     NotYet(String),
+}
+
+/// The program that runs `tool`. Debian's `/usr/bin/psql` (and `pg_dump`, ...) is
+/// `pg_wrapper`, a Perl script that picks a version and then runs it: 30 to 80 ms per call,
+/// paid by every probe of a start. The version it picks is the one `tool --version` reports
+/// through it, so that version's binary is run directly; anything else is run as found.
+fn program(sh: &Shell, tool: &str) -> String {
+    static PROGRAMS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    if let Ok(programs) = PROGRAMS.lock()
+        && let Some((_, program)) = programs.iter().find(|(t, _)| t == tool)
+    {
+        return program.clone();
+    }
+    let wrapped = crate::preflight::on_path(tool)
+        .and_then(|path| std::fs::canonicalize(path).ok())
+        .is_some_and(|path| path.file_name().is_some_and(|name| name == "pg_wrapper"));
+    let direct = wrapped
+        .then(|| crate::preflight::pg_tool(sh, tool).ok())
+        .flatten()
+        .map(|(_, major)| format!("/usr/lib/postgresql/{major}/bin/{tool}"))
+        .filter(|path| std::path::Path::new(path).is_file());
+    let program = direct.unwrap_or_else(|| tool.to_owned());
+    if let Ok(mut programs) = PROGRAMS.lock() {
+        programs.push((tool.to_owned(), program.clone()));
+    }
+    program
 }
 
 /// psql's error, on one line.
