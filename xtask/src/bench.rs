@@ -594,7 +594,7 @@ fn bench_suites(sh: &Shell, xtask: &Path, reps: usize) -> Result<Suites> {
         bodies_s +=
             parity::body_seconds(&xml).with_context(|| format!("read {}", path.display()))?;
     }
-    let parallelism = nextest_threads() * 2;
+    let parallelism = crate::test::test_threads() * 2;
     let handout = std::fs::read_to_string(&handouts).ok().and_then(|text| {
         let ms: Vec<f64> = text
             .lines()
@@ -618,14 +618,6 @@ fn bench_suites(sh: &Shell, xtask: &Path, reps: usize) -> Result<Suites> {
 fn harness_share(wall_s: f64, bodies_s: f64, parallelism: usize) -> f64 {
     let bodies_wall = bodies_s / parallelism.max(1) as f64;
     ((wall_s - bodies_wall) / wall_s).clamp(0.0, 1.0)
-}
-
-/// nextest's default test threads: one per CPU (`NEXTEST_TEST_THREADS` overrides it).
-fn nextest_threads() -> usize {
-    std::env::var("NEXTEST_TEST_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// The xtask built from nothing in a target folder of its own (dependencies already

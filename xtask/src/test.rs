@@ -356,6 +356,7 @@ fn spawn_mode(
         pool,
     } = *run;
     let pool_socket = pool.then(|| pool_socket(target));
+    let threads = test_threads().to_string();
     let root = project_root();
     let profile = target.name();
     let xcmd = match target {
@@ -363,7 +364,7 @@ fn spawn_mode(
             let extract = xtask_dir().join("extract/host");
             std::fs::create_dir_all(&extract)?;
             // The stack's host ports, through the settings' own variables.
-            cmd!(sh, "cargo nextest run --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite --profile {profile} --no-tests=fail -E {filter} {extra...}")
+            cmd!(sh, "cargo nextest run --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite --profile {profile} --test-threads {threads} --no-tests=fail -E {filter} {extra...}")
                 .env_remove(model::API.in_container_var)
                 .envs(running.host_settings()?)
                 .envs(pool_socket.map(|socket| (POOL_SOCKET_VAR, socket)))
@@ -410,6 +411,8 @@ fn spawn_mode(
                     "--extract-overwrite",
                     "--profile",
                     profile,
+                    "--test-threads",
+                    &threads,
                     "--no-tests=fail",
                     "-E",
                     filter,
@@ -420,10 +423,22 @@ fn spawn_mode(
     child::background(xcmd, log).with_context(|| format!("start the {} run", target.name()))
 }
 
+/// How many tests each mode runs at once: `NEXTEST_TEST_THREADS` when set, else one per CPU
+/// (nextest's default). Both modes run at the same time, so that is already two per CPU:
+/// here (2 CPUs) 4 or 6 per mode took as long as 2 and made hand-outs 5 to 30 times slower.
+pub fn test_threads() -> usize {
+    std::env::var("NEXTEST_TEST_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// The suites' pool server (`crates/genesis-api/examples/test_db_pool.rs`): one process whose
 /// connections hand out every test's database, so that no test process logs in for it.
 const POOL_SERVER: &str = "test_db_pool";
 const POOL_SOCKET_VAR: &str = "GENESIS_TEST_DB_POOL_SOCKET";
+const POOL_TARGET_VAR: &str = "GENESIS_TEST_DB_POOL";
 const POOL_SOCKET: &str = "test-db-pool.sock";
 
 /// The pool server's socket as `target`'s tests reach it: under target/xtask, which the
@@ -445,7 +460,10 @@ fn start_pool_server(sh: &Shell, running: &Running<'_>) -> Result<Option<child::
         return Ok(None);
     }
     let server = target_dir().join(format!("debug/examples/{POOL_SERVER}"));
+    // Ready clones for every test slot of both modes, and a few more.
+    let ready = (2 * test_threads() + 2).to_string();
     let cmd = cmd!(sh, "{server} {socket}")
+        .env(POOL_TARGET_VAR, ready)
         .env_remove(model::API.in_container_var)
         .envs(running.host_settings()?);
     let mut session = child::Session::spawn(cmd).context("start the test database pool")?;

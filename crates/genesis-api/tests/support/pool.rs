@@ -178,17 +178,28 @@ pub async fn serve(
     Ok(())
 }
 
-/// What the pool server holds beside the process's [`Pool`]: its ready clones, and the queue
-/// of databases to drop.
+/// What the pool server holds beside the process's [`Pool`]: its ready clones, the workers
+/// that make them, and the queue of databases to drop.
 #[derive(Clone)]
 struct Server {
     pool: &'static Pool,
-    ready: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    /// Ready clones, oldest first; a hand-out that finds none waits here for the next one.
+    ready_tx: tokio::sync::mpsc::UnboundedSender<String>,
+    ready_rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    /// Clones ready, and ready or being made.
+    ready: Arc<AtomicUsize>,
+    stock: Arc<AtomicUsize>,
+    /// Wakes a worker when a clone was taken.
     wanted: Arc<tokio::sync::Notify>,
     /// `None` once the server stops: the dropper then ends with the last queued drop.
     drops: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>>,
     dropper: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
+
+/// Connections that make clones: a test run takes databases faster than one can copy them.
+const FILL_WORKERS: usize = 2;
+/// How long a hand-out waits for the workers before it makes its clone itself.
+const FILL_WAIT: Duration = Duration::from_secs(30);
 
 impl Server {
     /// Takes over the ready clones a previous server left (a test database that stays up keeps
@@ -205,83 +216,113 @@ impl Server {
             .map(|rows| rows.iter().map(|row| row.get(0)).collect())
             .unwrap_or_default();
         let (drops, queue) = tokio::sync::mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::mpsc::unbounded_channel();
         let server = Server {
             pool,
-            ready: Arc::new(std::sync::Mutex::new(left.into())),
+            ready_tx,
+            ready_rx: Arc::new(tokio::sync::Mutex::new(ready_rx)),
+            ready: Arc::new(AtomicUsize::new(0)),
+            stock: Arc::new(AtomicUsize::new(0)),
             wanted: Arc::new(tokio::sync::Notify::new()),
             drops: Arc::new(std::sync::Mutex::new(Some(drops))),
             dropper: Arc::new(tokio::sync::Mutex::new(None)),
         };
+        for name in left {
+            server.stock.fetch_add(1, Ordering::AcqRel);
+            server.add_ready(name);
+        }
         let url = settings().test_database_url;
+        let mut workers = 0;
+        for _ in 0..FILL_WORKERS {
+            if let Ok(client) = db::connect(&url).await {
+                tokio::spawn(server.clone().fill(client));
+                workers += 1;
+            }
+        }
         let dropper = match db::connect(&url).await {
-            Ok(client) => tokio::spawn(drop_each(client, queue)),
-            // Without a connection of its own the dropper shares the hand-out one.
-            Err(_) => tokio::spawn(drop_each_on(&pool.handout, queue)),
+            Ok(client) => tokio::spawn(server.clone().drop_each(client, queue)),
+            // Without a connection of its own the dropper shares a hand-out one.
+            Err(_) => tokio::spawn(drop_each_on(&pool.handout, queue, None)),
         };
         *server.dropper.lock().await = Some(dropper);
         // The first hand-outs of a run come all at once, one per test slot of both modes.
-        while server.ready_count() < target() {
-            let Some(worker) = pool.worker_client().await else {
-                break;
-            };
-            let name = format!("{}{}", pool.prefix, unique_suffix());
-            pool.clone_template(worker, &name).await;
-            server.ready.lock().expect("the ready list").push_back(name);
+        let deadline = Instant::now() + FILL_WAIT;
+        while workers > 0
+            && server.ready.load(Ordering::Acquire) < target()
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::spawn(server.clone().keep_filled());
         server
     }
 
-    fn ready_count(&self) -> usize {
-        self.ready.lock().expect("the ready list").len()
+    fn add_ready(&self, name: String) {
+        self.ready.fetch_add(1, Ordering::AcqRel);
+        let _ = self.ready_tx.send(name);
     }
 
-    /// Clones the template on the worker connection whenever the pool is below its target.
-    async fn keep_filled(self) {
+    /// Clones the template on its own connection whenever the pool is below its target.
+    async fn fill(self, client: Client) {
         loop {
-            while self.ready_count() < target() {
-                let Some(worker) = self.pool.worker_client().await else {
-                    return;
-                };
-                let name = format!("{}{}", self.pool.prefix, unique_suffix());
-                self.pool.clone_template(worker, &name).await;
-                self.ready.lock().expect("the ready list").push_back(name);
+            if self.stock.fetch_add(1, Ordering::AcqRel) >= target() {
+                self.stock.fetch_sub(1, Ordering::AcqRel);
+                self.wanted.notified().await;
+                continue;
             }
-            self.wanted.notified().await;
+            let name = format!("{}{}", self.pool.prefix, unique_suffix());
+            self.pool.clone_template(&client, &name).await;
+            self.add_ready(name);
         }
     }
 
-    /// The next ready clone, renamed to a test's name; a clone made now when none is left.
+    /// The next ready clone, renamed to a test's name. When none is ready the hand-out waits
+    /// for the workers' next one (the clone being made is no slower than one made now, and a
+    /// clone made on the hand-out connection would hold up every other hand-out behind it).
     async fn checkout(&self, start: Instant) -> Handout {
         let name = format!("{DB_PREFIX}{}", unique_suffix());
-        let mut hit = false;
+        let mut ready = self.ready_rx.lock().await;
+        let mut hit = true;
         loop {
-            let next = self.ready.lock().expect("the ready list").pop_front();
-            let Some(candidate) = next else { break };
+            let candidate = match ready.try_recv() {
+                Ok(candidate) => candidate,
+                Err(_) => {
+                    hit = false;
+                    match tokio::time::timeout(FILL_WAIT, ready.recv()).await {
+                        Ok(Some(candidate)) => candidate,
+                        // No worker answers: make it here.
+                        _ => {
+                            self.pool.clone_template(&self.pool.handout, &name).await;
+                            break;
+                        }
+                    }
+                }
+            };
+            self.ready.fetch_sub(1, Ordering::AcqRel);
+            self.stock.fetch_sub(1, Ordering::AcqRel);
+            self.wanted.notify_one();
             let rename = format!(
                 "alter database {} rename to {}",
                 ident(&candidate),
                 ident(&name)
             );
             match self.pool.handout.batch_execute(&rename).await {
-                Ok(()) => {
-                    hit = true;
-                    break;
-                }
+                Ok(()) => break,
                 // Claimed by a pool of another process first.
                 Err(err) if err.code() == Some(&SqlState::UNDEFINED_DATABASE) => {}
                 Err(err) => panic!("claim {candidate}: {}", db::error_chain(&err)),
             }
-        }
-        self.wanted.notify_one();
-        if !hit {
-            self.pool.clone_template(&self.pool.handout, &name).await;
         }
         Handout {
             name,
             hit,
             elapsed: start.elapsed(),
         }
+    }
+
+    /// Drops the given-back databases on `client`, after the pool is full again: making the
+    /// next hand-outs comes first.
+    async fn drop_each(self, client: Client, queue: tokio::sync::mpsc::UnboundedReceiver<String>) {
+        drop_each_on(&client, queue, Some(&self)).await;
     }
 
     /// Drops what is still queued, for up to [`FINISH_WITHIN`].
@@ -303,14 +344,21 @@ impl Server {
 const FINISH_WITHIN: Duration = Duration::from_secs(20);
 /// How long a drop waits for the test's own sessions to end before it ends them.
 const SESSIONS_GRACE: Duration = Duration::from_secs(2);
+/// How long a drop gives way to the workers filling the pool.
+const DROP_YIELDS: Duration = Duration::from_secs(2);
 
-/// Drops every database of `queue` on `client`, until every sender is gone.
-async fn drop_each(client: Client, queue: tokio::sync::mpsc::UnboundedReceiver<String>) {
-    drop_each_on(&client, queue).await;
-}
-
-async fn drop_each_on(client: &Client, mut queue: tokio::sync::mpsc::UnboundedReceiver<String>) {
+async fn drop_each_on(
+    client: &Client,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<String>,
+    server: Option<&Server>,
+) {
     while let Some(name) = queue.recv().await {
+        if let Some(server) = server {
+            let since = Instant::now();
+            while server.ready.load(Ordering::Acquire) < target() && since.elapsed() < DROP_YIELDS {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         // The test process closes its connections as it ends; dropping before that would
         // end them by force, which PostgreSQL follows with a 100 ms sleep.
         let since = Instant::now();
