@@ -14,7 +14,7 @@ use crate::util::{Style, check_failed, usage};
 use crate::{codegen, images, preflight, test, verify};
 
 /// The DOCKER_CONFIG folder holding the Compose v2 plugin (`.ci/run` sets it).
-const V2_VAR: &str = "GENESIS_COMPOSE_V2_DOCKER_CONFIG";
+pub const V2_VAR: &str = "GENESIS_COMPOSE_V2_DOCKER_CONFIG";
 
 impl flags::Ci {
     pub fn run(self, sh: &Shell) -> Result<()> {
