@@ -46,6 +46,14 @@ pub fn docker_daemon(sh: &Shell) -> Result<String> {
 
 /// A PostgreSQL client tool (`psql`, `pg_dump`, `pg_restore`) and its major version.
 pub fn pg_tool(sh: &Shell, tool: &str) -> Result<(String, u32)> {
+    // Asked by the preflight and again to find the binary to run: once per command.
+    static FOUND: std::sync::Mutex<Vec<(String, (String, u32))>> =
+        std::sync::Mutex::new(Vec::new());
+    if let Ok(found) = FOUND.lock()
+        && let Some((_, known)) = found.iter().find(|(t, _)| t == tool)
+    {
+        return Ok(known.clone());
+    }
     let fix = || {
         usage(format!(
             "`{tool}` is not installed: `apt-get install postgresql-client` (version 15 or newer)"
@@ -61,7 +69,11 @@ pub fn pg_tool(sh: &Shell, tool: &str) -> Result<(String, u32)> {
         .split_whitespace()
         .find_map(|w| w.split('.').next()?.parse::<u32>().ok())
         .ok_or_else(fix)?;
-    Ok((out.trim().to_owned(), major))
+    let known = (out.trim().to_owned(), major);
+    if let Ok(mut found) = FOUND.lock() {
+        found.push((tool.to_owned(), known.clone()));
+    }
+    Ok(known)
 }
 
 /// Who holds a host port of the default stack.
@@ -120,9 +132,32 @@ pub fn mmdebstrap() -> Result<std::path::PathBuf> {
 pub fn image_present(sh: &Shell, image: &str) -> bool {
     // Every compose command asks for the images it may use; an image found once stays for
     // the rest of the command (each answer costs a `docker` call, ~40 ms).
-    static PRESENT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let known = |present: &Vec<String>| present.iter().any(|p| p == image);
-    if PRESENT.lock().is_ok_and(|present| known(&present)) {
+    static PRESENT: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
+    let Ok(mut present) = PRESENT.lock() else {
+        return false;
+    };
+    // The first question asks for every image of the model at once (one docker call), which
+    // prints the tags of those it has and fails for the others.
+    let present = present.get_or_insert_with(|| {
+        let names: Vec<&str> = genesis_model::IMAGES
+            .iter()
+            .flat_map(|i| [i.local, i.public])
+            .collect();
+        let format = "{{json .RepoTags}}";
+        let asked = names.clone();
+        let out = cmd!(sh, "docker image inspect --format {format} {asked...}")
+            .quiet()
+            .ignore_stderr()
+            .ignore_status()
+            .read()
+            .unwrap_or_default();
+        out.lines()
+            .filter_map(|line| serde_json::from_str::<Vec<String>>(line).ok())
+            .flatten()
+            .filter(|tag| names.contains(&tag.as_str()))
+            .collect()
+    });
+    if present.iter().any(|p| p == image) {
         return true;
     }
     let format = "{{.Id}}";
@@ -132,7 +167,7 @@ pub fn image_present(sh: &Shell, image: &str) -> bool {
         .ignore_stderr()
         .run()
         .is_ok();
-    if found && let Ok(mut present) = PRESENT.lock() {
+    if found {
         present.push(image.to_owned());
     }
     found

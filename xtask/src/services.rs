@@ -784,8 +784,15 @@ pub struct Running<'a> {
 
 /// How long a service may take to become ready, unless the command says otherwise.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long the wait sleeps between two probes.
-const POLL: Duration = Duration::from_millis(100);
+/// How long the wait sleeps between two probes: briefly while a service usually comes up
+/// (a probe costs ~10 ms), then every 100 ms.
+fn poll_interval(waited: Duration) -> Duration {
+    if waited < Duration::from_secs(3) {
+        Duration::from_millis(25)
+    } else {
+        Duration::from_millis(100)
+    }
+}
 /// How often the container's own state is looked at while waiting (a crash ends the wait).
 const STATE_EVERY: Duration = Duration::from_secs(2);
 /// How long a refused password may persist: a server that is still initialising can refuse
@@ -917,7 +924,7 @@ impl Running<'_> {
                 );
             }
             progress.tick();
-            std::thread::sleep(POLL);
+            std::thread::sleep(poll_interval(started.elapsed()));
         };
         progress.finish();
         let logs = self.stack.log_tail(self.sh, &self.compose, name, LOG_LINES);
