@@ -159,14 +159,16 @@ pub fn run_suites_with(
         .context("build the test archive")?;
         eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
     }
-    let filter = suite.filter();
+    let (expr, name_filters) = selection_expr(suite.filter(), &selection.filters);
+    let filter: &str = &expr;
     // Listing the archive's tests extracts it and asks every binary: about a second that runs
     // while the services start.
     let lister = {
-        let (archive, selection) = (archive.clone(), selection.clone());
+        let (archive, partition) = (archive.clone(), selection.partition.clone());
+        let (expr, name_filters) = (expr.clone(), name_filters.clone());
         std::thread::spawn(move || {
             let sh = Shell::new().context("a shell for listing the tests")?;
-            list_archive(&sh, &archive, filter, &selection)
+            list_archive(&sh, &archive, &expr, partition, &name_filters)
         })
     };
 
@@ -221,9 +223,9 @@ pub fn run_suites_with(
     if let Some(partition) = &selection.partition {
         extra.extend(["--partition".to_owned(), partition.clone()]);
     }
-    if !selection.filters.is_empty() {
+    if !name_filters.is_empty() {
         extra.push("--".to_owned());
-        extra.extend(selection.filters.iter().cloned());
+        extra.extend(name_filters.iter().cloned());
     }
     let mut runs = Vec::new();
     for &target in targets {
@@ -287,24 +289,55 @@ pub fn run_suites_with(
     Ok(report)
 }
 
+/// The run's filterset and the name filters nextest gets as they are. A name filter made of
+/// test-path characters joins the filterset as "the test's name contains it"; one that starts
+/// with a suite's name (`auth::login`) also selects that suite's tests whose names contain the
+/// rest, since nextest's test names carry no binary prefix (`login_returns_a_bearer_token` in
+/// `auth`, `health::readiness_...` in `integrations`). Any other filter goes to nextest as is.
+fn selection_expr(suite: &str, filters: &[String]) -> (String, Vec<String>) {
+    let simple = |f: &String| {
+        !f.is_empty()
+            && f.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+    };
+    if filters.is_empty() || !filters.iter().all(simple) {
+        return (suite.to_owned(), filters.to_vec());
+    }
+    let clauses: Vec<String> = filters
+        .iter()
+        .map(|f| {
+            let prefixed = ["auth", "integrations"].iter().find_map(|binary| {
+                f.strip_prefix(binary)
+                    .and_then(|rest| rest.strip_prefix("::"))
+                    .filter(|rest| !rest.is_empty())
+                    .map(|rest| format!("(binary(={binary}) & test(~{rest}))"))
+            });
+            match prefixed {
+                Some(clause) => format!("{clause} | test(~{f})"),
+                None => format!("test(~{f})"),
+            }
+        })
+        .collect();
+    (format!("({suite}) & ({})", clauses.join(" | ")), Vec::new())
+}
+
 /// Every test the run selects from the archive, and this partition's share, from
 /// `cargo nextest list` (which needs no services).
 fn list_archive(
     sh: &Shell,
     archive: &Path,
     filter: &str,
-    selection: &Selection,
+    partition: Option<String>,
+    filters: &[String],
 ) -> Result<parity::ArchiveTests> {
     let root = project_root();
     let extract = xtask_dir().join("extract/list");
     std::fs::create_dir_all(&extract)?;
-    let partition = selection
-        .partition
+    let partition_args = partition
         .as_ref()
         .map(|p| vec!["--partition".to_owned(), p.clone()])
         .unwrap_or_default();
-    let filters = &selection.filters;
-    let json = cmd!(sh, "cargo nextest list --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite -E {filter} {partition...} --message-format json -- {filters...}")
+    let json = cmd!(sh, "cargo nextest list --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite -E {filter} {partition_args...} --message-format json -- {filters...}")
         .quiet()
         .ignore_stderr()
         .read()
@@ -317,7 +350,7 @@ fn list_archive(
             .file_name()
             .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
         bytes: std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0),
-        partition: selection.partition.clone(),
+        partition,
         filters: all_filters,
         tests,
         shard,
@@ -579,4 +612,25 @@ fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selection_expr;
+
+    #[test]
+    fn name_filters_join_the_filterset_and_a_suite_prefix_selects_that_suite() {
+        let suite = "binary(=auth) | binary(=integrations)";
+        assert_eq!(selection_expr(suite, &[]), (suite.to_owned(), vec![]));
+        let (expr, names) = selection_expr(suite, &["auth::login".into(), "health::".into()]);
+        assert_eq!(
+            expr,
+            "(binary(=auth) | binary(=integrations)) & ((binary(=auth) & test(~login)) | \
+             test(~auth::login) | test(~health::))"
+        );
+        assert!(names.is_empty());
+        // Anything a filterset would read differently goes to nextest untouched.
+        let odd = vec!["a b".to_owned(), "login".to_owned()];
+        assert_eq!(selection_expr(suite, &odd), (suite.to_owned(), odd.clone()));
+    }
 }
