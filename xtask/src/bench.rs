@@ -439,7 +439,7 @@ fn bench_db_up(
     // Where Compose v2 is at hand beside the machine's v1, `db-up` runs under it too: the
     // flavour costs more than anything else in the start.
     let v2 = (compose.flavour == crate::compose::Flavour::V1)
-        .then(|| std::env::var_os(crate::ci::V2_VAR))
+        .then(|| std::env::var_os(crate::compose::V2_VAR))
         .flatten()
         .filter(|dir| !dir.is_empty());
     let (mut xt, mut raw, mut floor, mut xt_v2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

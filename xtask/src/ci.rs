@@ -6,15 +6,12 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use xshell::{Shell, cmd};
 
-use crate::compose::{Compose, Flavour};
+use crate::compose::{Compose, Flavour, V2_VAR};
 use crate::flags::{self, Suite};
 use crate::parity::{Report, Target};
 use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack};
 use crate::util::{Style, check_failed, usage};
 use crate::{codegen, images, preflight, test, verify};
-
-/// The DOCKER_CONFIG folder holding the Compose v2 plugin (`.ci/run` sets it).
-pub const V2_VAR: &str = "GENESIS_COMPOSE_V2_DOCKER_CONFIG";
 
 impl flags::Ci {
     pub fn run(self, sh: &Shell) -> Result<()> {

@@ -9,6 +9,10 @@ use crate::preflight;
 use crate::services::{Service, Stack};
 use crate::util::{project_root, usage};
 
+/// The DOCKER_CONFIG folder holding the Compose v2 plugin where the machine's `docker` has
+/// none (`.ci/run` sets it), so that CI and the oracle tests run both flavours.
+pub const V2_VAR: &str = "GENESIS_COMPOSE_V2_DOCKER_CONFIG";
+
 /// Which compose tool is installed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavour {
@@ -63,10 +67,7 @@ impl Compose {
     pub fn cmd<'a>(&self, sh: &'a Shell, stack: &Stack) -> Cmd<'a> {
         let root = project_root();
         let file = root.join("docker-compose.yml");
-        let mut base = match self.flavour {
-            Flavour::V2 => cmd!(sh, "docker compose"),
-            Flavour::V1 => cmd!(sh, "docker-compose"),
-        };
+        let mut base = self.program(sh);
         for image in IMAGES {
             if std::env::var_os(image.var).is_none() && preflight::image_present(sh, image.local) {
                 base = base.env(image.var, image.local);
@@ -108,14 +109,7 @@ impl Compose {
     /// `docker-compose.yml` (`compose config`), so a quoting mistake that makes compose misread a
     /// port shows up here.
     pub fn published_ports(&self, sh: &Shell) -> Result<Vec<(String, Vec<u16>)>> {
-        let out = self
-            .cmd(sh, &Stack::default_stack())
-            .arg("config")
-            .quiet()
-            .read()
-            .context("compose rejected docker-compose.yml")?;
-        let config: serde_json::Value =
-            serde_saphyr::from_str(&out).context("compose config printed no YAML")?;
+        let config = self.config(sh, self.cmd(sh, &Stack::default_stack()))?;
         let services = config["services"]
             .as_object()
             .context("compose config shows no services")?;
@@ -139,6 +133,87 @@ impl Compose {
         }
         Ok(ports)
     }
+
+    /// `docker compose` or `docker-compose`, with nothing else set.
+    fn program<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
+        match self.flavour {
+            Flavour::V2 => cmd!(sh, "docker compose"),
+            Flavour::V1 => cmd!(sh, "docker-compose"),
+        }
+    }
+
+    /// What compose makes of the file `compose` (a compose command up to its subcommand)
+    /// names: the output of its `config`, as JSON. v2 prints JSON itself; v1 prints only YAML,
+    /// which is read with v1's own YAML library (PyYAML, through the Python that runs v1), so
+    /// that the reading is compose's own.
+    fn config(&self, sh: &Shell, compose: Cmd<'_>) -> Result<serde_json::Value> {
+        let json = match self.flavour {
+            Flavour::V2 => compose
+                .args(["config", "--format", "json"])
+                .quiet()
+                .read()
+                .context("compose rejected the compose file")?,
+            Flavour::V1 => {
+                let yaml = compose
+                    .arg("config")
+                    .quiet()
+                    .read()
+                    .context("compose rejected the compose file")?;
+                v1_yaml_to_json(sh, &yaml)?
+            }
+        };
+        serde_json::from_str(&json).context("compose config printed no JSON")
+    }
+}
+
+/// `yaml` as JSON, read by PyYAML under the Python interpreter of the `docker-compose` script
+/// (its `#!` line).
+fn v1_yaml_to_json(sh: &Shell, yaml: &str) -> Result<String> {
+    use std::io::Read;
+
+    const SCRIPT: &str = "import sys, json, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)";
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let script = std::env::split_paths(&path)
+        .map(|dir| dir.join("docker-compose"))
+        .find(|file| file.is_file())
+        .context("docker-compose is not on the PATH")?;
+    let mut head = Vec::new();
+    std::fs::File::open(&script)
+        .and_then(|file| file.take(512).read_to_end(&mut head))
+        .with_context(|| format!("read {}", script.display()))?;
+    let shebang = head
+        .split(|&b| b == b'\n')
+        .next()
+        .and_then(|line| std::str::from_utf8(line).ok())
+        .and_then(|line| line.strip_prefix("#!"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .ok_or_else(|| {
+            usage(format!(
+                "{} is not a Python script (a PyInstaller build?), so its `config` output cannot \
+                 be read with its own YAML library: install Debian's docker-compose \
+                 (`apt-get install docker-compose`) or the Compose v2 plugin",
+                script.display()
+            ))
+        })?;
+    let mut words = shebang.split_whitespace();
+    let interpreter = words.next().unwrap_or_default();
+    let args: Vec<&str> = words.collect();
+    let out = cmd!(sh, "{interpreter} {args...} -c {SCRIPT}")
+        .stdin(yaml)
+        .quiet()
+        .ignore_status()
+        .output()
+        .with_context(|| format!("run {shebang}, the Python of {}", script.display()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(usage(format!(
+            "{shebang} (the Python of {}) cannot read its `config` output with PyYAML: {}",
+            script.display(),
+            stderr.trim().lines().last().unwrap_or("no message")
+        )));
+    }
+    String::from_utf8(out.stdout).context("PyYAML printed no UTF-8")
 }
 
 /// `uid:gid` of the checkout's owner, whom the `genesis-api` container runs as.
@@ -151,24 +226,96 @@ fn checkout_owner(root: &std::path::Path) -> String {
     }
 }
 
+/// The compose oracle of the tests: every installed flavour, each with a shell that runs it.
+#[cfg(test)]
+pub(crate) mod oracle {
+    use std::path::Path;
+
+    use super::*;
+
+    /// v1 and v2, each with a shell that runs it, or only those installed outside CI; with
+    /// `CI=true` a missing one fails the test.
+    pub(crate) fn flavours() -> Vec<(Shell, Compose)> {
+        let mut found = Vec::new();
+        for flavour in [Flavour::V1, Flavour::V2] {
+            let sh = Shell::new().unwrap();
+            sh.change_dir(project_root());
+            let probe = match flavour {
+                Flavour::V1 => cmd!(sh, "docker-compose version --short"),
+                Flavour::V2 => {
+                    if let Some(dir) = std::env::var_os(V2_VAR).filter(|d| !d.is_empty()) {
+                        sh.set_var("DOCKER_CONFIG", dir);
+                    }
+                    cmd!(sh, "docker compose version --short")
+                }
+            };
+            let major = match flavour {
+                Flavour::V1 => "1.",
+                Flavour::V2 => "2.",
+            };
+            let version = probe.quiet().ignore_stderr().read().ok();
+            match version {
+                Some(v) if v.trim().trim_start_matches('v').starts_with(major) => {
+                    let compose = Compose {
+                        flavour,
+                        version: Some(v.trim().to_owned()),
+                    };
+                    found.push((sh, compose));
+                }
+                other => {
+                    assert!(
+                        std::env::var("CI").as_deref() != Ok("true"),
+                        "Compose {flavour:?} is needed as the oracle in CI (found {other:?}); \
+                         `.ci/run` installs both (v2 through {V2_VAR})"
+                    );
+                    eprintln!("note: the Compose {flavour:?} oracle is skipped outside CI");
+                }
+            }
+        }
+        found
+    }
+
+    /// What `compose` makes of the compose file at `file`, as JSON.
+    pub(crate) fn config(sh: &Shell, compose: &Compose, file: &Path) -> Result<serde_json::Value> {
+        let dir = file.parent().unwrap();
+        let cmd = compose
+            .program(sh)
+            .args(["-p", "genesis-oracle", "--project-directory"])
+            .arg(dir)
+            .arg("-f")
+            .arg(file);
+        compose.config(sh, cmd)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn compose_accepts_the_file_and_publishes_the_model_ports() {
-        let sh = Shell::new().unwrap();
-        let compose = Compose::detect(&sh).expect("this test needs Docker Compose installed");
-        let ports = compose.published_ports(&sh).unwrap();
-        let get = |service: &str| {
-            ports
-                .iter()
-                .find(|(s, _)| s == service)
-                .map(|(_, p)| p.clone())
-                .unwrap_or_default()
-        };
-        assert_eq!(get("test-db"), [5433]);
-        assert_eq!(get("postgres"), [5435]);
-        assert_eq!(get("redis"), [model::REDIS.host_address.port]);
+        let flavours = oracle::flavours();
+        assert!(
+            !flavours.is_empty(),
+            "this test needs Docker Compose installed"
+        );
+        for (sh, compose) in flavours {
+            let ports = compose.published_ports(&sh).unwrap();
+            let get = |service: &str| {
+                ports
+                    .iter()
+                    .find(|(s, _)| s == service)
+                    .map(|(_, p)| p.clone())
+                    .unwrap_or_default()
+            };
+            let flavour = compose.flavour;
+            assert_eq!(get("test-db"), [5433], "{flavour:?}");
+            assert_eq!(get("postgres"), [5435], "{flavour:?}");
+            assert_eq!(
+                get("redis"),
+                [model::REDIS.host_address.port],
+                "{flavour:?}"
+            );
+        }
     }
 }
