@@ -8,8 +8,8 @@ use genesis_model::{self as model, ComposeDb, Database, Env, Password, Storage};
 use serde::Serialize;
 use xshell::Shell;
 
-use crate::flags;
 use crate::util::{FileState, Mode, check_failed, ensure_file_contents, project_root};
+use crate::{flags, yaml};
 
 const COMMAND: &str = "cargo xtask codegen";
 
@@ -340,8 +340,8 @@ fn compose_file() -> ComposeFile {
 }
 
 pub fn render_compose() -> String {
-    let yaml = serde_saphyr::to_string(&compose_file()).expect("the compose model serialises");
-    format!("{}{yaml}", header("#"))
+    let model = serde_json::to_value(compose_file()).expect("the compose model serialises");
+    format!("{}{}", header("#"), yaml::to_string(&model))
 }
 
 // ---- env files ----------------------------------------------------------------------------
@@ -415,8 +415,10 @@ mod tests {
     use std::path::Path;
 
     use genesis_settings::{Settings, parse_env_file};
+    use serde_json::{Map, Value, json};
 
     use super::*;
+    use crate::compose::oracle;
 
     #[test]
     fn committed_files_match_the_model() {
@@ -478,5 +480,144 @@ mod tests {
             settings.test_database_url.to_string(),
             "postgresql://test_user:***@localhost:5433/test_db"
         );
+    }
+
+    /// Strings a YAML reader could take for something other than themselves.
+    const ODD_STRINGS: &[&str] = &[
+        "",
+        "y",
+        "N",
+        "yes",
+        "No",
+        "on",
+        "OFF",
+        "true",
+        "False",
+        "null",
+        "NULL",
+        "~",
+        "<<",
+        "=",
+        ".inf",
+        "-.Inf",
+        ".NaN",
+        "0",
+        "5432",
+        "-1",
+        "+1",
+        "1_000",
+        "0x1F",
+        "0o17",
+        "0b101",
+        "017",
+        "1.5",
+        ".5",
+        "1e3",
+        "22:22",
+        "190:20:30.15",
+        "127.0.0.1",
+        "2001-12-14",
+        "2001-12-14T21:59:43Z",
+        "1s",
+        "-",
+        "--",
+        "-c",
+        "a: b",
+        "a:",
+        ":a",
+        "a #b",
+        "#a",
+        " a",
+        "a ",
+        "{a}",
+        "[a]",
+        "a,b",
+        "&a",
+        "*a",
+        "!a",
+        "|a",
+        ">a",
+        "%a",
+        "@a",
+        "`a",
+        "?a",
+        "---",
+        "...",
+        "a'b",
+        "say \"hi\"",
+        "back\\slash",
+        "$",
+        "$$",
+        "${X:-}",
+        "exec \"$$@\"",
+        "line\nbreak",
+        "two\n\nbreaks\n",
+        "tab\there",
+        "héllo",
+        "日本",
+        "emoji 🦀",
+    ];
+
+    fn strings_of(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::String(s) => out.push(s.clone()),
+            Value::Array(items) => items.iter().for_each(|v| strings_of(v, out)),
+            Value::Object(map) => {
+                for (key, v) in map {
+                    out.push(key.clone());
+                    strings_of(v, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Both Compose flavours read every odd string, and every string of the compose model, as
+    /// the emitter meant it: as a command's argument, an environment value and a label's name.
+    #[test]
+    fn compose_reads_every_emitted_string_as_itself() {
+        let mut strings: Vec<String> = ODD_STRINGS.iter().map(|s| (*s).to_owned()).collect();
+        strings_of(&serde_json::to_value(compose_file()).unwrap(), &mut strings);
+        // A `$` is compose's interpolation; `$$` is a `$` of the value, and `config` prints it
+        // back as `$$`.
+        let escaped: Vec<String> = strings.iter().map(|s| s.replace('$', "$$")).collect();
+        let environment: Map<String, Value> = escaped
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("K{i}"), json!(s)))
+            .collect();
+        let labels: Map<String, Value> = strings
+            .iter()
+            .filter(|s| !s.is_empty() && !s.contains('$'))
+            .map(|s| (s.clone(), json!("label")))
+            .collect();
+        let file = json!({"services": {"oracle": {
+            "image": "scratch",
+            "command": escaped,
+            "environment": environment,
+            "labels": labels,
+        }}});
+        let dir = std::env::temp_dir().join(format!("xtask-yaml-oracle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("compose.yml");
+        std::fs::write(&path, yaml::to_string(&file)).unwrap();
+        let flavours = oracle::flavours();
+        let read: Vec<_> = flavours
+            .iter()
+            .map(|(sh, compose)| (compose.flavour, oracle::config(sh, compose, &path)))
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        for (flavour, config) in read {
+            let service = &config.unwrap()["services"]["oracle"];
+            assert_eq!(service["command"], json!(escaped), "{flavour:?}");
+            for (i, s) in escaped.iter().enumerate() {
+                assert_eq!(
+                    service["environment"][format!("K{i}")],
+                    json!(s),
+                    "{flavour:?} reads K{i} differently"
+                );
+            }
+            assert_eq!(service["labels"], json!(labels), "{flavour:?}");
+        }
     }
 }
