@@ -51,58 +51,108 @@ impl fmt::Display for Source {
 
 /// A configuration the application must not start with. Messages name the variable and its
 /// source and never contain a secret.
-#[derive(Clone, Debug, thiserror::Error)]
+#[derive(Clone, Debug)]
 pub enum ConfigError {
-    #[error(
-        "{var} (from {origin}) is a SQLite URL; Genesis runs on PostgreSQL only: \
-         set it to a postgresql:// URL of the server"
-    )]
-    Sqlite { var: String, origin: Source },
-    #[error("{var} (from {origin}) is not a valid {expected} URL: {reason}")]
+    Sqlite {
+        var: String,
+        origin: Source,
+    },
     InvalidUrl {
         var: String,
         origin: Source,
         expected: &'static str,
         reason: String,
     },
-    #[error("{}:{line}: {reason}", path.display())]
     EnvFile {
         path: PathBuf,
         line: usize,
         reason: String,
     },
-    #[error("cannot read {}: {reason}", path.display())]
-    Io { path: PathBuf, reason: String },
-    #[error("{var} (from {origin}) is {value:?}; expected {expected}")]
+    Io {
+        path: PathBuf,
+        reason: String,
+    },
     InvalidValue {
         var: String,
         origin: Source,
         value: String,
         expected: &'static str,
     },
-    #[error("{var} (from {origin}) refers to ${{{missing}}}, which is not set")]
     Unresolved {
         var: String,
         origin: Source,
         missing: String,
     },
-    #[error("{var} is not set; it is needed to assemble DATABASE_URL from POSTGRES_SERVER")]
-    MissingPart { var: &'static str },
-    #[error(
-        "production requires an explicit DATABASE_URL in the environment \
-         (.env.production only refers to it, and POSTGRES_* parts are not accepted there)"
-    )]
+    MissingPart {
+        var: &'static str,
+    },
     ProductionWithoutDatabaseUrl,
-    #[error(
-        "production requires a TOKEN_SECRET of at least {MIN_SECRET_LEN} random characters, \
-         not the development default"
-    )]
     WeakTokenSecret,
-    #[error(
-        "{PASSWORD_HASH_COST} (from {origin}) lowers the password hashing cost; production keeps `production`"
-    )]
-    WeakPasswordCost { origin: Source },
+    WeakPasswordCost {
+        origin: Source,
+    },
 }
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Sqlite { var, origin } => write!(
+                f,
+                "{var} (from {origin}) is a SQLite URL; Genesis runs on PostgreSQL only: \
+                 set it to a postgresql:// URL of the server"
+            ),
+            ConfigError::InvalidUrl {
+                var,
+                origin,
+                expected,
+                reason,
+            } => write!(
+                f,
+                "{var} (from {origin}) is not a valid {expected} URL: {reason}"
+            ),
+            ConfigError::EnvFile { path, line, reason } => {
+                write!(f, "{}:{line}: {reason}", path.display())
+            }
+            ConfigError::Io { path, reason } => {
+                write!(f, "cannot read {}: {reason}", path.display())
+            }
+            ConfigError::InvalidValue {
+                var,
+                origin,
+                value,
+                expected,
+            } => write!(f, "{var} (from {origin}) is {value:?}; expected {expected}"),
+            ConfigError::Unresolved {
+                var,
+                origin,
+                missing,
+            } => write!(
+                f,
+                "{var} (from {origin}) refers to ${{{missing}}}, which is not set"
+            ),
+            ConfigError::MissingPart { var } => write!(
+                f,
+                "{var} is not set; it is needed to assemble DATABASE_URL from POSTGRES_SERVER"
+            ),
+            ConfigError::ProductionWithoutDatabaseUrl => f.write_str(
+                "production requires an explicit DATABASE_URL in the environment \
+                 (.env.production only refers to it, and POSTGRES_* parts are not accepted there)",
+            ),
+            ConfigError::WeakTokenSecret => write!(
+                f,
+                "production requires a TOKEN_SECRET of at least {MIN_SECRET_LEN} random \
+                 characters, not the development default"
+            ),
+            ConfigError::WeakPasswordCost { origin } => write!(
+                f,
+                "{PASSWORD_HASH_COST} (from {origin}) lowers the password hashing cost; \
+                 production keeps `production`"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// The variable that names the password hashing cost.
 pub const PASSWORD_HASH_COST: &str = "PASSWORD_HASH_COST";

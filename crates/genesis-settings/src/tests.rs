@@ -522,3 +522,84 @@ fn password_cost_is_the_minimum_in_test_only_and_production_refuses_less() {
         .unwrap_err();
     assert!(matches!(err, ConfigError::WeakPasswordCost { .. }), "{err}");
 }
+
+#[test]
+fn every_config_error_has_its_message() {
+    fn check(err: ConfigError, expected: &str) {
+        assert_eq!(err.to_string(), expected);
+    }
+    let origin = || Source::File {
+        path: PathBuf::from(".env"),
+        line: 3,
+    };
+    check(
+        ConfigError::Sqlite {
+            var: "DATABASE_URL".into(),
+            origin: Source::Environment,
+        },
+        "DATABASE_URL (from the environment) is a SQLite URL; Genesis runs on PostgreSQL only: \
+         set it to a postgresql:// URL of the server",
+    );
+    check(
+        ConfigError::InvalidUrl {
+            var: "REDIS_URL".into(),
+            origin: origin(),
+            expected: "Redis",
+            reason: "no host".into(),
+        },
+        "REDIS_URL (from .env:3) is not a valid Redis URL: no host",
+    );
+    check(
+        ConfigError::EnvFile {
+            path: PathBuf::from("dir/.env.test"),
+            line: 7,
+            reason: "unterminated quote".into(),
+        },
+        "dir/.env.test:7: unterminated quote",
+    );
+    check(
+        ConfigError::Io {
+            path: PathBuf::from("/x/.env"),
+            reason: "permission denied".into(),
+        },
+        "cannot read /x/.env: permission denied",
+    );
+    check(
+        ConfigError::InvalidValue {
+            var: "DEBUG".into(),
+            origin: Source::Assembled,
+            value: "maybe \"so\"".into(),
+            expected: "true or false",
+        },
+        "DEBUG (from the POSTGRES_* variables) is \"maybe \\\"so\\\"\"; expected true or false",
+    );
+    check(
+        ConfigError::Unresolved {
+            var: "DATABASE_URL".into(),
+            origin: Source::Default,
+            missing: "POSTGRES_PASSWORD".into(),
+        },
+        "DATABASE_URL (from the model's default) refers to ${POSTGRES_PASSWORD}, which is not set",
+    );
+    check(
+        ConfigError::MissingPart { var: "POSTGRES_DB" },
+        "POSTGRES_DB is not set; it is needed to assemble DATABASE_URL from POSTGRES_SERVER",
+    );
+    check(
+        ConfigError::ProductionWithoutDatabaseUrl,
+        "production requires an explicit DATABASE_URL in the environment \
+         (.env.production only refers to it, and POSTGRES_* parts are not accepted there)",
+    );
+    check(
+        ConfigError::WeakTokenSecret,
+        "production requires a TOKEN_SECRET of at least 32 random characters, \
+         not the development default",
+    );
+    check(
+        ConfigError::WeakPasswordCost { origin: origin() },
+        "PASSWORD_HASH_COST (from .env:3) lowers the password hashing cost; production keeps \
+         `production`",
+    );
+    let err: &dyn std::error::Error = &ConfigError::WeakTokenSecret;
+    assert!(err.source().is_none());
+}
