@@ -207,7 +207,7 @@ fn compose_reads(
     let value: serde_json::Value = if name == "v2" {
         serde_json::from_str(&stdout).unwrap()
     } else {
-        serde_saphyr::from_str(&stdout).unwrap()
+        v1_yaml_to_json(&stdout)
     };
     let env: BTreeMap<String, Option<String>> =
         serde_json::from_value(value["services"]["oracle"]["environment"].clone()).unwrap();
@@ -216,6 +216,48 @@ fn compose_reads(
         .into_iter()
         .map(|(k, v)| (k, v.unwrap_or_default().replace("$$", "$")))
         .collect())
+}
+
+/// v1's YAML (it has no JSON output) as JSON, read by v1's own YAML library: PyYAML, under
+/// the Python of the `docker-compose` script's `#!` line.
+fn v1_yaml_to_json(yaml: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let script = std::env::split_paths(&path)
+        .map(|dir| dir.join("docker-compose"))
+        .find(|file| file.is_file())
+        .expect("docker-compose on the PATH");
+    let mut head = String::new();
+    let _ = std::fs::File::open(&script)
+        .unwrap()
+        .take(512)
+        .read_to_string(&mut head);
+    let shebang = head
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("#!"))
+        .unwrap_or_else(|| panic!("{} is not a Python script", script.display()));
+    let mut words = shebang.split_whitespace();
+    let mut python = Command::new(words.next().expect("an interpreter"));
+    python
+        .args(words)
+        .args([
+            "-c",
+            "import sys, json, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = python.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "PyYAML could not read {yaml}");
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
