@@ -115,11 +115,12 @@ fn string(s: &str) -> String {
         return s.to_owned();
     }
     let json = serde_json::to_string(s).expect("a string serialises");
-    // JSON leaves DEL, the C1 controls and a few non-characters as they are; YAML refuses them
-    // unescaped in a document.
+    // JSON leaves DEL, the C1 controls, a few non-characters and the Unicode line breaks as
+    // they are; YAML refuses the former unescaped, and YAML 1.1 readers (PyYAML) take the
+    // latter for line breaks, which a quoted scalar folds.
     json.chars()
         .map(|c| {
-            if yaml_printable(c) {
+            if plain_in_quotes(c) {
                 c.to_string()
             } else {
                 format!("\\u{:04x}", u32::from(c))
@@ -128,9 +129,10 @@ fn string(s: &str) -> String {
         .collect()
 }
 
-fn yaml_printable(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
-        && c != '\u{feff}'
+/// YAML's printable characters, less the ones YAML 1.1 reads as line breaks (NEL, LS, PS).
+/// serde_json has already escaped the ASCII controls.
+fn plain_in_quotes(c: char) -> bool {
+    matches!(c, ' '..='~' | '\u{a0}'..='\u{2027}' | '\u{202a}'..='\u{d7ff}' | '\u{e000}'..='\u{fefe}' | '\u{ff00}'..='\u{fffd}' | '\u{10000}'..)
 }
 
 /// The words YAML 1.1 or 1.2 reads as a boolean, a null, an infinity or a NaN (compared
@@ -286,6 +288,8 @@ mod tests {
         check("del\u{7f}", "\"del\\u007f\"");
         check("c1\u{80}", "\"c1\\u0080\"");
         check("bom\u{feff}", "\"bom\\ufeff\"");
+        check("nel\u{85}", "\"nel\\u0085\"");
+        check("ls\u{2028}ps\u{2029}", "\"ls\\u2028ps\\u2029\"");
         check("héllo", "\"héllo\"");
         check("日本", "\"日本\"");
         check("emoji 🦀", "\"emoji 🦀\"");
