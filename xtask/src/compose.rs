@@ -109,7 +109,11 @@ impl Compose {
     /// `docker-compose.yml` (`compose config`), so a quoting mistake that makes compose misread a
     /// port shows up here.
     pub fn published_ports(&self, sh: &Shell) -> Result<Vec<(String, Vec<u16>)>> {
-        let config = self.config(sh, self.cmd(sh, &Stack::default_stack()))?;
+        let config = self.config(
+            sh,
+            self.cmd(sh, &Stack::default_stack()),
+            "docker-compose.yml",
+        )?;
         let services = config["services"]
             .as_object()
             .context("compose config shows no services")?;
@@ -142,23 +146,24 @@ impl Compose {
         }
     }
 
-    /// What compose makes of the file `compose` (a compose command up to its subcommand)
+    /// What compose makes of `file`, which `compose` (a compose command up to its subcommand)
     /// names: the output of its `config`, as JSON. v2 prints JSON itself; v1 prints only YAML,
     /// which is read with v1's own YAML library (PyYAML, through the Python that runs v1), so
     /// that the reading is compose's own.
-    fn config(&self, sh: &Shell, compose: Cmd<'_>) -> Result<serde_json::Value> {
+    fn config(&self, sh: &Shell, compose: Cmd<'_>, file: &str) -> Result<serde_json::Value> {
+        let rejected = || format!("compose rejected {file}");
         let json = match self.flavour {
             Flavour::V2 => compose
                 .args(["config", "--format", "json"])
                 .quiet()
                 .read()
-                .context("compose rejected the compose file")?,
+                .with_context(rejected)?,
             Flavour::V1 => {
                 let yaml = compose
                     .arg("config")
                     .quiet()
                     .read()
-                    .context("compose rejected the compose file")?;
+                    .with_context(rejected)?;
                 v1_yaml_to_json(sh, &yaml)?
             }
         };
@@ -169,33 +174,13 @@ impl Compose {
 /// `yaml` as JSON, read by PyYAML under the Python interpreter of the `docker-compose` script
 /// (its `#!` line).
 fn v1_yaml_to_json(sh: &Shell, yaml: &str) -> Result<String> {
-    use std::io::Read;
-
     const SCRIPT: &str = "import sys, json, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)";
     let path = std::env::var_os("PATH").unwrap_or_default();
     let script = std::env::split_paths(&path)
         .map(|dir| dir.join("docker-compose"))
         .find(|file| file.is_file())
         .context("docker-compose is not on the PATH")?;
-    let mut head = Vec::new();
-    std::fs::File::open(&script)
-        .and_then(|file| file.take(512).read_to_end(&mut head))
-        .with_context(|| format!("read {}", script.display()))?;
-    let shebang = head
-        .split(|&b| b == b'\n')
-        .next()
-        .and_then(|line| std::str::from_utf8(line).ok())
-        .and_then(|line| line.strip_prefix("#!"))
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .ok_or_else(|| {
-            usage(format!(
-                "{} is not a Python script (a PyInstaller build?), so its `config` output cannot \
-                 be read with its own YAML library: install Debian's docker-compose \
-                 (`apt-get install docker-compose`) or the Compose v2 plugin",
-                script.display()
-            ))
-        })?;
+    let shebang = interpreter_line(&script)?;
     let mut words = shebang.split_whitespace();
     let interpreter = words.next().unwrap_or_default();
     let args: Vec<&str> = words.collect();
@@ -214,6 +199,31 @@ fn v1_yaml_to_json(sh: &Shell, yaml: &str) -> Result<String> {
         )));
     }
     String::from_utf8(out.stdout).context("PyYAML printed no UTF-8")
+}
+
+/// The `#!` line of `script` (without the `#!`), or an error saying it is no script.
+fn interpreter_line(script: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+
+    let mut head = Vec::new();
+    std::fs::File::open(script)
+        .and_then(|file| file.take(512).read_to_end(&mut head))
+        .with_context(|| format!("read {}", script.display()))?;
+    head.split(|&b| b == b'\n')
+        .next()
+        .and_then(|line| std::str::from_utf8(line).ok())
+        .and_then(|line| line.strip_prefix("#!"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            usage(format!(
+                "{} is not a Python script (a PyInstaller build?), so its `config` output cannot \
+                 be read with its own YAML library: install Debian's docker-compose \
+                 (`apt-get install docker-compose`) or the Compose v2 plugin",
+                script.display()
+            ))
+        })
 }
 
 /// `uid:gid` of the checkout's owner, whom the `genesis-api` container runs as.
@@ -284,13 +294,37 @@ pub(crate) mod oracle {
             .arg(dir)
             .arg("-f")
             .arg(file);
-        compose.config(sh, cmd)
+        compose.config(sh, cmd, &file.display().to_string())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v1_is_read_through_the_python_of_its_script() {
+        let dir = std::env::temp_dir().join(format!("xtask-shebang-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let check = |contents: &[u8]| {
+            let file = dir.join("docker-compose");
+            std::fs::write(&file, contents).unwrap();
+            interpreter_line(&file).map_err(|e| e.to_string())
+        };
+        let script = check(b"#!/usr/bin/python3\nimport re\n");
+        let env = check(b"#! /usr/bin/env python3 -s\n");
+        let binary = check(b"\x7fELF\x02\x01\x01\0\0\0");
+        let empty = check(b"");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(script.unwrap(), "/usr/bin/python3");
+        assert_eq!(env.unwrap(), "/usr/bin/env python3 -s");
+        assert!(
+            binary
+                .unwrap_err()
+                .contains("is not a Python script (a PyInstaller build?)")
+        );
+        assert!(empty.unwrap_err().contains("is not a Python script"));
+    }
 
     #[test]
     fn compose_accepts_the_file_and_publishes_the_model_ports() {
