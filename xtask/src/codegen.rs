@@ -309,17 +309,21 @@ fn compose_file() -> ComposeFile {
                 format!(".:{}:ro", api.workdir),
                 format!("./target:{}/target", api.workdir),
             ],
+            // Started after them, not after their healthchecks pass: compose follows those once
+            // a second, while the application in the test environment (checks not strict)
+            // serves at once and migrates when the database answers, and the xtask probes
+            // every service itself. One `up` then starts all three with no wait in between.
             depends_on: BTreeMap::from([
                 (
                     test_db,
                     DependsOn {
-                        condition: "service_healthy",
+                        condition: "service_started",
                     },
                 ),
                 (
                     redis.service,
                     DependsOn {
-                        condition: "service_healthy",
+                        condition: "service_started",
                     },
                 ),
             ]),

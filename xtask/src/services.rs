@@ -187,38 +187,24 @@ impl Stack {
                 .filter(|v| !before.contains(v))
                 .collect();
         }
-        // The application after what it depends on, which is ready by then: compose's own
-        // wait for `service_healthy` follows healthchecks that run once a second, the probes
-        // below every 100 ms. So the application starts with `--no-deps`.
-        let (later, first): (Vec<Service>, Vec<Service>) =
-            wanted.iter().partition(|s| **s == Service::Api);
-        for (stage, no_deps) in [(first, false), (later, true)] {
-            let start: Vec<&str> = stage
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|s| s.name()).collect();
+            self.up(sh, compose, lifetime, &names)?;
+        }
+        let containers = self.containers(sh)?;
+        for service in wanted {
+            let container = containers
                 .iter()
-                .filter(|s| missing.contains(s))
-                .map(|s| s.name())
-                .collect();
-            if !start.is_empty() {
-                self.up(sh, compose, lifetime, &start, no_deps)?;
-            }
-            if stage.is_empty() {
-                continue;
-            }
-            let containers = self.containers(sh)?;
-            for service in &stage {
-                let container = containers
-                    .iter()
-                    .find(|c| c.service == service.name())
-                    .with_context(|| format!("compose started no {} container", service.name()))?;
-                let port = container
-                    .host_port(service.container_port())
-                    .with_context(|| format!("{} publishes no host port", service.name()))?;
-                running.ports.insert(*service, port);
-                running.containers.insert(*service, container.id.clone());
-            }
-            for service in &stage {
-                running.wait_ready(*service, timeout)?;
-            }
+                .find(|c| c.service == service.name())
+                .with_context(|| format!("compose started no {} container", service.name()))?;
+            let port = container
+                .host_port(service.container_port())
+                .with_context(|| format!("{} publishes no host port", service.name()))?;
+            running.ports.insert(*service, port);
+            running.containers.insert(*service, container.id.clone());
+        }
+        for service in wanted {
+            running.wait_ready(*service, timeout)?;
         }
         if !missing.is_empty() {
             // Compose v1 creates every volume of the file on any `up`: the ones no started
@@ -246,20 +232,14 @@ impl Stack {
         Ok(running)
     }
 
-    /// `compose up -d` of `names`, labelled with this run.
-    fn up(
-        &self,
-        sh: &Shell,
-        compose: &Compose,
-        lifetime: Lifetime,
-        names: &[&str],
-        no_deps: bool,
-    ) -> Result<()> {
+    /// `compose up -d` of `names`, labelled with this run. Nothing waits on healthchecks
+    /// (the compose file's dependencies are `service_started`): the probes of [`Stack::start`]
+    /// poll each service far more often than a healthcheck runs.
+    fn up(&self, sh: &Shell, compose: &Compose, lifetime: Lifetime, names: &[&str]) -> Result<()> {
         let out = compose
             .cmd(sh, self)
             .env(model::RUN_VAR, lifetime.label())
             .args(["up", "-d", "--no-recreate"])
-            .args(no_deps.then_some("--no-deps"))
             .args(names)
             .quiet()
             .ignore_status()
@@ -816,6 +796,11 @@ impl Running<'_> {
     /// few milliseconds where `compose exec` v1 takes half a second).
     pub fn container(&self, service: Service) -> &str {
         &self.containers[&service]
+    }
+
+    /// Whether this run started `service` (and so removes it when the guard goes).
+    pub fn started(&self, service: Service) -> bool {
+        self.started.contains(&service)
     }
 
     /// Leaves everything running when the guard goes (`db-up`).

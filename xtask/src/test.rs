@@ -476,6 +476,7 @@ const EXTRACTED: &str = "extract/suites";
 const POOL_SERVER: &str = "test_db_pool";
 const POOL_SOCKET_VAR: &str = "GENESIS_TEST_DB_POOL_SOCKET";
 const POOL_TARGET_VAR: &str = "GENESIS_TEST_DB_POOL";
+const POOL_DISPOSABLE_VAR: &str = "GENESIS_TEST_DB_POOL_DISPOSABLE";
 const POOL_SOCKET: &str = "test-db-pool.sock";
 
 /// The pool server's socket as `target`'s tests reach it: under target/xtask, which the
@@ -497,10 +498,15 @@ fn start_pool_server(sh: &Shell, running: &Running<'_>) -> Result<Option<child::
         return Ok(None);
     }
     let server = target_dir().join(format!("debug/examples/{POOL_SERVER}"));
-    // Ready clones for every test slot of both modes, and a few more.
-    let ready = (2 * test_threads() + 2).to_string();
-    let cmd = cmd!(sh, "{server} {socket}")
-        .env(POOL_TARGET_VAR, ready)
+    // Ready clones for two rounds of every test slot of both modes: a round of short tests
+    // takes them faster than the workers copy the template on a loaded machine.
+    let ready = (4 * test_threads() + 2).to_string();
+    let mut cmd = cmd!(sh, "{server} {socket}").env(POOL_TARGET_VAR, ready);
+    if running.started(Service::TestDb) {
+        // The run removes the test database with its container: nothing to drop at the end.
+        cmd = cmd.env(POOL_DISPOSABLE_VAR, "1");
+    }
+    let cmd = cmd
         .env_remove(model::API.in_container_var)
         .envs(running.host_settings()?);
     let mut session = child::Session::spawn(cmd).context("start the test database pool")?;

@@ -17,9 +17,6 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::db::error_chain;
 
-/// How long each dependency may take to answer.
-pub const CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
-
 pub const POSTGRES: &str = "postgres";
 pub const REDIS: &str = "redis";
 pub const MIGRATIONS: &str = "migrations";
@@ -106,7 +103,7 @@ pub async fn readiness(state: &AppState) -> Readiness {
 }
 
 pub async fn check_postgres(state: &AppState) -> Check {
-    timed(async {
+    timed(state.health_check_timeout(), async {
         let client = state.pool().get().await.map_err(|e| error_chain(&e))?;
         client
             .query_one("select 1", &[])
@@ -118,7 +115,7 @@ pub async fn check_postgres(state: &AppState) -> Check {
 }
 
 pub async fn check_redis(state: &AppState) -> Check {
-    timed(async {
+    timed(state.health_check_timeout(), async {
         let conn = state
             .redis()
             .connection()
@@ -147,14 +144,14 @@ async fn ping(mut conn: redis::aio::ConnectionManager) -> Result<(), String> {
     }
 }
 
-async fn timed(check: impl Future<Output = Result<(), String>>) -> Check {
+async fn timed(limit: Duration, check: impl Future<Output = Result<(), String>>) -> Check {
     let start = Instant::now();
-    let outcome = tokio::time::timeout(CHECK_TIMEOUT, check).await;
+    let outcome = tokio::time::timeout(limit, check).await;
     let latency_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     let error = match outcome {
         Ok(Ok(())) => None,
         Ok(Err(err)) => Some(redact(&err)),
-        Err(_) => Some(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
+        Err(_) => Some(format!("no answer within {} ms", limit.as_millis())),
     };
     Check {
         status: if error.is_none() {

@@ -31,6 +31,7 @@ struct Inner {
     hashing: HashGate,
     request_timeout: Duration,
     header_read_timeout: Duration,
+    health_check_timeout: Duration,
 }
 
 impl AppState {
@@ -60,6 +61,7 @@ impl AppState {
             hashing: HashGate::new(settings.hash_concurrency),
             request_timeout: settings.request_timeout,
             header_read_timeout: settings.header_read_timeout,
+            health_check_timeout: settings.health_check_timeout,
         })))
     }
 
@@ -109,6 +111,11 @@ impl AppState {
     /// How long a client may take to send a request's headers (`HEADER_READ_TIMEOUT_SECS`).
     pub fn header_read_timeout(&self) -> Duration {
         self.0.header_read_timeout
+    }
+
+    /// How long readiness waits for each dependency (`HEALTH_CHECK_TIMEOUT_MS`).
+    pub fn health_check_timeout(&self) -> Duration {
+        self.0.health_check_timeout
     }
 
     /// Whether this process has seen the database fully migrated.

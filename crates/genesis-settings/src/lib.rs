@@ -195,6 +195,9 @@ pub struct Settings {
     /// How long a client may take to send a request's headers, and how long an idle
     /// keep-alive connection is kept (`HEADER_READ_TIMEOUT_SECS`).
     pub header_read_timeout: Duration,
+    /// How long readiness waits for each dependency to answer (`HEALTH_CHECK_TIMEOUT_MS`):
+    /// below the probe timeout of whatever asks (Kubernetes' default is 1 s).
+    pub health_check_timeout: Duration,
     /// How many password hashes run at once (`HASH_CONCURRENCY`); each holds 19 MiB.
     pub hash_concurrency: usize,
     /// The env files that were read, in the order they were read.
@@ -401,6 +404,12 @@ impl Settings {
             1..=600,
             &mut sources,
         )? as u64);
+        let health_check_timeout = Duration::from_millis(vars.number(
+            "HEALTH_CHECK_TIMEOUT_MS",
+            1500,
+            50..=60_000,
+            &mut sources,
+        )? as u64);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let hash_concurrency = vars.number("HASH_CONCURRENCY", cores, 1..=256, &mut sources)?;
 
@@ -443,6 +452,7 @@ impl Settings {
             pool_timeout,
             request_timeout,
             header_read_timeout,
+            health_check_timeout,
             hash_concurrency,
             files,
             sources,
@@ -564,6 +574,11 @@ impl Settings {
                 "HEADER_READ_TIMEOUT_SECS",
                 self.header_read_timeout.as_secs().to_string(),
                 source("HEADER_READ_TIMEOUT_SECS"),
+            ),
+            (
+                "HEALTH_CHECK_TIMEOUT_MS",
+                self.health_check_timeout.as_millis().to_string(),
+                source("HEALTH_CHECK_TIMEOUT_MS"),
             ),
             (
                 "HASH_CONCURRENCY",

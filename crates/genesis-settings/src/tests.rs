@@ -321,13 +321,19 @@ fn limits_have_defaults_and_refuse_bad_numbers() {
     assert_eq!(settings.pool_size, 25);
     assert_eq!(settings.request_timeout, Duration::from_secs(12));
     assert_eq!(settings.pool_timeout, Duration::from_secs(5));
+    assert_eq!(settings.health_check_timeout, Duration::from_millis(1500));
     assert!(settings.hash_concurrency >= 1);
+    let settings = fx
+        .resolve(&[("ENVIRONMENT", "test"), ("HEALTH_CHECK_TIMEOUT_MS", "800")])
+        .unwrap();
+    assert_eq!(settings.health_check_timeout, Duration::from_millis(800));
     for (var, value) in [
         ("DB_POOL_SIZE", "0"),
         ("DB_POOL_SIZE", "ten"),
         ("HASH_CONCURRENCY", "-1"),
         ("DB_POOL_TIMEOUT_SECS", "1.5"),
         ("REQUEST_TIMEOUT_SECS", "99999"),
+        ("HEALTH_CHECK_TIMEOUT_MS", "10"),
     ] {
         let err = fx
             .resolve(&[("ENVIRONMENT", "test"), (var, value)])

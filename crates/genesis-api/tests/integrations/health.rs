@@ -79,8 +79,11 @@ async fn strict_readiness_answers_503_when_postgres_is_down() {
 async fn readiness_checks_give_up_after_their_timeout() {
     // A "Redis" that accepts connections and never answers.
     let port = support::silent_listener().await;
+    // The setting's own unit is the millisecond: the test waits 200 ms, not the 1.5 s default.
+    let timeout = Duration::from_millis(200);
     let app = TestApp::serve_router_with(|s| {
         s.redis_url = support::url(&format!("redis://127.0.0.1:{port}/0"), Scheme::Redis);
+        s.health_check_timeout = timeout;
     })
     .await;
     // The check gave up because of its timeout, not because of an error: no assertion on how
@@ -91,7 +94,6 @@ async fn readiness_checks_give_up_after_their_timeout() {
         tokio::join!(readiness(&app), genesis_api::health::readiness(&app.state));
     assert_eq!((status, ready.status), (200, ReadyStatus::Degraded));
     assert_eq!(ready.failed, ["redis"]);
-    let timeout = genesis_api::health::CHECK_TIMEOUT;
     let check = &internal.checks["redis"];
     assert_eq!(
         check.error.as_deref(),

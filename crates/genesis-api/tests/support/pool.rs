@@ -16,10 +16,10 @@
 //!
 //! Under nextest every test is a process of its own, which would pay a login for its hand-out.
 //! So `cargo xtask test` also runs a pool server (`examples/test_db_pool.rs`, [`serve`]): one
-//! process whose connections hand out and take back databases for every test process of the
-//! run, over a Unix socket that [`SOCKET_VAR`] names (the workspace is mounted in the
-//! container, so the host's server serves both modes). Without it, or when it does not
-//! answer, a process uses a pool of its own.
+//! process that keeps clones of its own ready and hands them out to every test process of the
+//! run over a Unix socket that [`SOCKET_VAR`] names (the workspace is mounted in the
+//! container, so the host's server serves both modes), with no query on the way. Without it,
+//! or when it does not answer, a process uses a pool of its own, as above.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -47,6 +47,9 @@ pub const KEEP_VAR: &str = "GENESIS_KEEP_FAILED_DB";
 /// whether a ready clone was there (`2.1 hit`), for `cargo xtask bench`.
 pub const TIMINGS_VAR: &str = "GENESIS_TEST_DB_TIMINGS";
 
+/// Set to `1` when the test database goes away with the run (its container is removed): the
+/// pool server then leaves its databases to it instead of dropping them as it stops.
+pub const DISPOSABLE_VAR: &str = "GENESIS_TEST_DB_POOL_DISPOSABLE";
 /// The variable naming the Unix socket of the run's pool server.
 pub const SOCKET_VAR: &str = "GENESIS_TEST_DB_POOL_SOCKET";
 /// The server keeps more ready clones: it alone refills them, for every process of a run.
@@ -146,12 +149,11 @@ async fn ask_async(socket: &Path, request: &str) -> std::io::Result<String> {
 /// client's migrations are not the server's); `release <name>` → `ok` at once, the database
 /// being dropped behind the answer; `keep <name> <why>` → `ok` once the database is marked.
 ///
-/// The server keeps its ready clones in memory: a hand-out takes the next one and renames it
-/// on a connection that is already open (the rename, not the list, is what makes the claim
-/// atomic against pools of other processes), so that a test waits for one round trip. Clones
-/// are made on a second connection and drops run on a third, after the test's own connections
-/// are gone (a `DROP DATABASE ... WITH (FORCE)` that has to end a session waits 100 ms in the
-/// server), and the server finishes its pending drops before it exits.
+/// The server's ready clones are its own, named as tests' databases from the start and kept
+/// in memory: a hand-out takes the next one, without a query. Clones are made by workers on
+/// connections of their own, and drops run on another, after the test's own connections are
+/// gone (a `DROP DATABASE ... WITH (FORCE)` that has to end a session waits 100 ms in the
+/// server); the server drops what is pending and what no test took before it exits.
 pub async fn serve(
     socket: &Path,
     ready: impl FnOnce(),
@@ -191,6 +193,8 @@ struct Server {
     stock: Arc<AtomicUsize>,
     /// Wakes a worker when a clone was taken.
     wanted: Arc<tokio::sync::Notify>,
+    /// Set when the server stops: the workers make no more clones, the dropper no longer waits.
+    stopping: Arc<AtomicBool>,
     /// `None` once the server stops: the dropper then ends with the last queued drop.
     drops: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>>,
     dropper: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
@@ -202,19 +206,8 @@ const FILL_WORKERS: usize = 2;
 const FILL_WAIT: Duration = Duration::from_secs(30);
 
 impl Server {
-    /// Takes over the ready clones a previous server left (a test database that stays up keeps
-    /// them), fills the pool to its target before answering, then keeps it filled.
+    /// Fills the pool to its target before answering, then keeps it filled.
     async fn start(pool: &'static Pool) -> Server {
-        let pattern = format!("{}%", pool.prefix.replace('_', "\\_"));
-        let left: Vec<String> = pool
-            .handout
-            .query(
-                "select datname from pg_database where datname like $1 and not datistemplate",
-                &[&pattern],
-            )
-            .await
-            .map(|rows| rows.iter().map(|row| row.get(0)).collect())
-            .unwrap_or_default();
         let (drops, queue) = tokio::sync::mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = tokio::sync::mpsc::unbounded_channel();
         let server = Server {
@@ -224,13 +217,10 @@ impl Server {
             ready: Arc::new(AtomicUsize::new(0)),
             stock: Arc::new(AtomicUsize::new(0)),
             wanted: Arc::new(tokio::sync::Notify::new()),
+            stopping: Arc::new(AtomicBool::new(false)),
             drops: Arc::new(std::sync::Mutex::new(Some(drops))),
             dropper: Arc::new(tokio::sync::Mutex::new(None)),
         };
-        for name in left {
-            server.stock.fetch_add(1, Ordering::AcqRel);
-            server.add_ready(name);
-        }
         let url = settings().test_database_url;
         let mut workers = 0;
         for _ in 0..FILL_WORKERS {
@@ -263,55 +253,44 @@ impl Server {
 
     /// Clones the template on its own connection whenever the pool is below its target.
     async fn fill(self, client: Client) {
-        loop {
+        while !self.stopping.load(Ordering::Acquire) {
             if self.stock.fetch_add(1, Ordering::AcqRel) >= target() {
                 self.stock.fetch_sub(1, Ordering::AcqRel);
                 self.wanted.notified().await;
                 continue;
             }
-            let name = format!("{}{}", self.pool.prefix, unique_suffix());
+            // Named as a test's database from the start: the server's clones are its own, so
+            // a hand-out needs no claim (no rename) on the way.
+            let name = format!("{DB_PREFIX}{}", unique_suffix());
             self.pool.clone_template(&client, &name).await;
             self.add_ready(name);
         }
     }
 
-    /// The next ready clone, renamed to a test's name. When none is ready the hand-out waits
-    /// for the workers' next one (the clone being made is no slower than one made now, and a
-    /// clone made on the hand-out connection would hold up every other hand-out behind it).
+    /// The next ready clone. When none is ready the hand-out waits for the workers' next one
+    /// (the clone being made is no slower than one made now, and a clone made on the hand-out
+    /// connection would hold up every other hand-out behind it).
     async fn checkout(&self, start: Instant) -> Handout {
-        let name = format!("{DB_PREFIX}{}", unique_suffix());
         let mut ready = self.ready_rx.lock().await;
-        let mut hit = true;
-        loop {
-            let candidate = match ready.try_recv() {
-                Ok(candidate) => candidate,
-                Err(_) => {
-                    hit = false;
-                    match tokio::time::timeout(FILL_WAIT, ready.recv()).await {
-                        Ok(Some(candidate)) => candidate,
-                        // No worker answers: make it here.
-                        _ => {
-                            self.pool.clone_template(&self.pool.handout, &name).await;
-                            break;
-                        }
-                    }
+        let (name, hit) = match ready.try_recv() {
+            Ok(name) => (name, true),
+            Err(_) => match tokio::time::timeout(FILL_WAIT, ready.recv()).await {
+                Ok(Some(name)) => (name, false),
+                // No worker answers: make it here.
+                _ => {
+                    let name = format!("{DB_PREFIX}{}", unique_suffix());
+                    self.pool.clone_template(&self.pool.handout, &name).await;
+                    return Handout {
+                        name,
+                        hit: false,
+                        elapsed: start.elapsed(),
+                    };
                 }
-            };
-            self.ready.fetch_sub(1, Ordering::AcqRel);
-            self.stock.fetch_sub(1, Ordering::AcqRel);
-            self.wanted.notify_one();
-            let rename = format!(
-                "alter database {} rename to {}",
-                ident(&candidate),
-                ident(&name)
-            );
-            match self.pool.handout.batch_execute(&rename).await {
-                Ok(()) => break,
-                // Claimed by a pool of another process first.
-                Err(err) if err.code() == Some(&SqlState::UNDEFINED_DATABASE) => {}
-                Err(err) => panic!("claim {candidate}: {}", db::error_chain(&err)),
-            }
-        }
+            },
+        };
+        self.ready.fetch_sub(1, Ordering::AcqRel);
+        self.stock.fetch_sub(1, Ordering::AcqRel);
+        self.wanted.notify_one();
         Handout {
             name,
             hit,
@@ -325,9 +304,33 @@ impl Server {
         drop_each_on(&client, queue, Some(&self)).await;
     }
 
-    /// Drops what is still queued, for up to [`FINISH_WITHIN`].
+    /// Drops what is still queued and the clones no test took, for up to [`FINISH_WITHIN`];
+    /// nothing when the test database goes away with the run ([`DISPOSABLE_VAR`]).
     async fn finish(self) {
+        if std::env::var(DISPOSABLE_VAR).is_ok_and(|v| v == "1") {
+            self.stopping.store(true, Ordering::Release);
+            return;
+        }
         let dropper = self.dropper.lock().await.take();
+        self.stopping.store(true, Ordering::Release);
+        self.wanted.notify_waiters();
+        // The clones being made are dropped with the others once they are ready.
+        let since = Instant::now();
+        while self.stock.load(Ordering::Acquire) > self.ready.load(Ordering::Acquire)
+            && since.elapsed() < FINISH_WITHIN
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        {
+            let mut ready = self.ready_rx.lock().await;
+            ready.close();
+            let drops = self.drops.lock().expect("the drop queue");
+            while let Ok(name) = ready.try_recv() {
+                if let Some(queue) = drops.as_ref() {
+                    let _ = queue.send(name);
+                }
+            }
+        }
         self.drops.lock().expect("the drop queue").take();
         if let Some(dropper) = dropper
             && tokio::time::timeout(FINISH_WITHIN, dropper).await.is_err()
@@ -345,7 +348,7 @@ const FINISH_WITHIN: Duration = Duration::from_secs(20);
 /// How long a drop waits for the test's own sessions to end before it ends them.
 const SESSIONS_GRACE: Duration = Duration::from_secs(2);
 /// How long a drop gives way to the workers filling the pool.
-const DROP_YIELDS: Duration = Duration::from_secs(2);
+const DROP_YIELDS: Duration = Duration::from_millis(250);
 
 async fn drop_each_on(
     client: &Client,
@@ -355,7 +358,10 @@ async fn drop_each_on(
     while let Some(name) = queue.recv().await {
         if let Some(server) = server {
             let since = Instant::now();
-            while server.ready.load(Ordering::Acquire) < target() && since.elapsed() < DROP_YIELDS {
+            while server.ready.load(Ordering::Acquire) < target()
+                && !server.stopping.load(Ordering::Acquire)
+                && since.elapsed() < DROP_YIELDS
+            {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
