@@ -200,6 +200,19 @@ pub fn run_suites_with(
     let guard = started?;
     let listed = listed?;
 
+    // An archive built elsewhere comes without the pool server: its tests use pools of their
+    // own (slower hand-outs, same results). A Ctrl-C reaches the server too (one process
+    // group): its death is then the interruption, not a failure of its own.
+    let pool_server = match selection.archive {
+        None => match start_pool_server(sh, &guard) {
+            Ok(server) => server,
+            Err(_) if interrupted() => {
+                bail!("interrupted; the services this run started were stopped")
+            }
+            Err(err) => return Err(err),
+        },
+        Some(_) => None,
+    };
     let names: Vec<&str> = targets.iter().map(|t| t.name()).collect();
     eprintln!(
         "running the suites: {}{}",
@@ -213,12 +226,6 @@ pub fn run_suites_with(
                 listed.tests.len()
             ))
     );
-    // An archive built elsewhere comes without the pool server: its tests use pools of their
-    // own (slower hand-outs, same results).
-    let pool_server = match selection.archive {
-        None => start_pool_server(sh, &guard)?,
-        Some(_) => None,
-    };
     let mut extra: Vec<String> = Vec::new();
     if let Some(partition) = &selection.partition {
         extra.extend(["--partition".to_owned(), partition.clone()]);
