@@ -57,19 +57,43 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ConfigError> {
             reason,
         };
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        let trimmed = raw.trim_start_matches([' ', '\t']);
-        if trimmed.trim().is_empty() || trimmed.starts_with('#') {
+        if raw.contains('\r') {
+            return Err(fail(
+                "a carriage return inside the line: Compose v1 ends the line there and v2 \
+                 does not; save the file with plain (or CRLF) line ends"
+                    .into(),
+            ));
+        }
+        let trimmed = raw.trim_start_matches(char::is_whitespace);
+        if trimmed.starts_with(python_only_space) {
+            return Err(fail(PYTHON_ONLY_SPACE.into()));
+        }
+        if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
+        // v2 takes `export` as a prefix only before a space or a tab.
         let body = match trimmed.strip_prefix("export") {
             Some(rest) if rest.starts_with([' ', '\t']) => rest.trim_start_matches([' ', '\t']),
+            Some(rest) if rest.starts_with(python_space) => {
+                return Err(fail(
+                    "export followed by whitespace other than a space or a tab: Compose v1 \
+                     reads the key after it and v2 does not"
+                        .into(),
+                ));
+            }
             _ => trimmed,
         };
         let key_end = body
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(body.len());
         let key = &body[..key_end];
-        let after = body[key_end..].trim_start_matches([' ', '\t']);
+        let after = body[key_end..].trim_start_matches(both_trim);
+        if let Some(c) = after.chars().next().filter(|c| python_space(*c)) {
+            return Err(fail(format!(
+                "{} before the =: Compose v1 reads it as a space and v2 refuses it",
+                describe_char(c)
+            )));
+        }
         let Some(value) = after.strip_prefix('=') else {
             return Err(fail(if key.is_empty() || !after.is_empty() {
                 "expected KEY=VALUE, the key made of letters, digits and underscores".into()
@@ -82,7 +106,22 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<Entry>, ConfigError> {
                 "the key must be letters, digits and underscores, not starting with a digit".into(),
             ));
         }
-        let value = parse_value(value.trim_start_matches([' ', '\t'])).map_err(fail)?;
+        let value = value.trim_start_matches(both_trim);
+        if let Some(c) = value.chars().next().filter(|c| python_space(*c)) {
+            return Err(fail(format!(
+                "{} at the start of the value: Compose v1 removes it and v2 keeps it; quote \
+                 the value or remove it",
+                describe_char(c)
+            )));
+        }
+        let value = parse_value(value).map_err(fail)?;
+        if value.contains('\u{85}') {
+            return Err(fail(
+                "U+0085 (NEXT LINE) inside the value: Compose v1 reads it as a line break and \
+                 v2 as a character; remove it"
+                    .into(),
+            ));
+        }
         if let Some(previous) = entries.iter().find(|e| e.key == key) {
             return Err(fail(format!(
                 "{key} is already set on line {}",
@@ -176,19 +215,29 @@ fn parse_value(value: &str) -> Result<String, String> {
                 .into(),
         );
     }
-    // Unquoted: a comment starts at a space followed by #.
-    let value = match value.find(" #") {
-        Some(idx) => &value[..idx],
-        None => value,
+    // Unquoted: v1 starts a comment at any whitespace before #, v2 only at a space; both
+    // then trim the end, v1 with Python's `str.strip` set and v2 with Go's `unicode.IsSpace`.
+    let comment = value
+        .char_indices()
+        .zip(value.chars().skip(1))
+        .find(|((_, before), c)| *c == '#' && python_space(*before));
+    let value = match comment {
+        Some(((_, ' '), _)) | None => match value.find(" #") {
+            Some(idx) => &value[..idx],
+            None => value,
+        },
+        Some(((_, before), _)) => {
+            return Err(format!(
+                "{} before # in an unquoted value: Compose v1 starts a comment there and v2 \
+                 does not; quote the value",
+                describe_char(before)
+            ));
+        }
     };
-    if value.contains("\t#") {
-        return Err(
-            "a tab before # in an unquoted value: Compose v1 starts a comment there and v2 \
-             does not; quote the value"
-                .into(),
-        );
+    let value = value.trim_end_matches(char::is_whitespace);
+    if value.ends_with(python_only_space) {
+        return Err(PYTHON_ONLY_SPACE.into());
     }
-    let value = value.trim_end_matches([' ', '\t']);
     let mut out = String::new();
     let mut rest = value;
     while let Some(at) = rest.find('$') {
@@ -201,13 +250,43 @@ fn parse_value(value: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// After a closing quote: nothing, or a comment.
+/// After a closing quote: whitespace, or spaces and a comment.
 fn trailing(rest: &str) -> Result<(), String> {
-    let rest = rest.trim_start_matches([' ', '\t']);
-    if rest.is_empty() || rest.starts_with('#') {
+    let spaced = rest.trim_start_matches([' ', '\t']);
+    if rest.trim_start_matches(char::is_whitespace).is_empty() || spaced.starts_with('#') {
         Ok(())
     } else {
         Err("text after the closing quote: Compose v1 refuses it and v2 drops it".into())
+    }
+}
+
+/// Trimmed by both flavours around `=`, after `export` and before a value: compose-go's own
+/// `isSpace` (v2), all of which are whitespace to Python (v1). Other Unicode spaces there are
+/// trimmed by v1 only.
+fn both_trim(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\u{b}' | '\u{c}' | '\u{85}' | '\u{a0}')
+}
+
+/// Whitespace to Python's `str.isspace` (v1 trims with it): Go's `unicode.IsSpace`, which is
+/// Rust's `char::is_whitespace` (v2 trims with it), and U+001C..U+001F.
+fn python_space(c: char) -> bool {
+    c.is_whitespace() || python_only_space(c)
+}
+
+/// The information separators U+001C..U+001F: whitespace to Python, not to Go.
+fn python_only_space(c: char) -> bool {
+    ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+const PYTHON_ONLY_SPACE: &str = "a character U+001C..U+001F (an information separator) at \
+    the edge of the line or value: Compose v1 trims it as whitespace and v2 keeps it; remove it";
+
+/// A character named by its code point, for errors (never the value around it).
+fn describe_char(c: char) -> String {
+    match c {
+        '\t' => "a tab".into(),
+        ' ' => "a space".into(),
+        c => format!("whitespace U+{:04X}", u32::from(c)),
     }
 }
 

@@ -22,7 +22,7 @@ pub use crate::env_file::{
     Entry, Resolved, expand, parse as parse_env_file, read as read_env_file,
     resolve as resolve_env_file,
 };
-pub use crate::secret::{MASK, Secret, redact};
+pub use crate::secret::{MASK, Secret, install_panic_hook, redact};
 pub use crate::url::{APP_PARAMETERS, AppValues, LIBPQ_KEYWORDS, Scheme, ServiceUrl, UrlProblem};
 
 /// Where a setting's value came from.

@@ -74,6 +74,35 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Replaces the default panic hook with one that prints the panic's message redacted and its
+/// location, so that a panic (a bug) never prints a secret it was handling. The message is
+/// withheld when the panic struck while the known secrets were locked (inside [`redact`]).
+pub fn install_panic_hook(program: &'static str) {
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let shown = match KNOWN.try_lock() {
+            Err(std::sync::TryLockError::WouldBlock) => {
+                "(message withheld: it may hold a secret)".to_owned()
+            }
+            Ok(guard) => {
+                drop(guard);
+                redact(&message)
+            }
+            Err(std::sync::TryLockError::Poisoned(_)) => redact(&message),
+        };
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("error: {program} hit a bug{at}: {shown}");
+    }));
+}
+
 /// Masks every credential found in `text`: every known secret by value, the password of URLs
 /// and the value of password- and secret-named keys. Used on everything printed or logged,
 /// including error chains and service logs.
@@ -130,10 +159,16 @@ fn redact_key_values(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut copied = 0;
+    // `i` only ever stops at a char boundary: every step past a byte that is not ASCII goes to
+    // the next char, and the scans below stop at ASCII bytes, which are boundaries in UTF-8.
+    let next = |i: usize| i + text[i..].chars().next().map_or(1, char::len_utf8);
     let mut i = 0;
     while i < bytes.len() {
-        let Some(word) = SECRET_WORDS.iter().find(|w| lower[i..].starts_with(**w)) else {
-            i += 1;
+        let Some(word) = SECRET_WORDS
+            .iter()
+            .find(|w| lower.as_bytes()[i..].starts_with(w.as_bytes()))
+        else {
+            i = next(i);
             continue;
         };
         // The rest of the key (`PASSWORD_FILE`, `passwordless`), a closing quote of a JSON or
@@ -160,7 +195,7 @@ fn redact_key_values(text: &str) -> String {
             }
             Some(b'\'' | b'"') if j > spaces_start => j,
             _ => {
-                i = j.max(i + 1);
+                i = j.max(next(i));
                 continue;
             }
         };
@@ -180,10 +215,20 @@ fn redact_key_values(text: &str) -> String {
             out.push_str(MASK);
             copied = close;
         }
-        i = value_end.max(i + 1);
+        i = value_end.max(next(i));
     }
     out.push_str(&text[copied..]);
     out
+}
+
+/// The length of the UTF-8 char starting at `k` (1 past the end or on a stray byte).
+fn text_char_len(bytes: &[u8], k: usize) -> usize {
+    match bytes.get(k) {
+        Some(b) if *b >= 0xF0 => 4,
+        Some(b) if *b >= 0xE0 => 3,
+        Some(b) if *b >= 0xC0 => 2,
+        _ => 1,
+    }
 }
 
 /// Where a value starting at `start` ends: after its closing quote (SQL's `''` and a
@@ -195,7 +240,9 @@ fn value_end(bytes: &[u8], start: usize, to_line_end: bool) -> usize {
             let mut k = start + 1;
             while k < bytes.len() && bytes[k] != b'\n' {
                 if bytes[k] == b'\\' {
-                    k += 2;
+                    // Skip the escaped char whole, so that `k` stays at a char boundary.
+                    k += 1;
+                    k += text_char_len(bytes, k);
                     continue;
                 }
                 if bytes[k] == q {

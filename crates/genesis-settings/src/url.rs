@@ -196,11 +196,22 @@ pub struct ServiceUrl {
 impl ServiceUrl {
     /// Parses `raw` as a URL of `expected` kind. The Python era's driver-qualified spellings
     /// (`postgresql+asyncpg://`, `postgres://`) are normalised to `postgresql://`.
+    ///
+    /// Refused as libpq refuses them, rather than read another way: whitespace or a control
+    /// character around the URL (libpq reads a leading one as the start of a `key=value`
+    /// string and a trailing one, a newline included, as part of the database name or of the
+    /// last parameter), and a scheme in capitals (libpq knows only the lowercase ones).
     pub fn parse(raw: &str, expected: Scheme) -> Result<ServiceUrl, UrlProblem> {
-        let raw = raw.trim();
-        let lower = raw.to_ascii_lowercase();
+        let lower = raw.trim().to_ascii_lowercase();
         if lower.starts_with("sqlite") {
             return Err(UrlProblem::Sqlite);
+        }
+        let edge = |c: Option<char>| c.is_some_and(|c| c.is_whitespace() || c.is_control());
+        if edge(raw.chars().next()) || edge(raw.chars().next_back()) {
+            return Err(malformed(
+                "it starts or ends with whitespace or a control character (a newline, a \
+                 space), which libpq would read as part of the URL: remove it",
+            ));
         }
         let Some((scheme, rest)) = raw.split_once("://") else {
             return Err(malformed("expected scheme://host"));
@@ -210,6 +221,14 @@ impl ServiceUrl {
             .next()
             .unwrap_or_default()
             .to_ascii_lowercase();
+        if expected == Scheme::Postgres
+            && matches!(base.as_str(), "postgresql" | "postgres")
+            && !scheme.starts_with(base.as_str())
+        {
+            return Err(malformed(
+                "the scheme is not lowercase; libpq reads only postgresql:// and postgres://",
+            ));
+        }
         let found = match base.as_str() {
             "postgresql" | "postgres" => Scheme::Postgres,
             "redis" | "rediss" => Scheme::Redis,
@@ -334,9 +353,11 @@ impl ServiceUrl {
                      (tokio-postgres): remove it"
                 )));
             };
+            // Integers as the driver reads them: digits only (libpq also skips spaces
+            // around them, which the driver refuses).
             let ok = match accepted {
                 AppValues::Text => true,
-                AppValues::Integer => value.trim().parse::<i64>().is_ok(),
+                AppValues::Integer => value.parse::<i64>().is_ok(),
                 AppValues::OneOf(words) => words.contains(&value.as_str()),
             };
             let ok = ok
@@ -344,14 +365,19 @@ impl ServiceUrl {
                     "hostaddr" => value
                         .split(',')
                         .all(|a| a.parse::<std::net::IpAddr>().is_ok()),
-                    "keepalives" => value.trim().parse::<u64>().is_ok(),
+                    "keepalives" => value.parse::<u64>().is_ok(),
+                    // libpq waits for ever with 0 or less; the application always bounds it.
+                    "connect_timeout" => value.parse::<i64>().is_ok_and(|n| n > 0),
                     _ => true,
                 };
             if !ok {
-                let expected = match accepted {
-                    AppValues::Text => "an IP address per host".to_owned(),
-                    AppValues::Integer => "an integer".to_owned(),
-                    AppValues::OneOf(words) => words.join(", "),
+                let expected = match (accepted, key.as_str()) {
+                    (_, "connect_timeout") => {
+                        "whole seconds, at least 1: the application never waits for ever".to_owned()
+                    }
+                    (AppValues::Text, _) => "an IP address per host".to_owned(),
+                    (AppValues::Integer, _) => "an integer, digits only".to_owned(),
+                    (AppValues::OneOf(words), _) => words.join(", "),
                 };
                 return Err(malformed(format!(
                     "the value of {key} is not one the application's driver accepts ({expected})"
@@ -507,7 +533,12 @@ impl ServiceUrl {
             out.push(if i == 0 { '?' } else { '&' });
             out.push_str(&encode(k));
             out.push('=');
-            out.push_str(&encode(v));
+            // A value masked by `Display` stays readable as the mask.
+            if v == MASK {
+                out.push_str(MASK);
+            } else {
+                out.push_str(&encode(v));
+            }
         }
         out
     }
@@ -676,11 +707,31 @@ fn parse_libpq(rest: &str) -> Result<ServiceUrl, UrlProblem> {
             .collect::<Result<_, _>>()?,
         _ => Vec::new(),
     };
-    if ports.len() > 1 && ports.len() != hosts.len().max(1) {
+    // libpq connects to one address per `hostaddr` entry when it is given, else one per host;
+    // a host list of another length is refused (`could not match N host names to M hostaddr
+    // values`), and so is a port list of another length than one.
+    let hostaddrs = options
+        .iter()
+        .find(|(k, _)| k == "hostaddr")
+        .map(|(_, v)| v.split(',').count())
+        .filter(|_| {
+            options
+                .iter()
+                .any(|(k, v)| k == "hostaddr" && !v.is_empty())
+        });
+    if let Some(addrs) = hostaddrs {
+        if !hosts.is_empty() && hosts.len() != addrs {
+            return Err(malformed(format!(
+                "{} hosts for {addrs} hostaddr values: libpq needs one host per hostaddr",
+                hosts.len()
+            )));
+        }
+    }
+    let connections = hostaddrs.unwrap_or(hosts.len().max(1));
+    if ports.len() > 1 && ports.len() != connections {
         return Err(malformed(format!(
-            "{} ports for {} hosts: give one port, or one per host",
+            "{} ports for {connections} hosts: give one port, or one per host",
             ports.len(),
-            hosts.len().max(1)
         )));
     }
     let user = take(&mut options, "user");
@@ -815,9 +866,26 @@ fn parse_redis(rest: &str) -> Result<ServiceUrl, UrlProblem> {
 
 impl fmt::Display for ServiceUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Parameters may carry secrets (`sslpassword=`): redact the rendering too.
+        // A parameter may carry a secret in its name (`sslpassword=`) or, percent-encoded, in
+        // its value (`options=-c%20my.password%3D...`), where no pattern can see it once
+        // encoded: such a value is masked whole, decided on its decoded form.
+        let shown = ServiceUrl {
+            params: self
+                .params
+                .iter()
+                .map(|(k, v)| {
+                    let line = format!("{k}={v}");
+                    if redact(&line) == line {
+                        (k.clone(), v.clone())
+                    } else {
+                        (k.clone(), MASK.to_owned())
+                    }
+                })
+                .collect(),
+            ..self.clone()
+        };
         f.write_str(&redact(
-            &self.render(self.password.as_ref().map(|_| MASK.to_owned())),
+            &shown.render(self.password.as_ref().map(|_| MASK.to_owned())),
         ))
     }
 }
