@@ -34,17 +34,110 @@ impl BadUrl {
     }
 }
 
+/// The name the application connects under when the URL gives no `application_name`.
+pub const APPLICATION_NAME: &str = "genesis-api";
+
+/// The URL parameters the driver reads with another unit or default than libpq
+/// (`tcp_user_timeout` is milliseconds to libpq and seconds to the driver; a `connect_timeout`
+/// of 1 is 2 seconds to libpq) and those the application gives a value of its own when the
+/// URL has none: taken out of the driver's URL and applied with libpq's meaning.
+pub const APPLIED_PARAMS: [&str; 3] = ["connect_timeout", "tcp_user_timeout", "application_name"];
+
+/// What the application sets on every connection itself, each with its reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub connect_timeout: Duration,
+    pub tcp_user_timeout: Option<Duration>,
+    pub application_name: String,
+    /// `(parameter, value, why)`, for `check-config`.
+    pub rows: Vec<(&'static str, String, &'static str)>,
+}
+
+impl Applied {
+    /// libpq's reading of `url`'s parameters, where the settings have checked that each is
+    /// a plain integer (`check_app_support`).
+    pub fn of(url: &ServiceUrl) -> Applied {
+        let int = |key: &str| url.param(key).and_then(|v| v.parse::<i64>().ok());
+        let mut rows = Vec::new();
+        let connect_timeout = match int("connect_timeout") {
+            // libpq waits at least 2 seconds.
+            Some(secs) if secs > 0 => {
+                let secs = secs.max(2) as u64;
+                rows.push((
+                    "connect_timeout",
+                    format!("{secs} s"),
+                    "from the URL, in seconds, at least 2 as libpq reads it",
+                ));
+                Duration::from_secs(secs)
+            }
+            _ => {
+                rows.push((
+                    "connect_timeout",
+                    format!("{} s", CONNECT_TIMEOUT.as_secs()),
+                    "the application's bound: the URL gives none",
+                ));
+                CONNECT_TIMEOUT
+            }
+        };
+        let tcp_user_timeout = match int("tcp_user_timeout") {
+            Some(ms) if ms > 0 => {
+                rows.push((
+                    "tcp_user_timeout",
+                    format!("{ms} ms"),
+                    "from the URL, in milliseconds as libpq reads it",
+                ));
+                Some(Duration::from_millis(ms as u64))
+            }
+            _ => None,
+        };
+        let application_name = match url.param("application_name") {
+            Some(name) if !name.is_empty() => {
+                rows.push(("application_name", name.to_owned(), "from the URL"));
+                name.to_owned()
+            }
+            _ => {
+                rows.push((
+                    "application_name",
+                    APPLICATION_NAME.to_owned(),
+                    "the application's own: the URL gives none",
+                ));
+                APPLICATION_NAME.to_owned()
+            }
+        };
+        Applied {
+            connect_timeout,
+            tcp_user_timeout,
+            application_name,
+            rows,
+        }
+    }
+
+    /// One line for `check-config`.
+    pub fn describe(&self) -> String {
+        self.rows
+            .iter()
+            .map(|(key, value, why)| format!("{key}={value} ({why})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// How to reach the database of `url`: its TLS settings as libpq reads them, and a connector
-/// holding the driver's configuration (connect timeout and application name set).
+/// holding the driver's configuration (with [`Applied`]'s values).
 pub fn pg_target(url: &ServiceUrl) -> Result<(PgTls, PgConnect), BadUrl> {
     let env = |var: &str| std::env::var(var).ok();
     let (tls, rest) = tls::split_url(url, &env).map_err(|e| BadUrl::new(url, e))?;
     let mut config: tokio_postgres::Config = rest
+        .without_params(&APPLIED_PARAMS)
         .expose()
         .parse()
         .map_err(|err: tokio_postgres::Error| BadUrl::new(url, err.to_string()))?;
-    config.connect_timeout(CONNECT_TIMEOUT);
-    config.application_name("genesis-api");
+    let applied = Applied::of(url);
+    config.connect_timeout(applied.connect_timeout);
+    if let Some(timeout) = applied.tcp_user_timeout {
+        config.tcp_user_timeout(timeout);
+    }
+    config.application_name(&applied.application_name);
     let connect = tls.connector(config).map_err(|e| BadUrl::new(url, e))?;
     Ok((tls, connect))
 }

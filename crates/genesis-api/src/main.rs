@@ -5,11 +5,11 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use genesis_api::db::{check_database_tls, error_chain};
+use genesis_api::db::{Applied, error_chain};
 use genesis_api::{
-    MIGRATIONS, Migration, MigrationState, MigrationStatus, Server, migrate, shutdown_signal,
+    AppState, MIGRATIONS, Migration, MigrationState, MigrationStatus, Server, StartupError,
+    migrate, shutdown_signal,
 };
-use genesis_model::Env;
 use genesis_settings::{Settings, redact};
 
 #[derive(Debug, Parser)]
@@ -39,6 +39,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A panic is a bug; its message is printed redacted, never with a secret it held.
+    genesis_settings::install_panic_hook("genesis-api");
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
@@ -47,14 +49,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// The one validation `serve` runs before it binds or connects, and `check-config` with it:
+/// the settings, then the state built from them (database URL, TLS files, pool, Redis
+/// client), which opens no connection.
+fn validate(settings: &Settings) -> Result<AppState, StartupError> {
+    genesis_api::tls::install_crypto_provider();
+    AppState::new(settings)
+}
+
+/// How `serve` and `check-config` both word a configuration `serve` refuses.
+fn refusal(err: &StartupError) -> String {
+    format!("error: {}", redact(&err.to_string()))
+}
+
+fn load() -> Result<Settings, StartupError> {
+    Settings::load().map_err(StartupError::Config)
+}
+
 fn serve() -> ExitCode {
-    let settings = match Settings::load() {
+    let settings = match load() {
         Ok(settings) => settings,
         Err(err) => {
-            eprintln!("error: invalid configuration: {}", redact(&err.to_string()));
+            eprintln!("{}", refusal(&err));
             return ExitCode::FAILURE;
         }
     };
+    if let Err(err) = validate(&settings) {
+        eprintln!("{}", refusal(&err));
+        return ExitCode::FAILURE;
+    }
     genesis_api::logging::init(&settings);
     if std::env::var_os("ENVIRONMENT").is_none() {
         tracing::warn!("{UNSET_ENVIRONMENT}");
@@ -113,26 +136,26 @@ fn environment(settings: &Settings) -> String {
 }
 
 fn check_config() -> ExitCode {
-    let settings = match Settings::load() {
+    let settings = match load() {
         Ok(settings) => settings,
         Err(err) => {
-            eprintln!("error: invalid configuration: {}", redact(&err.to_string()));
+            eprintln!("{}", refusal(&err));
             return ExitCode::FAILURE;
         }
     };
-    genesis_api::tls::install_crypto_provider();
     let mut rows = settings.report();
     if std::env::var_os("ENVIRONMENT").is_none() {
         rows[0].1 = format!("{} ({UNSET_ENVIRONMENT})", rows[0].1);
     }
-    // The database's TLS as libpq would read it; production refuses a plaintext-capable one.
-    let tls = settings
-        .app_database_url()
-        .map_err(|err| err.to_string())
-        .and_then(|_| check_database_tls(&settings).map_err(|err| err.to_string()));
-    let tls_row = match &tls {
-        Ok(tls) => tls.describe(),
-        Err(_) => "(not usable, see below)".to_owned(),
+    // Exactly what `serve` checks before it binds: the same refusals, the same words.
+    let state = validate(&settings);
+    // The database's TLS as libpq would read it, and what the application sets itself.
+    let (tls_row, applied_row) = match &state {
+        Ok(state) => (
+            state.database_tls().describe(),
+            Applied::of(state.database_url()).describe(),
+        ),
+        Err(_) => ("(not usable, see below)".to_owned(), "-".to_owned()),
     };
     // After DATABASE_URL and the rows that detail it.
     let at = rows
@@ -146,6 +169,10 @@ fn check_config() -> ExitCode {
                     .count()
         });
     rows.insert(at, ("database TLS", tls_row, "DATABASE_URL".to_owned()));
+    rows.insert(
+        at + 1,
+        ("  set by the application", applied_row, "-".to_owned()),
+    );
     let width = rows.iter().map(|(name, ..)| name.len()).max().unwrap_or(0);
     for (name, value, source) in rows {
         let source = if source == "-" {
@@ -153,17 +180,13 @@ fn check_config() -> ExitCode {
         } else {
             format!("  ({source})")
         };
-        println!("{name:width$}  {value}{source}");
+        println!("{name:width$}  {}", redact(&format!("{value}{source}")));
     }
-    match tls {
+    match state {
         Ok(_) => ExitCode::SUCCESS,
-        Err(err) if settings.environment == Env::Prod => {
-            eprintln!("error: {}", redact(&err));
-            ExitCode::FAILURE
-        }
         Err(err) => {
-            eprintln!("warning: {}", redact(&err));
-            ExitCode::SUCCESS
+            eprintln!("{}", refusal(&err));
+            ExitCode::FAILURE
         }
     }
 }

@@ -139,19 +139,18 @@ pub fn split_url(
         }
     };
 
+    let rootcert = from_env(given("sslrootcert"), "PGSSLROOTCERT");
+    // libpq 16 and later refuse `system` with any weaker mode, `disable` included.
+    if rootcert.as_deref() == Some("system") && mode != SslMode::VerifyFull {
+        return Err(format!(
+            "sslrootcert=system needs sslmode=verify-full, not {mode} (libpq refuses it too)"
+        ));
+    }
     let roots = if mode == SslMode::Disable {
         None
     } else {
-        match from_env(given("sslrootcert"), "PGSSLROOTCERT") {
-            Some(value) if value == "system" => {
-                if mode != SslMode::VerifyFull {
-                    return Err(format!(
-                        "sslrootcert=system needs sslmode=verify-full, not {mode} \
-                         (libpq refuses it too)"
-                    ));
-                }
-                Some(Roots::System)
-            }
+        match rootcert {
+            Some(value) if value == "system" => Some(Roots::System),
             Some(value) => Some(Roots::File(explicit_file(value, "sslrootcert")?)),
             None => home_file("root.crt").map(Roots::File),
         }

@@ -88,6 +88,9 @@ pub enum ConfigError {
     },
     ProductionWithoutDatabaseUrl,
     WeakTokenSecret,
+    PlaintextRedis {
+        origin: Source,
+    },
     WeakPasswordCost {
         origin: Source,
     },
@@ -141,7 +144,14 @@ impl fmt::Display for ConfigError {
             ConfigError::WeakTokenSecret => write!(
                 f,
                 "production requires a TOKEN_SECRET of at least {MIN_SECRET_LEN} random \
-                 characters, not the development default"
+                 characters holding at least {MIN_SECRET_BITS} bits of entropy, not the \
+                 development default nor a repeated pattern: generate one with \
+                 `openssl rand -hex 32`"
+            ),
+            ConfigError::PlaintextRedis { origin } => write!(
+                f,
+                "REDIS_URL (from {origin}) is a plaintext redis:// URL to a host that is not \
+                 this machine; production requires TLS: write it rediss://"
             ),
             ConfigError::WeakPasswordCost { origin } => write!(
                 f,
@@ -159,6 +169,30 @@ pub const PASSWORD_HASH_COST: &str = "PASSWORD_HASH_COST";
 
 /// The shortest token secret production accepts.
 pub const MIN_SECRET_LEN: usize = 32;
+
+/// The least entropy production accepts in a token secret, estimated from the frequency of
+/// its characters (32 hexadecimal digits from `openssl rand -hex 16` hold about 110 bits by
+/// this estimate; 32 times the same letter none).
+pub const MIN_SECRET_BITS: f64 = 96.0;
+
+/// An estimate of the entropy of `secret`, in bits: its length times the Shannon entropy of
+/// the frequencies of its characters. It cannot see every pattern (`abcabc...` passes), but
+/// it refuses the repeated and near-constant secrets a person types.
+pub fn secret_bits(secret: &str) -> f64 {
+    let mut counts: BTreeMap<char, usize> = BTreeMap::new();
+    for c in secret.chars() {
+        *counts.entry(c).or_default() += 1;
+    }
+    let total = secret.chars().count() as f64;
+    let per_char: f64 = counts
+        .values()
+        .map(|&n| {
+            let p = n as f64 / total;
+            -p * p.log2()
+        })
+        .sum();
+    per_char * total
+}
 
 /// Whether the process runs on the host or inside a container of the compose network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -422,8 +456,24 @@ impl Settings {
                 return Err(ConfigError::ProductionWithoutDatabaseUrl);
             }
             let secret = token_secret.expose();
-            if secret == model::DEV_TOKEN_SECRET || secret.len() < MIN_SECRET_LEN {
+            if secret == model::DEV_TOKEN_SECRET
+                || secret.chars().count() < MIN_SECRET_LEN
+                || secret_bits(secret) < MIN_SECRET_BITS
+            {
                 return Err(ConfigError::WeakTokenSecret);
+            }
+            let local = matches!(redis_url.host(), "localhost" | "::1")
+                || redis_url
+                    .host()
+                    .parse::<std::net::Ipv4Addr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !redis_url.tls() && !local {
+                return Err(ConfigError::PlaintextRedis {
+                    origin: sources
+                        .get(model::REDIS.url_var)
+                        .cloned()
+                        .unwrap_or(Source::Default),
+                });
             }
         }
 

@@ -167,7 +167,7 @@ fn asyncpg_urls_are_normalised() {
 fn production_refuses_missing_url_and_default_secret() {
     let prod_file = "DATABASE_URL=${DATABASE_URL}\nPOSTGRES_PASSWORD=${POSTGRES_PASSWORD}\nENVIRONMENT=production\nSTRICT_HEALTH_CHECKS=true\n";
     let fx = Fixture::new(&[(".env.production", prod_file)]);
-    let strong = "x".repeat(MIN_SECRET_LEN);
+    let strong = STRONG_SECRET.to_owned();
 
     let err = fx
         .resolve(&[("ENVIRONMENT", "production"), ("TOKEN_SECRET", &strong)])
@@ -206,6 +206,19 @@ fn production_refuses_missing_url_and_default_secret() {
     assert_eq!(redact(&err.to_string()), err.to_string());
     assert!(err.to_string().contains("32 random characters"), "{err}");
 
+    // Long enough, but a repeated pattern.
+    for weak in ["a".repeat(32), "ab".repeat(20), "0123".repeat(8)] {
+        let err = fx
+            .resolve(&[
+                ("ENVIRONMENT", "production"),
+                ("DATABASE_URL", url),
+                ("TOKEN_SECRET", &weak),
+            ])
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::WeakTokenSecret), "{weak}: {err}");
+        assert!(err.to_string().contains("openssl rand -hex 32"), "{err}");
+    }
+
     let s = fx
         .resolve(&[
             ("ENVIRONMENT", "production"),
@@ -215,7 +228,40 @@ fn production_refuses_missing_url_and_default_secret() {
         .unwrap();
     assert!(s.strict_health_checks);
     assert_eq!(s.app_database_url().unwrap().host(), "db.cloud");
+
+    // Redis: TLS to anything but this machine.
+    let redis = |value: &str| {
+        fx.resolve(&[
+            ("ENVIRONMENT", "production"),
+            ("DATABASE_URL", url),
+            ("TOKEN_SECRET", &strong),
+            ("REDIS_URL", value),
+        ])
+    };
+    let err = redis("redis://:pw@cache.example:6379/0").unwrap_err();
+    assert!(matches!(err, ConfigError::PlaintextRedis { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "REDIS_URL (from the environment) is a plaintext redis:// URL to a host that is not \
+         this machine; production requires TLS: write it rediss://"
+    );
+    for fine in [
+        "rediss://:pw@cache.example:6379/0",
+        "redis://localhost:6380/0",
+        "redis://127.0.0.1:6379/0",
+        "redis://[::1]:6379/0",
+    ] {
+        redis(fine).unwrap_or_else(|err| panic!("{fine}: {err}"));
+    }
+    // The Redis client refuses a database that is not a number; so do the settings.
+    let err = fx
+        .resolve(&[("REDIS_URL", "redis://localhost:6379/zero")])
+        .unwrap_err();
+    assert!(err.to_string().contains("not a number"), "{err}");
 }
+
+/// A token secret production accepts: 64 hexadecimal digits, as `openssl rand -hex 32` makes.
+const STRONG_SECRET: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
 #[test]
 fn malformed_env_file_names_file_and_line() {
@@ -513,14 +559,14 @@ fn password_cost_is_the_minimum_in_test_only_and_production_refuses_less() {
         "PASSWORD_HASH_COST (from the environment) is \"low\"; expected production or minimum"
     );
 
-    let strong = "s".repeat(MIN_SECRET_LEN);
+    let strong = STRONG_SECRET;
     let prod = [
         ("ENVIRONMENT", "production"),
         (
             "DATABASE_URL",
             "postgresql://u:p@db.cloud:5432/genesis_ai_prod",
         ),
-        ("TOKEN_SECRET", strong.as_str()),
+        ("TOKEN_SECRET", strong),
     ];
     assert_eq!(cost(&prod).unwrap(), "production");
     let err = fx
@@ -598,8 +644,9 @@ fn every_config_error_has_its_message() {
     );
     check(
         ConfigError::WeakTokenSecret,
-        "production requires a TOKEN_SECRET of at least 32 random characters, \
-         not the development default",
+        "production requires a TOKEN_SECRET of at least 32 random characters holding at \
+         least 96 bits of entropy, not the development default nor a repeated pattern: \
+         generate one with `openssl rand -hex 32`",
     );
     check(
         ConfigError::WeakPasswordCost { origin: origin() },

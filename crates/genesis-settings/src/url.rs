@@ -845,6 +845,15 @@ fn parse_redis(rest: &str) -> Result<ServiceUrl, UrlProblem> {
     let database = (!db.is_empty())
         .then(|| decode(db, "database"))
         .transpose()?;
+    // The Redis client refuses any database that is not a number.
+    if database
+        .as_deref()
+        .is_some_and(|db| db.parse::<u32>().is_err())
+    {
+        return Err(malformed(
+            "the database is not a number (Redis databases are 0, 1, 2, ...)",
+        ));
+    }
     let mut params = Vec::new();
     if let Some(query) = query {
         for pair in query.split('&').filter(|p| !p.is_empty()) {
