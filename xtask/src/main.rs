@@ -33,6 +33,8 @@ use clap::Parser;
 use xshell::Shell;
 
 fn main() -> ExitCode {
+    // A panic is a bug; its message is printed redacted, never with a secret it held.
+    genesis_settings::install_panic_hook("cargo xtask");
     let flags = flags::Xtask::parse();
     let result = Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
         util::install_interrupt_handler()?;

@@ -22,8 +22,11 @@ const BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// The label of requests that matched no route.
-const UNMATCHED: &str = "unmatched";
+/// The label of requests that matched no route, or could not be read at all.
+pub(crate) const UNMATCHED: &str = "unmatched";
+
+/// The method label of a request hyper could not read (and answered itself).
+pub(crate) const UNREADABLE_METHOD: &str = "unreadable";
 
 #[derive(Default)]
 struct Histogram {

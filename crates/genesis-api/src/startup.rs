@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
@@ -146,6 +146,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let header_read_timeout = self.state.header_read_timeout();
+        let app_state = self.state.clone();
         let app = router(self.state);
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -168,8 +169,22 @@ impl Server {
                 .header_read_timeout(header_read_timeout)
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
             let connection = graceful.watch(connection);
+            let state = app_state.clone();
+            let accepted = Instant::now();
             tokio::spawn(async move {
                 if let Err(err) = connection.await {
+                    // A request hyper could not read (a header name or a request line it
+                    // refuses) was answered 400 (431 when too large) by hyper itself, before
+                    // the router: it is counted here, as every request is.
+                    if err.is_parse() {
+                        let status = if err.is_parse_too_large() { 431 } else { 400 };
+                        state.metrics().record(
+                            metrics::UNMATCHED,
+                            metrics::UNREADABLE_METHOD,
+                            status,
+                            accepted.elapsed(),
+                        );
+                    }
                     tracing::debug!(%err, "connection closed with an error");
                 }
             });
@@ -244,3 +259,6 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down: finishing the requests in flight");
 }
+
+#[cfg(test)]
+mod tests;

@@ -309,17 +309,17 @@ fn reference(text: &str) -> Result<(String, usize), String> {
         }
         if !modifier.is_empty() {
             let Some(default) = modifier.strip_prefix(":-") else {
-                return Err(format!(
-                    "${{{name}{}...}}: only ${{NAME}} and ${{NAME:-default}} mean the same to \
-                     Compose v1 and v2",
-                    modifier.chars().take(2).collect::<String>()
-                ));
+                // The error quotes nothing of the value: it may be a secret.
+                return Err(
+                    "a ${NAME...} form other than ${NAME} and ${NAME:-default}, which \
+                            alone mean the same to Compose v1 and v2"
+                        .into(),
+                );
             };
             if default.contains(['$', '{', '\\', '"', '\'']) {
-                return Err(format!(
-                    "the default of ${{{name}:-...}} holds $, {{, a quote or a backslash, \
-                     which Compose v1 and v2 read differently"
-                ));
+                return Err("the default of a ${NAME:-...} holds $, {, a quote or a \
+                            backslash, which Compose v1 and v2 read differently"
+                    .into());
             }
         }
         return Ok((format!("${{{body}}}"), 1 + 1 + close + 1));

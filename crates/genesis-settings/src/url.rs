@@ -654,21 +654,34 @@ fn parse_libpq(rest: &str) -> Result<ServiceUrl, UrlProblem> {
                 ));
             }
             let key = decode(key, "parameter name")?;
-            let value = decode(value, &format!("value of {key}"))?;
+            let named = LIBPQ_KEYWORDS.contains(&key.as_str()) || key == "ssl";
+            let value = decode(
+                value,
+                &if named {
+                    format!("value of {key}")
+                } else {
+                    "value of a parameter".to_owned()
+                },
+            )?;
             let (key, value) = if key == "ssl" && value == "true" {
                 ("sslmode".to_owned(), "require".to_owned())
             } else {
                 (key, value)
             };
             if !LIBPQ_KEYWORDS.contains(&key.as_str()) {
-                let shown: String = key
-                    .chars()
-                    .take(40)
-                    .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-                    .collect();
+                // Named only when it looks like a keyword: a misplaced `?` or `&` in a
+                // password makes the rest of it a parameter name.
+                let keyword_like =
+                    key.len() <= 40 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let shown = if keyword_like {
+                    redact(&key)
+                } else {
+                    "a query parameter".to_owned()
+                };
                 return Err(malformed(format!(
                     "{shown} is not a libpq connection parameter (they are lowercase: \
-                     sslmode, sslrootcert, application_name, ...)"
+                     sslmode, sslrootcert, application_name, ...; a ? or & in a password must \
+                     be written %3F or %26)"
                 )));
             }
             store(&key, value, &mut options);
@@ -734,8 +747,12 @@ fn parse_libpq(rest: &str) -> Result<ServiceUrl, UrlProblem> {
             ports.len(),
         )));
     }
-    let user = take(&mut options, "user");
-    let password = take(&mut options, "password").map(Secret::new);
+    // An empty user or password is libpq's default (the login name, the password file), as
+    // an absent one is.
+    let user = take(&mut options, "user").filter(|u| !u.is_empty());
+    let password = take(&mut options, "password")
+        .filter(|p| !p.is_empty())
+        .map(Secret::new);
     let database = take(&mut options, "dbname").filter(|d| !d.is_empty());
     let Some(database) = database else {
         return Err(malformed("the database name is missing"));

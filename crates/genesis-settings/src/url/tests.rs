@@ -351,9 +351,12 @@ fn libpq_reads_every_url_of_the_corpus_as_we_do() {
 
     let (mut both, mut stricter, mut disagreements) = (0, 0, Vec::new());
     for ((raw, ours), theirs) in corpus.iter().zip(&ours).zip(&theirs) {
-        // An empty `host` or `port` (`?host=`) is libpq's default, as an absent one is.
+        // An empty `host`, `port`, `user` or `password` (`?host=`) is libpq's default, as an
+        // absent one is.
         let theirs = &theirs.clone().map(|mut map| {
-            map.retain(|k, v| !(matches!(k.as_str(), "host" | "port") && v.is_empty()));
+            map.retain(|k, v| {
+                !(matches!(k.as_str(), "host" | "port" | "user" | "password") && v.is_empty())
+            });
             map
         });
         match (ours, theirs) {
