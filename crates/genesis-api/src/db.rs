@@ -275,3 +275,55 @@ impl fmt::Debug for Redis {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use genesis_settings::Scheme;
+
+    use super::*;
+
+    /// What the driver is given means what libpq makes of the URL: `tcp_user_timeout` in
+    /// milliseconds, `connect_timeout` at least 2 seconds, the URL's `application_name` first.
+    #[test]
+    fn parameters_with_units_mean_what_they_mean_to_libpq() {
+        let check = |query: &str, connect: u64, tcp_ms: Option<u64>, name: &str| {
+            let raw = format!("postgresql://u@db.example.com/d?sslmode=disable{query}");
+            let url = ServiceUrl::parse(&raw, Scheme::Postgres).unwrap();
+            url.check_app_support().unwrap();
+            let (_, connector) = pg_target(&url).unwrap();
+            let config = connector.config();
+            assert_eq!(
+                (
+                    config.get_connect_timeout().copied(),
+                    config.get_tcp_user_timeout().copied(),
+                    config.get_application_name(),
+                ),
+                (
+                    Some(Duration::from_secs(connect)),
+                    tcp_ms.map(Duration::from_millis),
+                    Some(name),
+                ),
+                "{raw}"
+            );
+        };
+        check("", 2, None, APPLICATION_NAME);
+        check("&tcp_user_timeout=5000", 2, Some(5000), APPLICATION_NAME);
+        check("&tcp_user_timeout=0", 2, None, APPLICATION_NAME);
+        check("&connect_timeout=1", 2, None, APPLICATION_NAME);
+        check(
+            "&connect_timeout=30&application_name=batch",
+            30,
+            None,
+            "batch",
+        );
+        check("&application_name=", 2, None, APPLICATION_NAME);
+        let url = ServiceUrl::parse("postgresql://u@h/d?tcp_user_timeout=5000", Scheme::Postgres)
+            .unwrap();
+        assert_eq!(
+            Applied::of(&url).describe(),
+            "connect_timeout=2 s (the application's bound: the URL gives none), \
+             tcp_user_timeout=5000 ms (from the URL, in milliseconds as libpq reads it), \
+             application_name=genesis-api (the application's own: the URL gives none)"
+        );
+    }
+}

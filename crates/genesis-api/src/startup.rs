@@ -164,7 +164,10 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
+            // A client that half-closes after its request (`printf ... | nc`) still gets its
+            // answer: without half-close support hyper drops the request in flight.
             let connection = http1::Builder::new()
+                .half_close(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));

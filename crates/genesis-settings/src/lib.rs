@@ -87,6 +87,7 @@ pub enum ConfigError {
         var: &'static str,
     },
     ProductionWithoutDatabaseUrl,
+    NoDatabaseUrl,
     WeakTokenSecret,
     PlaintextRedis {
         origin: Source,
@@ -140,6 +141,11 @@ impl fmt::Display for ConfigError {
             ConfigError::ProductionWithoutDatabaseUrl => f.write_str(
                 "production requires an explicit DATABASE_URL in the environment \
                  (.env.production only refers to it, and POSTGRES_* parts are not accepted there)",
+            ),
+            ConfigError::NoDatabaseUrl => f.write_str(
+                "DATABASE_URL is not set, nor POSTGRES_SERVER to assemble it from: set it to \
+                 the postgresql:// URL of the database (`cargo xtask db-up --env dev` starts \
+                 the development one and prints its URL)",
             ),
             ConfigError::WeakTokenSecret => write!(
                 f,
@@ -516,9 +522,7 @@ impl Settings {
             (Env::Test, _) => Ok(&self.test_database_url),
             (_, Some(url)) => Ok(url),
             (Env::Prod, None) => Err(ConfigError::ProductionWithoutDatabaseUrl),
-            (_, None) => Err(ConfigError::MissingPart {
-                var: "DATABASE_URL",
-            }),
+            (_, None) => Err(ConfigError::NoDatabaseUrl),
         }
     }
 

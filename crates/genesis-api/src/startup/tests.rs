@@ -114,9 +114,11 @@ fn raw_bytes_in_the_path_or_headers_get_an_answer_and_are_counted() {
     drop(runtime);
 }
 
+/// Writes `request` and half-closes, as `printf ... | nc` does: the answer still comes.
 fn raw_answer(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.write_all(request).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).unwrap();
     String::from_utf8_lossy(&answer).into_owned()

@@ -179,6 +179,19 @@ fn refusals() {
         &[],
         "verify-full",
     );
+    // libpq 16 and later refuse `system` with every weaker mode, `disable` included, from the
+    // URL or from PGSSLROOTCERT.
+    refused(
+        &format!("{base}?sslmode=disable&sslrootcert=system"),
+        &[],
+        "needs sslmode=verify-full, not disable",
+    );
+    refused(
+        &format!("{base}?sslmode=disable"),
+        &[("PGSSLROOTCERT", "system")],
+        "needs sslmode=verify-full, not disable",
+    );
+    refused(base, &[("PGSSLROOTCERT", "system")], "not prefer");
     refused(
         &format!("{base}?sslmode=require&sslcert=/nonexistent.crt"),
         &[],
