@@ -164,3 +164,29 @@ fn a_file_that_is_not_utf8_is_refused_by_name() {
         "{err}"
     );
 }
+
+/// A panic (a bug) under the panic hook prints its message redacted: not a password found by
+/// pattern, nor one the process knows, whatever characters surround them.
+#[test]
+fn a_panic_prints_no_secret() {
+    const CHILD: &str = "GENESIS_PANIC_HOOK_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        genesis_settings::install_panic_hook("the child");
+        let _ = Secret::new("Canary-panic-42");
+        panic!("connecting to postgresql://u:Canary-panic-42@h/dä with password=hunter2 (jürgen)");
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "a_panic_prints_no_secret", "--nocapture"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("error: the child hit a bug at "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("postgresql://u:***@h/dä"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(!stderr.contains("Canary-panic-42"), "{stderr}");
+}

@@ -67,6 +67,52 @@ fn refuses_what_the_flavours_read_differently_naming_file_and_line() {
     }
 }
 
+/// Whitespace as Compose v1 (Python's `str.strip`, python-dotenv's `\s`) and v2 (Go's
+/// `unicode.IsSpace`, compose-go's `isSpace`) both trim it; every line they read differently
+/// refused with its line. The corpus checks the same classes against the real readers.
+#[test]
+fn whitespace_as_both_flavours_trim_it() {
+    for (line, value) in [
+        ("A=pw\u{a0}", "pw"),
+        ("A=\u{a0}pw", "pw"),
+        ("A=pw\u{3000}", "pw"),
+        ("A=pw\u{2028}", "pw"),
+        ("A=\u{b}v\u{c}", "v"),
+        ("\u{c}\u{3000}A=v", "v"),
+        ("A\u{a0}=\u{85}v", "v"),
+        ("A=v\u{2028}w", "v\u{2028}w"),
+        ("A=\"v\u{3000}\"", "v\u{3000}"),
+        ("A=v\u{1c}w", "v\u{1c}w"),
+        ("A=v\t #c", "v"),
+        ("A=\"v\"\u{a0}", "v"),
+        ("A=caf\u{e9} \u{1f600}", "caf\u{e9} \u{1f600}"),
+    ] {
+        assert_eq!(ok(line), [("A".to_owned(), value.to_owned())], "{line:?}");
+    }
+    for (text, why) in [
+        (
+            "A=\u{3000}pw",
+            "whitespace U+3000 at the start of the value",
+        ),
+        ("A\u{3000}=v", "whitespace U+3000 before the ="),
+        ("A=hello\rB=world", "a carriage return inside the line"),
+        ("A=\"a\rb\"", "a carriage return inside the line"),
+        ("# note\rA=v", "a carriage return inside the line"),
+        ("A=v\u{85}w", "U+0085"),
+        ("A=\"v\u{85}\"", "U+0085"),
+        ("A=v\u{1c}", "U+001C..U+001F"),
+        ("\u{1f}A=v", "U+001C..U+001F"),
+        ("A=v\u{a0}#c", "whitespace U+00A0 before #"),
+        ("A=v \t#c", "a tab before #"),
+        ("export\u{b}A=v", "export followed by whitespace"),
+        ("A=\"v\"\u{1c}", "text after the closing quote"),
+    ] {
+        let err = err(&format!("B=1\n{text}\n"));
+        assert!(err.starts_with(".env.x:2: "), "{text:?}: {err}");
+        assert!(err.contains(why), "{text:?}: {err}");
+    }
+}
+
 #[test]
 fn expands_references() {
     let lookup = |k: &str| match k {

@@ -133,6 +133,71 @@ fn rejects() {
     assert!(app("postgresql://u@h/db?sslmode=verify-ca").is_ok());
     assert!(app("postgresql://u@h/db?sslcrl=/crl.pem").is_err());
     assert!(app("postgresql://u@h/db?sslmode=verify_ca").is_err());
+
+    // What libpq refuses or reads another way, refused.
+    for (raw, why) in [
+        ("POSTGRESQL://u:p@h/db", "not lowercase"),
+        ("Postgres://u:p@h/db", "not lowercase"),
+        (" postgresql://u:p@h/db", "whitespace"),
+        ("postgresql://u:p@h/db\n", "whitespace"),
+        ("postgresql://u:p@h/db\u{a0}", "whitespace"),
+        (
+            "postgresql://u:p@h1,h2/db?hostaddr=10.0.0.1",
+            "2 hosts for 1 hostaddr",
+        ),
+        (
+            "postgresql://u:p@h/db?hostaddr=10.0.0.1,10.0.0.2",
+            "1 hosts for 2 hostaddr",
+        ),
+        (
+            "postgresql://u:p@h/db?hostaddr=10.0.0.1&port=1,2",
+            "2 ports for 1 hosts",
+        ),
+    ] {
+        match problem(raw) {
+            UrlProblem::Malformed(reason) => assert!(reason.contains(why), "{raw:?}: {reason}"),
+            other => panic!("{raw:?}: {other:?}"),
+        }
+    }
+    assert!(
+        ServiceUrl::parse(
+            "postgresql://u:p@h1,h2/db?hostaddr=10.0.0.1,::1",
+            Scheme::Postgres
+        )
+        .is_ok()
+    );
+    // Integers as the driver reads them, and never "wait for ever".
+    for bad in [
+        "connect_timeout=0",
+        "connect_timeout=-1",
+        "connect_timeout=%205",
+        "tcp_user_timeout=1.5",
+        "keepalives=-1",
+    ] {
+        let raw = format!("postgresql://u@h/db?{bad}");
+        let url = ServiceUrl::parse(&raw, Scheme::Postgres).unwrap();
+        assert!(url.check_app_support().is_err(), "{bad}");
+    }
+    assert!(app("postgresql://u@h/db?tcp_user_timeout=5000&connect_timeout=1").is_ok());
+    // The Redis client refuses a database that is not a number.
+    assert!(ServiceUrl::parse("redis://h:6379/zero", Scheme::Redis).is_err());
+}
+
+#[test]
+fn a_parameter_holding_a_credential_is_masked_whole_in_the_url() {
+    let url = ServiceUrl::parse(
+        "postgresql://u:pw@h/d?options=-c%20my.password%3DCanary&application_name=a%20b",
+        Scheme::Postgres,
+    )
+    .unwrap();
+    assert_eq!(
+        url.to_string(),
+        "postgresql://u:***@h/d?options=***&application_name=a%20b"
+    );
+    assert_eq!(
+        url.describe(),
+        "host=h user=u password=*** dbname=d options=-c my.password=*** application_name=a b"
+    );
 }
 
 #[test]
