@@ -17,6 +17,12 @@
 //!   v1 does not), other `${...}` forms are refused; a `$` before anything else is literal.
 //! - refused as well: a value continued on the next line, text after a closing quote, a line
 //!   without `=`, and a key set twice.
+//! - whitespace: v1 trims with Python's `str.strip` (Unicode whitespace and U+001C..U+001F),
+//!   v2 with Go's `unicode.IsSpace` at a value's end and a line's start, and with compose-go's
+//!   own `isSpace` (space, tab, VT, FF, CR, U+0085, NBSP) around `=`. Each is trimmed where both
+//!   trim it; refused: other whitespace around `=` or before a value, U+001C..U+001F at an
+//!   edge, whitespace other than a space before `#`, a carriage return that does not end the
+//!   line (v1 ends the line there), and U+0085 inside a value.
 //!
 //! The corpus in `env_file/corpus.env` is compared line by line with `docker compose config`
 //! (v2) and `docker-compose config` (v1) by the tests.
