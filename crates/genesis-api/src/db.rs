@@ -125,7 +125,9 @@ impl Applied {
 /// How to reach the database of `url`: its TLS settings as libpq reads them, and a connector
 /// holding the driver's configuration (with [`Applied`]'s values).
 pub fn pg_target(url: &ServiceUrl) -> Result<(PgTls, PgConnect), BadUrl> {
-    let env = |var: &str| std::env::var(var).ok();
+    // A value that is not UTF-8 is read lossily, so that it is refused as a bad value (libpq
+    // would read the bytes) rather than skipped as if unset.
+    let env = |var: &str| std::env::var_os(var).map(|value| value.to_string_lossy().into_owned());
     let (tls, rest) = tls::split_url(url, &env).map_err(|e| BadUrl::new(url, e))?;
     let mut config: tokio_postgres::Config = rest
         .without_params(&APPLIED_PARAMS)

@@ -254,7 +254,7 @@ impl Settings {
             path: PathBuf::from("."),
             reason: err.to_string(),
         })?;
-        Settings::resolve(&process_env(), &cwd, None)
+        Settings::resolve(&process_env()?, &cwd, None)
     }
 
     /// Like [`Settings::load`], for a given environment whatever `ENVIRONMENT` says (the test
@@ -264,7 +264,7 @@ impl Settings {
             path: PathBuf::from("."),
             reason: err.to_string(),
         })?;
-        Settings::resolve(&process_env(), &cwd, Some(env))
+        Settings::resolve(&process_env()?, &cwd, Some(env))
     }
 
     /// Resolves settings from explicit inputs: `process` stands for the process environment and
@@ -652,10 +652,55 @@ impl Settings {
     }
 }
 
-fn process_env() -> Vec<(String, String)> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
+/// The process environment as text. A variable the settings read whose value is not UTF-8
+/// is refused by name (its value is never shown: it may be a secret), never skipped as if
+/// it were unset; other variables that are not UTF-8 are left out.
+fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        let Ok(key) = key.into_string() else { continue };
+        match value.into_string() {
+            Ok(value) => vars.push((key, value)),
+            Err(_) if read_by_settings(&key) => {
+                return Err(ConfigError::InvalidValue {
+                    var: key,
+                    origin: Source::Environment,
+                    value: "(bytes that are not UTF-8)".into(),
+                    expected: "UTF-8 text",
+                });
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(vars)
+}
+
+/// Whether the settings read the variable `key`.
+fn read_by_settings(key: &str) -> bool {
+    const READ: &[&str] = &[
+        "ENVIRONMENT",
+        "DATABASE_URL",
+        "DEBUG",
+        "TESTING_MODE",
+        "STRICT_HEALTH_CHECKS",
+        PASSWORD_HASH_COST,
+        "TOKEN_SECRET",
+        "BIND_ADDR",
+        "DB_POOL_SIZE",
+        "DB_POOL_TIMEOUT_SECS",
+        "REQUEST_TIMEOUT_SECS",
+        "HEADER_READ_TIMEOUT_SECS",
+        "HEALTH_CHECK_TIMEOUT_MS",
+        "HASH_CONCURRENCY",
+    ];
+    READ.contains(&key)
+        || key.starts_with("POSTGRES_")
+        || [
+            model::API.in_container_var,
+            model::TEST_DB.url_var,
+            model::REDIS.url_var,
+        ]
+        .contains(&key)
 }
 
 /// The env file `name` in `dir` or the nearest parent that has one, never above the workspace
