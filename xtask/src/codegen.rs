@@ -9,7 +9,7 @@ use serde::Serialize;
 use xshell::Shell;
 
 use crate::util::{FileState, Mode, check_failed, ensure_file_contents, project_root};
-use crate::{flags, yaml};
+use crate::{flags, workflow, yaml};
 
 const COMMAND: &str = "cargo xtask codegen";
 
@@ -20,6 +20,7 @@ pub fn generated_files() -> Vec<(&'static str, String)> {
         (Env::Test.env_file(), render_env_file(Env::Test)),
         (Env::Dev.env_file(), render_env_file(Env::Dev)),
         (Env::Prod.env_file(), render_env_file(Env::Prod)),
+        (workflow::PATH, workflow::render()),
     ]
 }
 
@@ -60,7 +61,14 @@ pub fn sync(mode: Mode) -> Result<Vec<&'static str>> {
     let root = project_root();
     let mut stale = Vec::new();
     for (path, contents) in generated_files() {
-        let state = ensure_file_contents(&root.join(path), &contents, mode)
+        let path_here = root.join(path);
+        if mode == Mode::Write
+            && let Some(parent) = path_here.parent()
+        {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("create {}", parent.display()))?;
+        }
+        let state = ensure_file_contents(&path_here, &contents, mode)
             .with_context(|| format!("codegen {path}"))?;
         if let FileState::Changed { diff } = state {
             let verb = if mode == Mode::Check {

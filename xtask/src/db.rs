@@ -421,9 +421,9 @@ impl flags::DbShell {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let env = self.env.model();
         preflight::pg_tool(sh, "psql")?;
-        let mut target = Target::resolve(env, None)?;
+        let mut target = Target::resolve(env, self.url.as_deref())?;
         stack.aim(sh, &mut target)?;
-        if let Some(service) = Service::database(env) {
+        if let (Some(service), None) = (Service::database(env), &self.url) {
             if let Probe::NotYet(why) | Probe::AuthFailed(why) = target.probe(sh) {
                 return Err(usage(format!(
                     "{} does not accept a connection as {} ({why}): start it with `cargo xtask db-up --env {env}{}`",

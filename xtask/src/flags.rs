@@ -86,6 +86,10 @@ pub struct Test {
     /// The report still lists every selected test, for `cargo xtask parity merge`.
     #[arg(long, value_name = "KIND:M/N", value_parser = crate::parity::parse_partition)]
     pub partition: Option<String>,
+    /// Build the archive (target/xtask/genesis-tests.tar.zst) and the application binary
+    /// (target/debug/genesis-api) that `--archive` runs elsewhere, and run nothing.
+    #[arg(long, conflicts_with_all = ["host", "container", "both_modes", "archive", "partition", "json", "filters"])]
+    pub build_archive_only: bool,
     /// Test name filters, passed to nextest after `--` (`cargo xtask test -- login health::`).
     #[arg(last = true, value_name = "FILTERS")]
     pub filters: Vec<String>,
@@ -250,6 +254,9 @@ pub struct DbLogs {
 pub struct DbShell {
     #[arg(long, value_enum, default_value_t = EnvName::Test)]
     pub env: EnvName,
+    /// Open psql on this server instead of the environment's (postgresql:// URL).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
 }
 
 /// Take a custom-format dump, verify it (header, table of contents, full read, restore into a

@@ -25,6 +25,7 @@ mod services;
 mod test;
 mod util;
 mod verify;
+mod workflow;
 mod yaml;
 
 use std::process::ExitCode;

@@ -273,6 +273,10 @@ impl flags::ParityMerge {
         }
         let total = merged.archive.as_ref().map_or(0, |a| a.tests.len());
         if merged.ok {
+            // With --json, stdout holds the JSON document alone.
+            if self.json {
+                return Ok(());
+            }
             println!(
                 "parity holds: {total} tests of the archive, every one run in {} shard(s), same outcomes in {}",
                 reports.len(),

@@ -347,6 +347,25 @@ pub const API_IMAGE: Image = Image {
 
 pub const IMAGES: [Image; 3] = [POSTGRES_IMAGE, REDIS_IMAGE, API_IMAGE];
 
+/// The GitHub Actions pipeline `cargo xtask codegen` writes (`.github/workflows/ci.yml`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GithubCi {
+    /// The runner every job runs on, pinned: the application container must run binaries built
+    /// on it (see `api_image`), so a runner that moves to a newer release must move both.
+    pub runner: &'static str,
+    /// The public image the application container runs there: the runner's own release, so
+    /// that its C library is as new as the one the archive was built against.
+    pub api_image: &'static str,
+    /// How many shard jobs share the suites (`--partition slice:M/N`).
+    pub shards: u32,
+}
+
+pub const GITHUB_CI: GithubCi = GithubCi {
+    runner: "ubuntu-24.04",
+    api_image: "ubuntu:24.04",
+    shards: 2,
+};
+
 /// Healthcheck timing shared by every service: probe every second.
 pub const HEALTH_INTERVAL_S: u32 = 1;
 pub const HEALTH_TIMEOUT_S: u32 = 3;
