@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use genesis_model::{self as model, ComposeDb, Database, Env, Password, Storage};
 use serde::Serialize;
+use serde_json::json;
 use xshell::Shell;
 
 use crate::util::{FileState, Mode, check_failed, ensure_file_contents, project_root};
@@ -135,7 +136,7 @@ struct Service {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ports: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    volumes: Vec<String>,
+    volumes: Vec<serde_json::Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tmpfs: Vec<&'static str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -183,9 +184,11 @@ fn published(service: &str, host_port: u16, container_port: u16) -> String {
 fn password_value(db: &Database) -> String {
     match db.password {
         Password::Public(p) => p.to_owned(),
-        // An empty default keeps `compose config` and the other services usable without the
-        // password; the PostgreSQL image refuses to initialise with it empty.
-        Password::FromEnv(var) => format!("${{{var}:-}}"),
+        // Required: compose typed by hand without it fails at once saying how to get one,
+        // where the PostgreSQL image would start and exit. The xtask keeps one in `.env`.
+        Password::FromEnv(var) => format!(
+            "${{{var}:?no dev database password in the environment or .env; run: cargo xtask db-up --env dev (it generates one into .env)}}"
+        ),
     }
 }
 
@@ -245,9 +248,20 @@ fn database_service(compose: ComposeDb, db: &Database) -> Service {
                 )
                 .collect();
             service.tmpfs = vec![PGDATA];
-            service.volumes = vec![format!("./{}:{}:ro", tls.dir, tls.mount)];
+            // The long syntax: a missing folder fails the start instead of being created
+            // empty, and the variable (kept in `.env` by the xtask) is required, so compose
+            // typed by hand before the certificates exist says what makes them.
+            service.volumes = vec![json!({
+                "type": "bind",
+                "source": format!(
+                    "${{{}:?the test database certificate is not made; run: cargo xtask db-up (it makes it and keeps this variable in .env)}}",
+                    tls.dir_var
+                ),
+                "target": tls.mount,
+                "read_only": true,
+            })];
         }
-        Storage::Volume(name) => service.volumes = vec![format!("{name}:{PGDATA}")],
+        Storage::Volume(name) => service.volumes = vec![json!(format!("{name}:{PGDATA}"))],
     }
     service
 }
@@ -314,8 +328,8 @@ fn compose_file() -> ComposeFile {
             // and the tests can write their build outputs and reports, not `.env` or `backups/`.
             user: Some(format!("${{{}:-0:0}}", model::USER_VAR)),
             volumes: vec![
-                format!(".:{}:ro", api.workdir),
-                format!("./target:{}/target", api.workdir),
+                json!(format!(".:{}:ro", api.workdir)),
+                json!(format!("./target:{}/target", api.workdir)),
             ],
             // Started after them, not after their healthchecks pass: compose follows those once
             // a second, while the application in the test environment (checks not strict)

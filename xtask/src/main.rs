@@ -13,6 +13,7 @@ mod compose;
 mod db;
 mod devpass;
 mod doctor;
+mod dotenv;
 mod flags;
 mod images;
 mod load;

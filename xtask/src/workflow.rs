@@ -62,7 +62,10 @@ fn setup() -> Vec<Value> {
 }
 
 fn nextest() -> Value {
-    uses("taiki-e/install-action@v2", json!({"tool": "cargo-nextest"}))
+    uses(
+        "taiki-e/install-action@v2",
+        json!({"tool": "cargo-nextest"}),
+    )
 }
 
 /// The public application image, pulled before the xtask looks for it (an image its variable
@@ -151,10 +154,7 @@ fn jobs() -> Value {
             &["cargo", "test", "--workspace", "--lib", "--bins"],
         ),
         run("Tidy", &["cargo", "test", "-p", "xtask", "--test", "tidy"]),
-        run(
-            "Generated files",
-            &["cargo", "xtask", "codegen", "--check"],
-        ),
+        run("Generated files", &["cargo", "xtask", "codegen", "--check"]),
     ]);
 
     let mut archive = setup();
@@ -261,7 +261,11 @@ pub fn render() -> String {
 #[cfg(test)]
 pub fn xtask_commands(workflow: &Value) -> Vec<Vec<String>> {
     let mut out = Vec::new();
-    for job in workflow["jobs"].as_object().into_iter().flat_map(|j| j.values()) {
+    for job in workflow["jobs"]
+        .as_object()
+        .into_iter()
+        .flat_map(|j| j.values())
+    {
         let shards: Vec<String> = job["strategy"]["matrix"]["shard"]
             .as_array()
             .map(|a| a.iter().map(|v| v.to_string()).collect())

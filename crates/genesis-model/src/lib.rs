@@ -281,12 +281,16 @@ pub const REDIS: Redis = Redis {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TestDbTls {
     pub dir: &'static str,
+    /// The compose variable the folder is mounted from: required, so that compose run by hand
+    /// before the certificates exist fails at once instead of starting a server that exits.
+    pub dir_var: &'static str,
     pub mount: &'static str,
     pub ca_var: &'static str,
 }
 
 pub const TEST_DB_TLS: TestDbTls = TestDbTls {
     dir: "target/xtask/tls",
+    dir_var: "GENESIS_TEST_DB_TLS",
     mount: "/tls",
     ca_var: "TEST_DATABASE_CA",
 };
