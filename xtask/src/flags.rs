@@ -7,6 +7,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
+    version,
     about = "The Genesis database workflow: generated files, services, test suites, parity and migration checks.",
     after_help = "Exit codes: 0 success, 1 a failed check, 2 bad usage or a missing prerequisite."
 )]
@@ -40,9 +41,31 @@ pub enum Cmd {
     Images(Images),
     Migration(Migration),
     Parity(Parity),
+    Env(EnvVars),
+    Completions(Completions),
 }
 
-/// Write docker-compose.yml and the env files from the environment model.
+/// Print the shell exports that point the application (`cargo run -p genesis-api`) and plain
+/// `cargo test`/`cargo nextest run` at a stack's running services, as `eval "$(cargo xtask env)"`
+/// takes them. The test password is public and printed; the dev password is not: the
+/// application reads it from `.env`.
+#[derive(Debug, Args)]
+pub struct EnvVars {
+    /// The environment whose database the exports name.
+    #[arg(long, value_enum, default_value_t = EnvName::Test)]
+    pub env: EnvName,
+}
+
+/// Print a shell completion script (`cargo xtask completions bash > ~/.local/share/bash-completion/completions/cargo-xtask`).
+#[derive(Debug, Args)]
+pub struct Completions {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Write the generated files: docker-compose.yml, the env files and the GitHub Actions workflow
+/// from the environment model, docs/commands.md from the command line.
 #[derive(Debug, Args)]
 pub struct Codegen {
     /// Change nothing: show what differs from the model and exit 1 when anything does.
@@ -227,7 +250,8 @@ pub struct DbDown {
     pub volumes: bool,
 }
 
-/// Show every service of the project: state, health, published ports; and the data volumes.
+/// Show every service of the project: state, health, published ports, the URL the host reaches
+/// it at (the test password is public and shown, dev's is masked); and the data volumes.
 #[derive(Debug, Args)]
 pub struct DbStatus {
     /// Print the report as JSON.

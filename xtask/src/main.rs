@@ -12,8 +12,10 @@ mod codegen;
 mod compose;
 mod db;
 mod devpass;
+mod docs;
 mod doctor;
 mod dotenv;
+mod env;
 mod flags;
 mod images;
 mod load;
@@ -66,6 +68,8 @@ fn main() -> ExitCode {
             flags::Cmd::Load(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::Migration(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::Parity(cmd) => cmd.run(&sh),
+            flags::Cmd::Env(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::Completions(cmd) => cmd.run(),
         }
     });
     match result {

@@ -74,6 +74,7 @@ pub fn print_report(report: &Report) {
     for problem in &report.problems {
         println!("  problem: {problem}");
     }
+    print_failures(report);
     let dir = xtask_dir();
     println!(
         "reports: {}, {}",
@@ -93,6 +94,31 @@ pub fn print_report(report: &Report) {
         (_, _, true) => println!("{} tests passed in {}", report.tests.len(), modes.join("")),
         (2.., false, _) => println!("parity is BROKEN"),
         _ => println!("the suites FAILED"),
+    }
+}
+
+/// Each failed test's panic message under its name, per mode, from the kept JUnit reports.
+fn print_failures(report: &Report) {
+    const LINES: usize = 12;
+    for target in &report.modes {
+        let path = xtask_dir().join(format!("junit-{}.xml", target.name()));
+        let Ok(xml) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for (id, message) in parity::failures(&xml).unwrap_or_default() {
+            println!("\n--- {id} failed ({}) ---", target.name());
+            let lines: Vec<&str> = message.lines().collect();
+            for line in lines.iter().take(LINES) {
+                println!("    {}", genesis_settings::redact(line));
+            }
+            if lines.len() > LINES {
+                println!(
+                    "    ... ({} more lines in {})",
+                    lines.len() - LINES,
+                    path.display()
+                );
+            }
+        }
     }
 }
 
