@@ -22,6 +22,7 @@ pub struct Xtask {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
+    Setup(Setup),
     Codegen(Codegen),
     Doctor(Doctor),
     DbUp(DbUp),
@@ -72,6 +73,13 @@ pub struct Codegen {
     #[arg(long)]
     pub check: bool,
 }
+
+/// Set up this machine and checkout, once: install cargo-nextest (cargo install --locked) and,
+/// as root, the PostgreSQL client tools, openssl and mmdebstrap (apt-get); get the images
+/// (pulled, or built from Debian packages where no registry answers); make the test database's
+/// certificate and the git-ignored .env. Docker and Compose themselves are checked, not installed.
+#[derive(Debug, Args)]
+pub struct Setup {}
 
 /// Check tools, Docker daemon, compose flavour, ports and images; print the fix for each problem.
 #[derive(Debug, Args)]
@@ -184,12 +192,12 @@ pub struct Bench {
     /// Repetitions of each measurement (the database one runs five times as many).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
-    /// Measure nothing: render the table of this bench.json (for example to update the README).
+    /// Measure nothing: render the table of this bench.json (for example to update the docs).
     #[arg(long, value_name = "BENCH_JSON")]
     pub from: Option<std::path::PathBuf>,
-    /// Write the table into README.md's performance section, between its bench markers.
-    #[arg(long)]
-    pub update_readme: bool,
+    /// Write the table into docs/performance.md, between its bench markers.
+    #[arg(long, alias = "update-readme")]
+    pub update_docs: bool,
 }
 
 /// An environment of the model, as `--env` names it.

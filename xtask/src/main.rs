@@ -25,6 +25,7 @@ mod pg;
 mod preflight;
 mod reset;
 mod services;
+mod setup;
 mod test;
 mod util;
 mod verify;
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
             .or_else(|| std::env::var(genesis_model::STACK_VAR).ok());
         let stack = services::Stack::select(name.as_deref())?;
         match flags.cmd {
+            flags::Cmd::Setup(cmd) => cmd.run(&sh),
             flags::Cmd::Codegen(cmd) => cmd.run(&sh),
             flags::Cmd::Doctor(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::DbUp(cmd) => cmd.run(&sh, &stack),
