@@ -767,7 +767,7 @@ mod tests {
 
     #[test]
     fn the_table_comes_from_bench_json() {
-        let table = table(&bench()).unwrap();
+        let rendered = table(&bench()).unwrap();
         for line in [
             "Measured on AMD EPYC 7B13 (2 cores, 24 GiB):",
             "| `db-up` to a real login | 1.00 s [0.90..1.10] | engine floor, `docker run --rm` of the image: 0.50 s [0.40..0.60] | 2.00x | <= 1.5x |",
@@ -775,13 +775,13 @@ mod tests {
             "| the main job, `test --both-modes` | 8.00 s [8.00..8.00] (harness 25 % of it) | 16.6 s before | 0.48x | <= 0.5x |",
         ] {
             assert!(
-                table.lines().any(|l| l == line),
-                "missing {line}\nin\n{table}"
+                rendered.lines().any(|l| l == line),
+                "missing {line}\nin\n{rendered}"
             );
         }
         let mut incomplete = bench();
         incomplete["db_up_ready_s"] = json!({});
-        assert!(readme_table(&incomplete).is_err());
+        assert!(table(&incomplete).is_err());
     }
 
     #[test]

@@ -83,6 +83,8 @@ fn help(cmd: &mut clap::Command) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
     #[test]
@@ -97,5 +99,57 @@ mod tests {
         }
         assert!(text.contains("## cargo xtask parity merge\n"));
         assert!(text.contains("--build-archive-only"));
+    }
+
+    /// Every command line a message or a doc comment of the xtask suggests (in backquotes) is one
+    /// the xtask accepts, its placeholders filled with values of the right kind.
+    #[test]
+    fn every_suggested_command_parses() {
+        let dir = crate::util::project_root().join("xtask/src");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for piece in text.split("`cargo xtask ").skip(1) {
+                let Some(line) = piece.split('`').next() else {
+                    continue;
+                };
+                // `cargo xtask {}`: a command of a message's own making.
+                if line.is_empty() || line.starts_with('{') {
+                    continue;
+                }
+                let line = line
+                    .replace("{env}", "test")
+                    .replace("{ARCHIVE_PATH}", "target/xtask/genesis-tests.tar.zst")
+                    .replace(" {}{}", " test --stack s")
+                    .replace(" {}", " test")
+                    .replace("{}", " --stack s")
+                    .replace("slice:M/N", "slice:1/2")
+                    .replace(" > ", " ")
+                    .replace("[--env E]", "--env dev")
+                    .replace("[--stack S]", "--stack s")
+                    .replace("[--check]", "--check");
+                if line.contains(['{', '\n', '"']) {
+                    continue;
+                }
+                let words = line.split_whitespace();
+                let argv = std::iter::once("cargo xtask").chain(words);
+                // A command named without its required arguments is prose, not a wrong flag.
+                if let Err(err) = flags::Xtask::try_parse_from(argv)
+                    && !matches!(
+                        err.kind(),
+                        clap::error::ErrorKind::MissingRequiredArgument
+                            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                    )
+                {
+                    panic!(
+                        "{}: `cargo xtask {line}` does not parse: {err}",
+                        path.display()
+                    );
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 20, "only {checked} suggestions found");
     }
 }

@@ -57,7 +57,8 @@ pub struct EnvVars {
     pub env: EnvName,
 }
 
-/// Print a shell completion script (`cargo xtask completions bash > ~/.local/share/bash-completion/completions/cargo-xtask`).
+/// Print a shell completion script for an `xtask` alias of `cargo xtask` (shells complete one
+/// word): `alias xtask='cargo xtask'; source <(cargo xtask completions bash)`.
 #[derive(Debug, Args)]
 pub struct Completions {
     /// The shell to complete for.
