@@ -337,6 +337,59 @@ mod tests {
         assert!(empty.unwrap_err().contains("is not a Python script"));
     }
 
+    /// Compose typed by hand before the xtask has written `.env` fails at once, under both
+    /// flavours, with the command that sets it up; with `.env` written it reads the file.
+    #[test]
+    fn compose_without_the_xtasks_dotenv_says_what_sets_it_up() {
+        let dir = std::env::temp_dir().join(format!("xtask-dotenv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("docker-compose.yml"),
+            crate::codegen::render_compose(),
+        )
+        .unwrap();
+        for (sh, compose) in oracle::flavours() {
+            let _dir = sh.push_dir(&dir);
+            let config = || {
+                compose
+                    .program(&sh)
+                    .arg("config")
+                    .env_remove(crate::devpass::var())
+                    .env_remove(model::TEST_DB_TLS.dir_var)
+                    .quiet()
+                    .ignore_status()
+                    .output()
+                    .unwrap()
+            };
+            let _ = std::fs::remove_file(dir.join(".env"));
+            let bare = config();
+            let stderr = String::from_utf8_lossy(&bare.stderr);
+            assert!(!bare.status.success(), "{:?}", compose.flavour);
+            assert!(
+                stderr.contains("run: cargo xtask db-up"),
+                "{:?}: {stderr}",
+                compose.flavour
+            );
+            std::fs::write(
+                dir.join(".env"),
+                format!(
+                    "{}=x\n{}=./tls\n",
+                    crate::devpass::var(),
+                    model::TEST_DB_TLS.dir_var
+                ),
+            )
+            .unwrap();
+            let set_up = config();
+            assert!(
+                set_up.status.success(),
+                "{:?}: {}",
+                compose.flavour,
+                String::from_utf8_lossy(&set_up.stderr)
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn compose_accepts_the_file_and_publishes_the_model_ports() {
         let flavours = oracle::flavours();
