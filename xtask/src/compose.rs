@@ -34,6 +34,13 @@ impl Compose {
     /// for `docker-compose` on the PATH. v1 is a Python program that takes a quarter of a
     /// second to start, so it is not run just to be found.
     pub fn detect(sh: &Shell) -> Result<Compose> {
+        let compose = Compose::find(sh)?;
+        // What compose typed by hand in the checkout reads too (see `dotenv`).
+        crate::dotenv::sync(sh)?;
+        Ok(compose)
+    }
+
+    fn find(sh: &Shell) -> Result<Compose> {
         if let Ok(version) = cmd!(sh, "docker compose version --short")
             .quiet()
             .ignore_stderr()
@@ -82,6 +89,7 @@ impl Compose {
             };
         }
         base.env(model::CHECKOUT_VAR, &root)
+            .env(model::TEST_DB_TLS.dir_var, crate::dotenv::tls_dir_value())
             .env(model::USER_VAR, checkout_owner(&root))
             .env_remove(model::RUN_VAR)
             .args(["-p", stack.project(), "-f"])
@@ -109,9 +117,12 @@ impl Compose {
     /// `docker-compose.yml` (`compose config`), so a quoting mistake that makes compose misread a
     /// port shows up here.
     pub fn published_ports(&self, sh: &Shell) -> Result<Vec<(String, Vec<u16>)>> {
+        // The file requires the dev password; its shape does not depend on it, and the real
+        // one has no business in this read.
         let config = self.config(
             sh,
-            self.cmd(sh, &Stack::default_stack()),
+            self.cmd(sh, &Stack::default_stack())
+                .env(crate::devpass::var(), "not-the-password"),
             "docker-compose.yml",
         )?;
         let services = config["services"]
@@ -227,7 +238,7 @@ fn interpreter_line(script: &std::path::Path) -> Result<String> {
 }
 
 /// `uid:gid` of the checkout's owner, whom the `genesis-api` container runs as.
-fn checkout_owner(root: &std::path::Path) -> String {
+pub(crate) fn checkout_owner(root: &std::path::Path) -> String {
     use std::os::unix::fs::MetadataExt;
     match std::fs::metadata(root) {
         Ok(meta) => format!("{}:{}", meta.uid(), meta.gid()),
@@ -324,6 +335,59 @@ mod tests {
                 .contains("is not a Python script (a PyInstaller build?)")
         );
         assert!(empty.unwrap_err().contains("is not a Python script"));
+    }
+
+    /// Compose typed by hand before the xtask has written `.env` fails at once, under both
+    /// flavours, with the command that sets it up; with `.env` written it reads the file.
+    #[test]
+    fn compose_without_the_xtasks_dotenv_says_what_sets_it_up() {
+        let dir = std::env::temp_dir().join(format!("xtask-dotenv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("docker-compose.yml"),
+            crate::codegen::render_compose(),
+        )
+        .unwrap();
+        for (sh, compose) in oracle::flavours() {
+            let _dir = sh.push_dir(&dir);
+            let config = || {
+                compose
+                    .program(&sh)
+                    .arg("config")
+                    .env_remove(crate::devpass::var())
+                    .env_remove(model::TEST_DB_TLS.dir_var)
+                    .quiet()
+                    .ignore_status()
+                    .output()
+                    .unwrap()
+            };
+            let _ = std::fs::remove_file(dir.join(".env"));
+            let bare = config();
+            let stderr = String::from_utf8_lossy(&bare.stderr);
+            assert!(!bare.status.success(), "{:?}", compose.flavour);
+            assert!(
+                stderr.contains("run: cargo xtask db-up"),
+                "{:?}: {stderr}",
+                compose.flavour
+            );
+            std::fs::write(
+                dir.join(".env"),
+                format!(
+                    "{}=x\n{}=./tls\n",
+                    crate::devpass::var(),
+                    model::TEST_DB_TLS.dir_var
+                ),
+            )
+            .unwrap();
+            let set_up = config();
+            assert!(
+                set_up.status.success(),
+                "{:?}: {}",
+                compose.flavour,
+                String::from_utf8_lossy(&set_up.stderr)
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -255,6 +255,9 @@ struct ServiceStatus {
     /// `healthy`, `starting`, `unhealthy`, or none without a container or a healthcheck.
     health: Option<String>,
     ports: Vec<String>,
+    /// Where the host reaches it while it runs: the test password is public and shown, the
+    /// dev password masked.
+    url: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -284,16 +287,18 @@ impl flags::DbStatus {
                     s.service.clone(),
                     s.state.clone(),
                     s.health.clone().unwrap_or_else(|| "-".to_owned()),
-                    if s.ports.is_empty() {
-                        "-".to_owned()
-                    } else {
-                        s.ports.join(", ")
-                    },
+                    s.url.clone().unwrap_or_else(|| {
+                        if s.ports.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            s.ports.join(", ")
+                        }
+                    }),
                     s.container.clone().unwrap_or_else(|| "-".to_owned()),
                 ]
             })
             .collect();
-        let header = ["SERVICE", "STATE", "HEALTH", "PORTS", "CONTAINER"].map(str::to_owned);
+        let header = ["SERVICE", "STATE", "HEALTH", "URL", "CONTAINER"].map(str::to_owned);
         let mut widths = header.clone().map(|h| h.len());
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
@@ -326,6 +331,18 @@ impl flags::DbStatus {
     }
 }
 
+/// The URL the host reaches `service` at on `port`.
+fn service_url(service: Service, port: u16) -> String {
+    let mut address = model::REDIS.host_address;
+    address.port = port;
+    match service {
+        Service::TestDb => model::TEST_DB.url_with(address, model::TEST_DB_PASSWORD),
+        Service::DevDb => model::DEV_DB.url_with(address, "***"),
+        Service::Redis => model::REDIS.url(address),
+        Service::Api => format!("http://{address}"),
+    }
+}
+
 fn status(sh: &Shell, stack: &Stack) -> Result<Status> {
     let containers = stack.containers(sh)?;
     let mut services = Vec::new();
@@ -339,6 +356,7 @@ fn status(sh: &Shell, stack: &Stack) -> Result<Status> {
                 state: "absent".to_owned(),
                 health: None,
                 ports: Vec::new(),
+                url: None,
             });
         }
         for c in mine {
@@ -356,6 +374,11 @@ fn status(sh: &Shell, stack: &Stack) -> Result<Status> {
                     .iter()
                     .map(|(inner, ip, port)| format!("{ip}:{port}->{inner}"))
                     .collect(),
+                url: c
+                    .running()
+                    .then(|| c.host_port(service.container_port()))
+                    .flatten()
+                    .map(|port| service_url(service, port)),
             });
         }
     }
@@ -421,9 +444,9 @@ impl flags::DbShell {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let env = self.env.model();
         preflight::pg_tool(sh, "psql")?;
-        let mut target = Target::resolve(env, None)?;
+        let mut target = Target::resolve(env, self.url.as_deref())?;
         stack.aim(sh, &mut target)?;
-        if let Some(service) = Service::database(env) {
+        if let (Some(service), None) = (Service::database(env), &self.url) {
             if let Probe::NotYet(why) | Probe::AuthFailed(why) = target.probe(sh) {
                 return Err(usage(format!(
                     "{} does not accept a connection as {} ({why}): start it with `cargo xtask db-up --env {env}{}`",

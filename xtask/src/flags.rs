@@ -7,6 +7,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "cargo xtask",
     bin_name = "cargo xtask",
+    version,
     about = "The Genesis database workflow: generated files, services, test suites, parity and migration checks.",
     after_help = "Exit codes: 0 success, 1 a failed check, 2 bad usage or a missing prerequisite."
 )]
@@ -21,6 +22,7 @@ pub struct Xtask {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
+    Setup(Setup),
     Codegen(Codegen),
     Doctor(Doctor),
     DbUp(DbUp),
@@ -40,15 +42,45 @@ pub enum Cmd {
     Images(Images),
     Migration(Migration),
     Parity(Parity),
+    Env(EnvVars),
+    Completions(Completions),
 }
 
-/// Write docker-compose.yml and the env files from the environment model.
+/// Print the shell exports that point the application (`cargo run -p genesis-api`) and plain
+/// `cargo test`/`cargo nextest run` at a stack's running services, as `eval "$(cargo xtask env)"`
+/// takes them. The test password is public and printed; the dev password is not: the
+/// application reads it from `.env`.
+#[derive(Debug, Args)]
+pub struct EnvVars {
+    /// The environment whose database the exports name.
+    #[arg(long, value_enum, default_value_t = EnvName::Test)]
+    pub env: EnvName,
+}
+
+/// Print a shell completion script for an `xtask` alias of `cargo xtask` (shells complete one
+/// word): `alias xtask='cargo xtask'; source <(cargo xtask completions bash)`.
+#[derive(Debug, Args)]
+pub struct Completions {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Write the generated files: docker-compose.yml, the env files and the GitHub Actions workflow
+/// from the environment model, docs/commands.md from the command line.
 #[derive(Debug, Args)]
 pub struct Codegen {
     /// Change nothing: show what differs from the model and exit 1 when anything does.
     #[arg(long)]
     pub check: bool,
 }
+
+/// Set up this machine and checkout, once: install cargo-nextest (cargo install --locked) and,
+/// as root, the PostgreSQL client tools, openssl and mmdebstrap (apt-get); get the images
+/// (pulled, or built from Debian packages where no registry answers); make the test database's
+/// certificate and the git-ignored .env. Docker and Compose themselves are checked, not installed.
+#[derive(Debug, Args)]
+pub struct Setup {}
 
 /// Check tools, Docker daemon, compose flavour, ports and images; print the fix for each problem.
 #[derive(Debug, Args)]
@@ -86,6 +118,10 @@ pub struct Test {
     /// The report still lists every selected test, for `cargo xtask parity merge`.
     #[arg(long, value_name = "KIND:M/N", value_parser = crate::parity::parse_partition)]
     pub partition: Option<String>,
+    /// Build the archive (target/xtask/genesis-tests.tar.zst) and the application binary
+    /// (target/debug/genesis-api) that `--archive` runs elsewhere, and run nothing.
+    #[arg(long, conflicts_with_all = ["host", "container", "both_modes", "archive", "partition", "json", "filters"])]
+    pub build_archive_only: bool,
     /// Test name filters, passed to nextest after `--` (`cargo xtask test -- login health::`).
     #[arg(last = true, value_name = "FILTERS")]
     pub filters: Vec<String>,
@@ -157,12 +193,12 @@ pub struct Bench {
     /// Repetitions of each measurement (the database one runs five times as many).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
-    /// Measure nothing: render the table of this bench.json (for example to update the README).
+    /// Measure nothing: render the table of this bench.json (for example to update the docs).
     #[arg(long, value_name = "BENCH_JSON")]
     pub from: Option<std::path::PathBuf>,
-    /// Write the table into README.md's performance section, between its bench markers.
-    #[arg(long)]
-    pub update_readme: bool,
+    /// Write the table into docs/performance.md, between its bench markers.
+    #[arg(long, alias = "update-readme")]
+    pub update_docs: bool,
 }
 
 /// An environment of the model, as `--env` names it.
@@ -223,7 +259,8 @@ pub struct DbDown {
     pub volumes: bool,
 }
 
-/// Show every service of the project: state, health, published ports; and the data volumes.
+/// Show every service of the project: state, health, published ports, the URL the host reaches
+/// it at (the test password is public and shown, dev's is masked); and the data volumes.
 #[derive(Debug, Args)]
 pub struct DbStatus {
     /// Print the report as JSON.
@@ -250,6 +287,9 @@ pub struct DbLogs {
 pub struct DbShell {
     #[arg(long, value_enum, default_value_t = EnvName::Test)]
     pub env: EnvName,
+    /// Open psql on this server instead of the environment's (postgresql:// URL).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
 }
 
 /// Take a custom-format dump, verify it (header, table of contents, full read, restore into a

@@ -16,8 +16,8 @@ use anyhow::{Context, Result};
 use genesis_model::{self as model, Image};
 use xshell::{Shell, cmd};
 
+use crate::util::project_root;
 use crate::util::xtask_dir;
-use crate::util::{project_root, usage};
 use crate::{child, flags, preflight};
 
 /// The Debian release the images are made of. Its C library is the one the application base
@@ -184,9 +184,7 @@ fn build(sh: &Shell, force: bool) -> Result<()> {
     let rootfs_stale = force || !current(ROOTFS);
     // Checked before anything is built, with the fix.
     if rootfs_stale {
-        cmd!(sh, "mmdebstrap --version").quiet().ignore_stdout().ignore_stderr().run().map_err(|_| {
-            usage("mmdebstrap is not installed: `apt-get install mmdebstrap` (it builds the images from Debian packages)")
-        })?;
+        preflight::mmdebstrap_or_install(sh)?;
     }
     let started = Instant::now();
     // Re-tagging leaves the previous images behind untagged: remember them to remove them.

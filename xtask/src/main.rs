@@ -12,7 +12,10 @@ mod codegen;
 mod compose;
 mod db;
 mod devpass;
+mod docs;
 mod doctor;
+mod dotenv;
+mod env;
 mod flags;
 mod images;
 mod load;
@@ -22,9 +25,11 @@ mod pg;
 mod preflight;
 mod reset;
 mod services;
+mod setup;
 mod test;
 mod util;
 mod verify;
+mod workflow;
 mod yaml;
 
 use std::process::ExitCode;
@@ -47,6 +52,7 @@ fn main() -> ExitCode {
             .or_else(|| std::env::var(genesis_model::STACK_VAR).ok());
         let stack = services::Stack::select(name.as_deref())?;
         match flags.cmd {
+            flags::Cmd::Setup(cmd) => cmd.run(&sh),
             flags::Cmd::Codegen(cmd) => cmd.run(&sh),
             flags::Cmd::Doctor(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::DbUp(cmd) => cmd.run(&sh, &stack),
@@ -66,6 +72,8 @@ fn main() -> ExitCode {
             flags::Cmd::Load(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::Migration(cmd) => cmd.run(&sh, &stack),
             flags::Cmd::Parity(cmd) => cmd.run(&sh),
+            flags::Cmd::Env(cmd) => cmd.run(&sh, &stack),
+            flags::Cmd::Completions(cmd) => cmd.run(),
         }
     });
     match result {

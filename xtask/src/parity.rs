@@ -96,6 +96,70 @@ pub fn parse_junit(xml: &str) -> Result<Outcomes> {
     Ok(outcomes)
 }
 
+/// Every failed test of a JUnit report with what it printed when it failed: the `<failure>`
+/// (or `<error>`) text, which nextest fills with the panic message and the backtrace, cut
+/// before the backtrace; its `message` attribute where it has no text.
+pub fn failures(xml: &str) -> Result<Vec<(TestId, String)>> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut suite: Option<String> = None;
+    let mut case: Option<TestId> = None;
+    let mut failure: Option<String> = None;
+    let mut out = Vec::new();
+    loop {
+        let event = reader
+            .read_event()
+            .with_context(|| format!("malformed JUnit near byte {}", reader.buffer_position()))?;
+        match event {
+            Event::Start(tag) | Event::Empty(tag) if tag.name().as_ref() == b"testsuite" => {
+                let name = attribute(&tag, "name")?;
+                suite = Some(name.rsplit("::").next().unwrap_or(&name).to_owned());
+            }
+            Event::Start(tag) if tag.name().as_ref() == b"testcase" => {
+                case = Some(test_id(&tag, suite.as_deref())?);
+            }
+            Event::Start(tag) if matches!(tag.name().as_ref(), b"failure" | b"error") => {
+                failure = Some(String::new());
+                if let Some(id) = &case {
+                    out.push((id.clone(), attribute(&tag, "message").unwrap_or_default()));
+                }
+            }
+            Event::Empty(tag) if matches!(tag.name().as_ref(), b"failure" | b"error") => {
+                if let Some(id) = &case {
+                    out.push((id.clone(), attribute(&tag, "message").unwrap_or_default()));
+                }
+            }
+            Event::Text(text) if failure.is_some() => {
+                let text = text.xml10_content().unwrap_or_default();
+                failure.get_or_insert_default().push_str(&text);
+            }
+            Event::GeneralRef(r) if failure.is_some() => {
+                let name = String::from_utf8_lossy(&r);
+                let c = match name.as_ref() {
+                    "lt" => "<",
+                    "gt" => ">",
+                    "amp" => "&",
+                    "apos" => "'",
+                    "quot" => "\"",
+                    _ => "",
+                };
+                failure.get_or_insert_default().push_str(c);
+            }
+            Event::End(tag) if matches!(tag.name().as_ref(), b"failure" | b"error") => {
+                if let (Some(text), Some((_, message))) = (failure.take(), out.last_mut())
+                    && !text.trim().is_empty()
+                {
+                    let cut = text.split("\nstack backtrace:").next().unwrap_or_default();
+                    *message = cut.trim_end().to_owned();
+                }
+            }
+            Event::End(tag) if tag.name().as_ref() == b"testcase" => case = None,
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// The sum of the `time` of every test case of a JUnit report, in seconds: the test bodies
 /// (for nextest, each test's process from start to exit).
 pub fn body_seconds(xml: &str) -> Result<f64> {
@@ -273,6 +337,10 @@ impl flags::ParityMerge {
         }
         let total = merged.archive.as_ref().map_or(0, |a| a.tests.len());
         if merged.ok {
+            // With --json, stdout holds the JSON document alone.
+            if self.json {
+                return Ok(());
+            }
             println!(
                 "parity holds: {total} tests of the archive, every one run in {} shard(s), same outcomes in {}",
                 reports.len(),
@@ -684,6 +752,23 @@ mod tests {
             report.problems,
             ["auth::extra: ran in one mode only (host passed, container did not run)"]
         );
+    }
+
+    #[test]
+    fn a_failed_tests_panic_message_is_read_without_its_backtrace() {
+        let xml = "<testsuites><testsuite name=\"genesis-api::auth\">\
+            <testcase name=\"ok\"/>\
+            <testcase name=\"bad\"><failure message=\"thread &apos;bad&apos; panicked at a.rs:1:1\" type=\"test failure\">thread &apos;bad&apos; panicked at a.rs:1:1:\nexpected &lt;1&gt; &amp; got 2\nstack backtrace:\n   0: frame</failure></testcase>\
+            <testcase name=\"bare\"><failure message=\"only the message\"/></testcase>\
+            </testsuite></testsuites>";
+        let found = failures(xml).unwrap();
+        let names: Vec<String> = found.iter().map(|(id, _)| id.to_string()).collect();
+        assert_eq!(names, ["auth::bad", "auth::bare"]);
+        assert_eq!(
+            found[0].1,
+            "thread 'bad' panicked at a.rs:1:1:\nexpected <1> & got 2"
+        );
+        assert_eq!(found[1].1, "only the message");
     }
 
     #[test]

@@ -128,6 +128,20 @@ pub fn mmdebstrap() -> Result<std::path::PathBuf> {
     })
 }
 
+/// `mmdebstrap`, installed with apt-get (saying so) where it is missing and this process is
+/// root; otherwise the command that installs it.
+pub fn mmdebstrap_or_install(sh: &Shell) -> Result<std::path::PathBuf> {
+    if let Ok(found) = mmdebstrap() {
+        return Ok(found);
+    }
+    crate::setup::apt_install(
+        sh,
+        &["mmdebstrap"],
+        "building the images from Debian packages",
+    )?;
+    mmdebstrap()
+}
+
 /// Whether an image is present in the local engine.
 pub fn image_present(sh: &Shell, image: &str) -> bool {
     // Every compose command asks for the images it may use; an image found once stays for
@@ -231,7 +245,7 @@ pub fn images_for(sh: &Shell, services: &[Service]) -> Result<()> {
         .run()
         .is_ok();
     if !pulled {
-        mmdebstrap()?;
+        mmdebstrap_or_install(sh)?;
     }
     crate::images::ensure(sh)
 }

@@ -23,10 +23,17 @@ use crate::services::{Lifetime, Running, Service, Stack};
 use crate::util::{check_failed, interrupted, project_root, target_dir, usage, xtask_dir};
 use crate::{child, preflight};
 
-const ARCHIVE: &str = "genesis-tests.tar.zst";
+pub const ARCHIVE: &str = "genesis-tests.tar.zst";
+/// Where `--build-archive-only` leaves the archive, from the workspace root.
+pub const ARCHIVE_PATH: &str = "target/xtask/genesis-tests.tar.zst";
+/// The application binary the container serves, which a shard needs beside the archive.
+pub const API_BINARY_PATH: &str = "target/debug/genesis-api";
 
 impl flags::Test {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
+        if self.build_archive_only {
+            return build_only(sh);
+        }
         let targets = self.targets();
         let selection = Selection {
             archive: self.archive.clone(),
@@ -67,6 +74,7 @@ pub fn print_report(report: &Report) {
     for problem in &report.problems {
         println!("  problem: {problem}");
     }
+    print_failures(report);
     let dir = xtask_dir();
     println!(
         "reports: {}, {}",
@@ -86,6 +94,31 @@ pub fn print_report(report: &Report) {
         (_, _, true) => println!("{} tests passed in {}", report.tests.len(), modes.join("")),
         (2.., false, _) => println!("parity is BROKEN"),
         _ => println!("the suites FAILED"),
+    }
+}
+
+/// Each failed test's panic message under its name, per mode, from the kept JUnit reports.
+fn print_failures(report: &Report) {
+    const LINES: usize = 12;
+    for target in &report.modes {
+        let path = xtask_dir().join(format!("junit-{}.xml", target.name()));
+        let Ok(xml) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for (id, message) in parity::failures(&xml).unwrap_or_default() {
+            println!("\n--- {id} failed ({}) ---", target.name());
+            let lines: Vec<&str> = message.lines().collect();
+            for line in lines.iter().take(LINES) {
+                println!("    {}", genesis_settings::redact(line));
+            }
+            if lines.len() > LINES {
+                println!(
+                    "    ... ({} more lines in {})",
+                    lines.len() - LINES,
+                    path.display()
+                );
+            }
+        }
     }
 }
 
@@ -141,23 +174,7 @@ pub fn run_suites_with(
                 .with_context(|| format!("copy {} to {}", given.display(), archive.display()))?;
         }
     } else {
-        let target = target_dir();
-        let started = Instant::now();
-        eprintln!("building the suites (one archive for every mode)");
-        cmd!(
-            sh,
-            "cargo build --quiet -p genesis-api --bin genesis-api --example {POOL_SERVER} --target-dir {target}"
-        )
-        .run()
-        .context("build genesis-api")?;
-        cmd!(
-            sh,
-            "cargo nextest archive --cargo-quiet -p genesis-api --target-dir {target} --archive-file {archive}"
-        )
-        .quiet()
-        .run()
-        .context("build the test archive")?;
-        eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
+        build_archive(sh, &archive)?;
     }
     let (expr, name_filters) = selection_expr(suite.filter(), &selection.filters);
     let filter: &str = &expr;
@@ -294,6 +311,46 @@ pub fn run_suites_with(
         std::fs::write(dir.join(&name), &json).with_context(|| format!("write {name}"))?;
     }
     Ok(report)
+}
+
+/// Builds the application, the pool server and the suites' nextest archive at `archive`,
+/// showing cargo's own progress (a first build takes minutes).
+fn build_archive(sh: &Shell, archive: &Path) -> Result<()> {
+    let target = target_dir();
+    let started = Instant::now();
+    eprintln!("building the suites (one archive for every mode)");
+    cmd!(
+        sh,
+        "cargo build -p genesis-api --bin genesis-api --example {POOL_SERVER} --target-dir {target}"
+    )
+    .quiet()
+    .run()
+    .context("build genesis-api")?;
+    cmd!(
+        sh,
+        "cargo nextest archive -p genesis-api --target-dir {target} --archive-file {archive}"
+    )
+    .quiet()
+    .run()
+    .context("build the test archive")?;
+    eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `test --build-archive-only`: what a shard on another machine needs, built once here: the
+/// suites' archive and the application binary the container serves (`target/debug/genesis-api`).
+fn build_only(sh: &Shell) -> Result<()> {
+    preflight::nextest()?;
+    let dir = xtask_dir();
+    std::fs::create_dir_all(&dir).context("create target/xtask")?;
+    let archive = dir.join(ARCHIVE);
+    build_archive(sh, &archive)?;
+    println!(
+        "built {} and {}: run them elsewhere with `cargo xtask test --archive {ARCHIVE_PATH} --partition slice:M/N`",
+        archive.display(),
+        target_dir().join("debug/genesis-api").display()
+    );
+    Ok(())
 }
 
 /// The run's filterset and the name filters nextest gets as they are. A name filter made of

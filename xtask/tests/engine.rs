@@ -350,6 +350,14 @@ fn db_up_waits_for_a_real_connection_and_is_harmless_twice() {
         test_db["ports"][0],
         format!("127.0.0.1:{}->5432/tcp", ports[0])
     );
+    // Where the host reaches it: the test password is public, so the URL is whole.
+    assert_eq!(
+        test_db["url"],
+        format!(
+            "postgresql://test_user:test_password@localhost:{}/test_db",
+            ports[0]
+        )
+    );
     // `db-up --env test` leaves no dev volume behind, under either compose flavour.
     assert_eq!(status["volumes"][0]["present"], false, "{status}");
     let table = xtask(&["db-status"]).ok();

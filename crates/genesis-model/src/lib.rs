@@ -281,12 +281,16 @@ pub const REDIS: Redis = Redis {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TestDbTls {
     pub dir: &'static str,
+    /// The compose variable the folder is mounted from: required, so that compose run by hand
+    /// before the certificates exist fails at once instead of starting a server that exits.
+    pub dir_var: &'static str,
     pub mount: &'static str,
     pub ca_var: &'static str,
 }
 
 pub const TEST_DB_TLS: TestDbTls = TestDbTls {
     dir: "target/xtask/tls",
+    dir_var: "GENESIS_TEST_DB_TLS",
     mount: "/tls",
     ca_var: "TEST_DATABASE_CA",
 };
@@ -346,6 +350,25 @@ pub const API_IMAGE: Image = Image {
 };
 
 pub const IMAGES: [Image; 3] = [POSTGRES_IMAGE, REDIS_IMAGE, API_IMAGE];
+
+/// The GitHub Actions pipeline `cargo xtask codegen` writes (`.github/workflows/ci.yml`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GithubCi {
+    /// The runner every job runs on, pinned: the application container must run binaries built
+    /// on it (see `api_image`), so a runner that moves to a newer release must move both.
+    pub runner: &'static str,
+    /// The public image the application container runs there: the runner's own release, so
+    /// that its C library is as new as the one the archive was built against.
+    pub api_image: &'static str,
+    /// How many shard jobs share the suites (`--partition slice:M/N`).
+    pub shards: u32,
+}
+
+pub const GITHUB_CI: GithubCi = GithubCi {
+    runner: "ubuntu-24.04",
+    api_image: "ubuntu:24.04",
+    shards: 2,
+};
 
 /// Healthcheck timing shared by every service: probe every second.
 pub const HEALTH_INTERVAL_S: u32 = 1;
