@@ -1,14 +1,50 @@
 //! The child processes xshell 0.2 cannot run by itself: an interactive one (the terminal passed
 //! through), a streamed one (lines post-processed as they come), one in the background with its
 //! output in a log file, and a long-lived session that is talked to over a pipe. Each is still built with `xshell::cmd!`; only the running is here.
+//!
+//! [`tied`] makes a child die with this process even when no guard runs (`kill -9`): the kernel's
+//! parent-death signal, set by util-linux's `setpriv --pdeathsig` before it executes the
+//! program, since setting it ourselves would need `pre_exec`, which is `unsafe`.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 
 use anyhow::{Context, Result};
-use xshell::Cmd;
+use xshell::{Cmd, Shell};
+
+/// The signal a [`tied`] child gets when this process dies.
+#[derive(Clone, Copy, Debug)]
+pub enum OnOurDeath {
+    /// A client tool in the middle of a transaction: its connection closes and the server
+    /// rolls the transaction back.
+    Kill,
+    /// A process with clean-up of its own (compose, the pool server).
+    Term,
+}
+
+/// `program` run so that the kernel sends it `signal` when the thread that started it ends,
+/// which for the xtask's children is the xtask's death, `kill -9` included: `setpriv
+/// --pdeathsig SIG program ...` sets the parent-death signal and then executes the program in
+/// the same process (the signal survives `execve`). Without `setpriv` (not Linux, no
+/// util-linux) the program is run as it is, and a `kill -9` of the xtask may leave it running.
+/// A child started from a thread other than the main one must be waited for by that thread.
+pub fn tied<'a>(sh: &'a Shell, program: impl AsRef<OsStr>, signal: OnOurDeath) -> Cmd<'a> {
+    static SETPRIV: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let program = program.as_ref();
+    match SETPRIV.get_or_init(|| crate::preflight::on_path("setpriv")) {
+        Some(setpriv) => {
+            let signal = match signal {
+                OnOurDeath::Kill => "KILL",
+                OnOurDeath::Term => "TERM",
+            };
+            xshell::cmd!(sh, "{setpriv} --pdeathsig {signal} {program}")
+        }
+        None => xshell::cmd!(sh, "{program}"),
+    }
+}
 
 /// Runs `cmd` with the terminal: stdin, stdout and stderr inherited.
 pub fn interactive(cmd: Cmd<'_>) -> Result<ExitStatus> {
@@ -89,6 +125,21 @@ impl Session {
             .map_err(|_| self.failure())
     }
 
+    /// Copies everything `reader` gives into the session's input (a script streamed into a
+    /// held transaction); an input the session stopped reading is an error with its stderr.
+    pub fn send_from(&mut self, reader: &mut impl Read) -> Result<u64> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .context("the session's input is closed")?;
+        let copied = std::io::copy(reader, stdin);
+        match copied.and_then(|n| stdin.flush().map(|()| n)) {
+            Ok(n) => Ok(n),
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Err(self.failure()),
+            Err(err) => Err(anyhow::Error::new(err).context(format!("feed {}", self.what))),
+        }
+    }
+
     /// The next line of output, without its newline. The end of the output is an error that
     /// carries the child's stderr.
     pub fn read_line(&mut self) -> Result<String> {
@@ -140,7 +191,18 @@ impl Drop for Session {
     }
 }
 
-/// The program's name, for messages (never its arguments or environment).
+/// The program's name, for messages (never its arguments or environment): the one a [`tied`]
+/// `setpriv` runs, not `setpriv`.
 fn program(command: &Command) -> String {
-    command.get_program().to_string_lossy().into_owned()
+    let name = command.get_program();
+    let tied = Path::new(name).file_name() == Some(OsStr::new("setpriv"));
+    let name = match command.get_args().nth(2) {
+        Some(run) if tied => run,
+        _ => name,
+    };
+    Path::new(name)
+        .file_name()
+        .unwrap_or(name)
+        .to_string_lossy()
+        .into_owned()
 }

@@ -277,6 +277,10 @@ pub struct DbRestore {
     /// The dump (its FILE.meta.json must be beside it).
     #[arg(value_name = "FILE")]
     pub file: std::path::PathBuf,
+    /// Restore a dump of another environment, database, server or schema over a database that
+    /// has tables: name the dump's source database, as the refusal shows it.
+    #[arg(long, value_name = "DATABASE")]
+    pub from: Option<String>,
     #[command(flatten)]
     pub server: Server,
 }

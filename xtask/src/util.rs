@@ -131,6 +131,10 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
 pub fn report_error(err: &anyhow::Error) -> ExitCode {
     let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
     eprintln!("error: {}", redact(&chain.join(": ")));
+    if interrupted() {
+        // Ctrl-C (or SIGTERM) ended the run, whatever step failed because of it.
+        return ExitCode::from(130);
+    }
     match err.downcast_ref::<Failure>() {
         Some(Failure::Usage(_)) => ExitCode::from(2),
         _ => ExitCode::from(1),
