@@ -284,6 +284,7 @@ impl flags::DbBackup {
             &self.server,
             "verifying a backup creates, fills and drops a scratch database on the server it backs up",
         )?;
+        crate::reset::warn_after_killed_reset(stack, env);
         let output = self.output.as_deref().map(user_path).transpose()?;
         let taken = take(sh, &target, output)?;
         println!(
@@ -666,11 +667,25 @@ impl flags::DbRestore {
         verify_checksum(sh, &file, &sidecar, &meta)?;
         let toc_entries =
             verify_archive(sh, &file, meta.tables.is_empty() && meta.toc_entries == 0)?;
+        crate::reset::warn_after_killed_reset(stack, env);
+        if let pg::Probe::Missing(_) = target.probe(sh)
+            && target.origin == pg::Origin::Model
+            && crate::reset::after_killed_reset(stack, env).is_some()
+        {
+            // The reset was killed between its drop and its create: the restore brings the
+            // database back too.
+            crate::reset::create(sh, &target)?;
+            eprintln!("created {} again, empty, to restore into", target.database);
+        }
         let (server_version, _) = reach(sh, &target)?;
+        sweep_scratch_databases(sh, &target);
         check_source(sh, &target, &meta, self.from.as_deref())?;
 
         let started = Instant::now();
         let restored = restore_in_one_transaction(sh, &target, &file, &meta.tables)?;
+        if target.origin == pg::Origin::Model {
+            crate::reset::Marker::clear(stack, env);
+        }
         println!(
             "restored {} ({toc_entries} entries, sha256 verified) into {} (PostgreSQL {server_version}) in {:.1} s",
             file.display(),

@@ -61,6 +61,9 @@ impl flags::DbUp {
             }
         }
 
+        if services.iter().any(|s| s.env() == Some(env)) {
+            crate::reset::warn_after_killed_reset(stack, env);
+        }
         let started = Instant::now();
         let timeout = Duration::from_secs(self.timeout);
         let running = stack.start(sh, &compose, &services, Lifetime::Kept, timeout)?;
@@ -268,6 +271,9 @@ impl flags::DbStatus {
         preflight::docker_client(sh)?;
         preflight::docker_daemon(sh)?;
         let status = status(sh, stack)?;
+        for env in [Env::Test, Env::Dev] {
+            crate::reset::warn_after_killed_reset(stack, env);
+        }
         if self.json {
             println!("{}", serde_json::to_string_pretty(&status)?);
             return Ok(());
@@ -424,7 +430,7 @@ impl flags::DbShell {
         let mut target = Target::resolve(env, None)?;
         stack.aim(sh, &mut target)?;
         if let Some(service) = Service::database(env) {
-            if let Probe::NotYet(why) | Probe::AuthFailed(why) = target.probe(sh) {
+            if let Probe::NotYet(why) | Probe::AuthFailed(why) | Probe::Missing(why) = target.probe(sh) {
                 return Err(usage(format!(
                     "{} does not accept a connection as {} ({why}): start it with `cargo xtask db-up --env {env}{}`",
                     service.name(),

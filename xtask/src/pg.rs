@@ -278,6 +278,10 @@ impl Target {
                 let why = psql_error(&out.stderr);
                 if why.contains("password authentication failed") {
                     Probe::AuthFailed(why)
+                } else if why.contains("database") && why.contains("does not exist") {
+                    // Over TCP the server answers only once its initialisation is done, so
+                    // the database is not about to appear (a reset killed after its drop).
+                    Probe::Missing(why)
                 } else {
                     Probe::NotYet(why)
                 }
@@ -306,6 +310,8 @@ pub enum Probe {
     Ready,
     /// The server answered and refused the password: waiting longer will not help.
     AuthFailed(String),
+    /// The server answered that the database does not exist.
+    Missing(String),
     NotYet(String),
 }
 

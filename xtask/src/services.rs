@@ -864,6 +864,7 @@ impl Running<'_> {
                         }
                         Err(self.refused_password(service, target, &why))
                     }
+                    Probe::Missing(why) => Err(missing_database(&self.stack, service, target, &why)),
                 },
                 Check::Redis => Ok(redis_ping(port)),
                 Check::Http => Ok(match http_get(port, "/health") {
@@ -936,6 +937,19 @@ impl Running<'_> {
             target.user
         )
     }
+}
+
+/// A database server that answers without the database: what happened, if a killed reset
+/// says, and how to get it back.
+fn missing_database(stack: &Stack, service: Service, target: &pg::Target, why: &str) -> String {
+    let env = target.env;
+    let fix = crate::reset::after_killed_reset(stack, env).unwrap_or_else(|| {
+        format!(
+            "`cargo xtask db-reset --env {env}{}` creates it (or `db-restore` a backup)",
+            stack.flag()
+        )
+    });
+    format!("{} answers, but {why}: {fix}", service.name())
 }
 
 impl Drop for Running<'_> {
