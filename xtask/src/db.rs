@@ -430,7 +430,9 @@ impl flags::DbShell {
         let mut target = Target::resolve(env, None)?;
         stack.aim(sh, &mut target)?;
         if let Some(service) = Service::database(env) {
-            if let Probe::NotYet(why) | Probe::AuthFailed(why) | Probe::Missing(why) = target.probe(sh) {
+            if let Probe::NotYet(why) | Probe::AuthFailed(why) | Probe::Missing(why) =
+                target.probe(sh)
+            {
                 return Err(usage(format!(
                     "{} does not accept a connection as {} ({why}): start it with `cargo xtask db-up --env {env}{}`",
                     service.name(),

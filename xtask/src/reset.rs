@@ -153,8 +153,7 @@ impl Marker {
 /// What a killed reset of `env` on `stack` left, and how to get the data back, if one did.
 pub fn after_killed_reset(stack: &Stack, env: Env) -> Option<String> {
     let marker = read_marker(&Marker::path(stack, env))?;
-    if Path::new("/proc").join(marker.pid.to_string()).exists()
-        && std::process::id() != marker.pid
+    if Path::new("/proc").join(marker.pid.to_string()).exists() && std::process::id() != marker.pid
     {
         // The reset is still running (another terminal).
         return None;

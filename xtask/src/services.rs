@@ -864,7 +864,9 @@ impl Running<'_> {
                         }
                         Err(self.refused_password(service, target, &why))
                     }
-                    Probe::Missing(why) => Err(missing_database(&self.stack, service, target, &why)),
+                    Probe::Missing(why) => {
+                        Err(missing_database(&self.stack, service, target, &why))
+                    }
                 },
                 Check::Redis => Ok(redis_ping(port)),
                 Check::Http => Ok(match http_get(port, "/health") {
