@@ -243,22 +243,6 @@ fn sweep_scratch_databases(sh: &Shell, target: &Target) {
     }
 }
 
-/// Every scratch database left on `target`'s server by a verification whose process is gone.
-pub fn leftover_scratch_databases(sh: &Shell, target: &Target) -> Vec<String> {
-    let list = target.query(
-        sh,
-        &format!(
-            "select datname from pg_catalog.pg_database where datname like '{SCRATCH_PREFIX}%'"
-        ),
-    );
-    list.unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter(|name| writer_pid(name, SCRATCH_PREFIX).is_none_or(|pid| !alive(pid)))
-        .map(str::to_owned)
-        .collect()
-}
-
 /// The dump being written: removed on drop unless it was kept, so that a failed backup leaves
 /// nothing half-written behind.
 struct Partial {

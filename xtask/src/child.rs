@@ -32,23 +32,81 @@ pub enum OnOurDeath {
 /// util-linux) the program is run as it is, and a `kill -9` of the xtask may leave it running.
 /// A child started from a thread other than the main one must be waited for by that thread.
 pub fn tied<'a>(sh: &'a Shell, program: impl AsRef<OsStr>, signal: OnOurDeath) -> Cmd<'a> {
-    static SETPRIV: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
     let program = program.as_ref();
-    match SETPRIV.get_or_init(|| crate::preflight::on_path("setpriv")) {
+    match setpriv() {
         Some(setpriv) => {
-            let signal = match signal {
-                OnOurDeath::Kill => "KILL",
-                OnOurDeath::Term => "TERM",
-            };
+            let signal = signal.name();
             xshell::cmd!(sh, "{setpriv} --pdeathsig {signal} {program}")
         }
         None => xshell::cmd!(sh, "{program}"),
     }
 }
 
+impl OnOurDeath {
+    fn name(self) -> &'static str {
+        match self {
+            OnOurDeath::Kill => "KILL",
+            OnOurDeath::Term => "TERM",
+        }
+    }
+}
+
+fn setpriv() -> Option<&'static Path> {
+    static SETPRIV: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    SETPRIV
+        .get_or_init(|| crate::preflight::on_path("setpriv"))
+        .as_deref()
+}
+
+/// `cmd` as a [`tied`] command (unless it is one already): the same program, arguments,
+/// folder and environment changes, behind `setpriv --pdeathsig`.
+fn tie(cmd: Cmd<'_>, signal: OnOurDeath) -> Command {
+    let original = Command::from(cmd);
+    let Some(setpriv) = setpriv() else {
+        return original;
+    };
+    if Path::new(original.get_program()).file_name() == Some(OsStr::new("setpriv")) {
+        return original;
+    }
+    let mut command = Command::new(setpriv);
+    command
+        .args(["--pdeathsig", signal.name()])
+        .arg(original.get_program())
+        .args(original.get_args());
+    if let Some(dir) = original.get_current_dir() {
+        command.current_dir(dir);
+    }
+    for (key, value) in original.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    command
+}
+
+/// Asks `child` to stop (SIGTERM, which compose and the servers handle by cleaning up), then
+/// kills it if it has not after `grace`.
+pub fn stop(child: &mut Child, grace: std::time::Duration) {
+    let pid = child.id().to_string();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid])
+        .stderr(Stdio::null())
+        .status();
+    let until = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Runs `cmd` with the terminal: stdin, stdout and stderr inherited.
 pub fn interactive(cmd: Cmd<'_>) -> Result<ExitStatus> {
-    let mut command = Command::from(cmd);
+    let mut command = tie(cmd, OnOurDeath::Term);
     let what = program(&command);
     command
         .stdin(Stdio::inherit())
@@ -58,19 +116,36 @@ pub fn interactive(cmd: Cmd<'_>) -> Result<ExitStatus> {
 }
 
 /// Runs `cmd` and hands each line of its stdout (stderr merged is up to the caller's flags) to
-/// `each` as it arrives, so that a `--follow` can be post-processed.
+/// `each` as it arrives, so that a `--follow` can be post-processed. Ctrl-C stops the child
+/// (SIGTERM, then SIGKILL) and returns an interruption, whether or not the child heeds the
+/// signal itself.
 pub fn stream_lines(cmd: Cmd<'_>, mut each: impl FnMut(&str)) -> Result<ExitStatus> {
-    let mut command = Command::from(cmd);
+    let mut command = tie(cmd, OnOurDeath::Term);
     let what = program(&command);
     command.stdin(Stdio::null()).stdout(Stdio::piped());
     let mut child = command.spawn().with_context(|| format!("run {what}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
-    for line in BufReader::new(stdout).lines() {
-        match line {
+    let (lines, received) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        match received.recv_timeout(std::time::Duration::from_millis(100)) {
             Ok(line) => each(&line),
-            Err(_) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if crate::util::interrupted() {
+            stop(&mut child, std::time::Duration::from_secs(2));
+            let _ = reader.join();
+            return Err(crate::util::check_failed(format!("interrupted; {what} was stopped")));
         }
     }
+    let _ = reader.join();
     child.wait().with_context(|| format!("wait for {what}"))
 }
 
@@ -79,7 +154,7 @@ pub fn stream_lines(cmd: Cmd<'_>, mut each: impl FnMut(&str)) -> Result<ExitStat
 pub fn background(cmd: Cmd<'_>, log: &Path) -> Result<Child> {
     let out = File::create(log).with_context(|| format!("create {}", log.display()))?;
     let err = out.try_clone()?;
-    let mut command = Command::from(cmd);
+    let mut command = tie(cmd, OnOurDeath::Term);
     let what = program(&command);
     command.stdin(Stdio::null()).stdout(out).stderr(err);
     command.spawn().with_context(|| format!("start {what}"))

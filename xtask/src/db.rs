@@ -404,6 +404,23 @@ impl flags::DbLogs {
         preflight::docker_client(sh)?;
         preflight::docker_daemon(sh)?;
         let compose = Compose::detect(sh)?;
+        // Compose prints "Attaching to" and succeeds on a project without a container.
+        let containers = stack.containers(sh)?;
+        let shown = |name: &str| self.services.is_empty() || self.services.iter().any(|s| s == name);
+        if !containers.iter().any(|c| shown(&c.service)) {
+            let what = if self.services.is_empty() {
+                "nothing runs".to_owned()
+            } else {
+                format!("{} has no container", self.services.join(", "))
+            };
+            return Err(usage(format!(
+                "{what} on stack {} (compose project {}), so there are no logs to show; \
+                 `cargo xtask db-up{}` starts the databases",
+                stack.name(),
+                stack.project(),
+                stack.flag()
+            )));
+        }
         let mut logs = compose.cmd(sh, stack).args(["logs", "--no-color"]);
         if self.follow {
             logs = logs.arg("--follow");

@@ -268,7 +268,7 @@ fn seed_file(env: Env) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-fn shown(path: &std::path::Path) -> String {
+fn shown(path: &Path) -> String {
     path.strip_prefix(project_root())
         .unwrap_or(path)
         .display()
@@ -322,7 +322,7 @@ pub fn create(sh: &Shell, target: &Target) -> Result<()> {
 }
 
 /// Runs the seed file in one transaction that stops on its first error.
-fn run_seed(sh: &Shell, target: &Target, seed: &std::path::Path) -> Result<()> {
+fn run_seed(sh: &Shell, target: &Target, seed: &Path) -> Result<()> {
     let out = target
         .psql(sh)
         .arg("--single-transaction")
