@@ -142,7 +142,9 @@ pub fn stream_lines(cmd: Cmd<'_>, mut each: impl FnMut(&str)) -> Result<ExitStat
         if crate::util::interrupted() {
             stop(&mut child, std::time::Duration::from_secs(2));
             let _ = reader.join();
-            return Err(crate::util::check_failed(format!("interrupted; {what} was stopped")));
+            return Err(crate::util::check_failed(format!(
+                "interrupted; {what} was stopped"
+            )));
         }
     }
     let _ = reader.join();
@@ -172,7 +174,7 @@ pub struct Session {
 
 impl Session {
     pub fn spawn(cmd: Cmd<'_>) -> Result<Session> {
-        let mut command = Command::from(cmd);
+        let mut command = tie(cmd, OnOurDeath::Term);
         let what = program(&command);
         command
             .stdin(Stdio::piped())
@@ -223,6 +225,20 @@ impl Session {
             Ok(0) | Err(_) => Err(self.failure()),
             Ok(_) => Ok(line.trim_end_matches(['\n', '\r']).to_owned()),
         }
+    }
+
+    /// Closes the input and gives the child `grace` to end by itself, then kills it: a child
+    /// whose clean-up cannot finish (its server is gone) or that the user no longer waits for.
+    pub fn stop(mut self, grace: std::time::Duration) {
+        self.stdin.take();
+        let until = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
     }
 
     /// Closes the input and waits; an unsuccessful exit is an error with the child's stderr.

@@ -246,6 +246,8 @@ struct Status {
     checkout: String,
     services: Vec<ServiceStatus>,
     volumes: Vec<VolumeStatus>,
+    /// What runs that were killed left behind, and how to remove it.
+    leftovers: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -321,6 +323,9 @@ impl flags::DbStatus {
                 if volume.present { "present" } else { "absent" }
             );
         }
+        for leftover in &status.leftovers {
+            println!("left behind: {leftover}");
+        }
         if status.services.iter().any(|s| s.state == "orphaned") {
             println!(
                 "orphaned: the run that started it died; the next run on this stack reclaims it, \
@@ -377,13 +382,76 @@ fn status(sh: &Shell, stack: &Stack) -> Result<Status> {
             volume,
         })
         .collect();
+    let leftovers = leftovers(sh, stack, &containers)?;
     Ok(Status {
         stack: stack.name().to_owned(),
         project: stack.project().to_owned(),
         checkout: project_root().display().to_string(),
         services,
         volumes,
+        leftovers,
     })
+}
+
+/// What killed runs leave that no container shows: the stack's network with no container in
+/// it, and in a running database, the test pool's clones and verifications' scratch databases.
+fn leftovers(
+    sh: &Shell,
+    stack: &Stack,
+    containers: &[crate::services::Container],
+) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let flag = stack.flag();
+    if containers.is_empty() {
+        for network in stack.networks(sh)? {
+            found.push(format!(
+                "network {network}, with no container in it: `cargo xtask db-down --all{flag}` \
+                 removes it"
+            ));
+        }
+    }
+    for env in [Env::Test, Env::Dev] {
+        let Some(service) = Service::database(env) else {
+            continue;
+        };
+        if !containers
+            .iter()
+            .any(|c| c.service == service.name() && c.running())
+        {
+            continue;
+        }
+        let Ok(mut target) = Target::resolve(env, None) else {
+            continue;
+        };
+        if stack.aim(sh, &mut target).is_err() {
+            continue;
+        }
+        let Ok(names) = target.query(
+            sh,
+            "select datname from pg_catalog.pg_database where datname like 'genesis\\_p\\_%' \
+             or datname like 'genesis\\_verify\\_%' order by 1",
+        ) else {
+            continue;
+        };
+        let names: Vec<&str> = names.lines().map(str::trim).collect();
+        let clones = names.iter().filter(|n| n.starts_with("genesis_p_")).count();
+        if clones > 0 {
+            found.push(format!(
+                "{clones} test pool clones (genesis_p_*) in {}: ready databases a run's pool \
+                 did not hand out (a run killed mid-suite leaves them); `cargo xtask db-down \
+                 --env {env}{flag}` removes them with the container",
+                service.name()
+            ));
+        }
+        for scratch in names.iter().filter(|n| n.starts_with("genesis_verify_")) {
+            found.push(format!(
+                "scratch database {scratch} in {}, of a backup's verification: the next \
+                 `db-backup` or `db-restore` drops it once its process is gone",
+                service.name()
+            ));
+        }
+    }
+    Ok(found)
 }
 
 // ---- db-logs ------------------------------------------------------------------------------
@@ -406,7 +474,8 @@ impl flags::DbLogs {
         let compose = Compose::detect(sh)?;
         // Compose prints "Attaching to" and succeeds on a project without a container.
         let containers = stack.containers(sh)?;
-        let shown = |name: &str| self.services.is_empty() || self.services.iter().any(|s| s == name);
+        let shown =
+            |name: &str| self.services.is_empty() || self.services.iter().any(|s| s == name);
         if !containers.iter().any(|c| shown(&c.service)) {
             let what = if self.services.is_empty() {
                 "nothing runs".to_owned()

@@ -299,6 +299,17 @@ impl Stack {
         }
     }
 
+    /// The names of the stack's networks.
+    pub fn networks(&self, sh: &Shell) -> Result<Vec<String>> {
+        let filter = self.project_filter();
+        let format = "{{.Name}}";
+        let names = cmd!(sh, "docker network ls --format {format} --filter {filter}")
+            .quiet()
+            .read()
+            .context("list the stack's networks")?;
+        Ok(names.split_whitespace().map(str::to_owned).collect())
+    }
+
     /// Removes the stack's network once no container is left in it, as `compose down` does.
     pub fn remove_network_if_empty(&self, sh: &Shell) -> Result<()> {
         if !self.containers(sh)?.is_empty() {

@@ -273,12 +273,26 @@ pub fn run_suites_with(
             status: None,
         });
     }
-    wait_all(&mut runs)?;
-    drop(pool_server);
-    drop(guard);
+    let watch = || dead_service(sh, stack, &compose, &wanted);
+    if let Err(err) = wait_all(&mut runs, watch) {
+        // The pool server cannot drop its clones on a dead server: it is stopped, not waited
+        // for, and the guard removes what the run started.
+        if let Some(server) = pool_server {
+            server.stop(Duration::from_secs(2));
+        }
+        drop(guard);
+        return Err(err);
+    }
     if interrupted() {
+        // Ctrl-C ends the run in seconds: the pool server gets two to drop its clones.
+        if let Some(server) = pool_server {
+            server.stop(Duration::from_secs(2));
+        }
+        drop(guard);
         bail!("interrupted; the services this run started were stopped");
     }
+    drop(pool_server);
+    drop(guard);
 
     let mut outcomes: Vec<(Target, Outcomes)> = Vec::new();
     for run in &runs {
@@ -601,9 +615,40 @@ fn start_pool_server(sh: &Shell, running: &Running<'_>) -> Result<Option<child::
     Ok(Some(session))
 }
 
-fn wait_all(runs: &mut [ModeRun]) -> Result<()> {
+/// The first of `services` whose container is no longer running on `stack`, as an error that
+/// names it and shows its last log lines.
+fn dead_service(sh: &Shell, stack: &Stack, compose: &Compose, services: &[Service]) -> Result<()> {
+    let containers = stack.containers(sh)?;
+    for service in services {
+        let name = service.name();
+        let state = containers
+            .iter()
+            .find(|c| c.service == name)
+            .map(|c| (c.running(), c.state.clone()));
+        let why = match state {
+            Some((true, _)) => continue,
+            Some((false, state)) => format!("its container is {state}"),
+            None => "its container is gone".to_owned(),
+        };
+        return Err(check_failed(format!(
+            "{name} stopped while the suites ran ({why}); the runs were stopped and the \
+             services this run started removed\n--- last 20 log lines of {name} ---\n{}",
+            stack.log_tail(sh, compose, name, 20)
+        )));
+    }
+    Ok(())
+}
+
+/// How often a run looks at its services' containers while the suites run.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Waits for every mode's run. Ctrl-C kills them and returns; a service of the run found
+/// stopped (`watch`, every [`WATCH_EVERY`]) kills them and returns its error, so that a dead
+/// database fails the run in seconds instead of every test waiting out its own timeout.
+fn wait_all(runs: &mut [ModeRun], mut watch: impl FnMut() -> Result<()>) -> Result<()> {
     let tty = std::io::stderr().is_terminal();
     let mut last_note = Instant::now();
+    let mut last_watch = Instant::now();
     loop {
         let mut pending = 0;
         for run in runs.iter_mut() {
@@ -630,6 +675,19 @@ fn wait_all(runs: &mut [ModeRun]) -> Result<()> {
                 let _ = run.child.wait();
             }
             return Ok(());
+        }
+        if last_watch.elapsed() >= WATCH_EVERY {
+            last_watch = Instant::now();
+            if let Err(err) = watch() {
+                for run in runs.iter_mut().filter(|r| r.status.is_none()) {
+                    let _ = run.child.kill();
+                    let _ = run.child.wait();
+                }
+                if tty {
+                    eprintln!();
+                }
+                return Err(err);
+            }
         }
         let every = if tty {
             Duration::from_secs(1)
