@@ -667,9 +667,7 @@ impl flags::DbRestore {
 
         let started = Instant::now();
         let restored = restore_in_one_transaction(sh, &target, &file, &meta.tables)?;
-        if target.origin == pg::Origin::Model {
-            crate::reset::Marker::clear(stack, env);
-        }
+        crate::reset::Marker::clear(stack, &target);
         println!(
             "restored {} ({toc_entries} entries, sha256 verified) into {} (PostgreSQL {server_version}) in {:.1} s",
             file.display(),

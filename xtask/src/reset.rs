@@ -143,10 +143,13 @@ impl Marker {
         let _ = std::fs::remove_file(&self.path);
     }
 
-    /// The marker a reset of `env` on `stack` left when it was killed after its drop began,
-    /// removed (a restore brought the data back).
-    pub fn clear(stack: &Stack, env: Env) {
-        let _ = std::fs::remove_file(Marker::path(stack, env));
+    /// The marker a reset of `target` on `stack` left when it was killed after its drop
+    /// began, removed: a restore brought the data back.
+    pub fn clear(stack: &Stack, target: &Target) {
+        let path = Marker::path(stack, target.env);
+        if read_marker(&path).is_some_and(|m| m.database == target.masked_url()) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
