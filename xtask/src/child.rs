@@ -173,8 +173,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// Not [`tied`] here: a session ends when its input does, which this process's death
+    /// closes, and a session that cleans up on that (the pool server drops its clones) would
+    /// lose the chance to a signal. A client tool is tied by `pg::Target::tool` already.
     pub fn spawn(cmd: Cmd<'_>) -> Result<Session> {
-        let mut command = tie(cmd, OnOurDeath::Term);
+        let mut command = Command::from(cmd);
         let what = program(&command);
         command
             .stdin(Stdio::piped())

@@ -429,7 +429,8 @@ fn leftovers(
         let Ok(names) = target.query(
             sh,
             "select datname from pg_catalog.pg_database where datname like 'genesis\\_p\\_%' \
-             or datname like 'genesis\\_verify\\_%' order by 1",
+             or datname like 'genesis\\_t\\_%' or datname like 'genesis\\_verify\\_%' \
+             order by 1",
         ) else {
             continue;
         };
@@ -440,6 +441,16 @@ fn leftovers(
                 "{clones} test pool clones (genesis_p_*) in {}: ready databases a run's pool \
                  did not hand out (a run killed mid-suite leaves them); `cargo xtask db-down \
                  --env {env}{flag}` removes them with the container",
+                service.name()
+            ));
+        }
+        let tests = names.iter().filter(|n| n.starts_with("genesis_t_")).count();
+        if tests > 0 {
+            found.push(format!(
+                "{tests} per-test databases (genesis_t_*) in {}: in use by a run now, kept \
+                 for inspection, or left by a run that was killed (the suites sweep those \
+                 after 30 minutes); `cargo xtask db-down --env {env}{flag}` removes them \
+                 with the container",
                 service.name()
             ));
         }
