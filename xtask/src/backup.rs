@@ -936,6 +936,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn partial_files_and_scratch_databases_carry_their_writer() {
+        assert_eq!(writer_pid("x.dump.partial-1234", PARTIAL), Some(1234));
+        assert_eq!(writer_pid("x.dump.meta.partial-77", PARTIAL), Some(77));
+        assert_eq!(writer_pid("x.dump", PARTIAL), None);
+        assert_eq!(writer_pid("x.dump.partial-", PARTIAL), None);
+        assert_eq!(
+            writer_pid("genesis_verify_4321_a1b2c3d4e5f6", SCRATCH_PREFIX),
+            Some(4321)
+        );
+        // Older scratch databases have no process id: they are stale by definition.
+        assert_eq!(
+            writer_pid("genesis_verify_a1b2c3d4e5f6", SCRATCH_PREFIX),
+            None
+        );
+        assert!(alive(std::process::id()));
+    }
+
+    #[test]
+    fn restored_counts_are_compared_table_by_table() {
+        let rows = |list: &[(&str, i64)]| -> Vec<TableRows> {
+            list.iter()
+                .map(|(t, n)| TableRows {
+                    schema: "public".into(),
+                    table: (*t).into(),
+                    rows: *n,
+                })
+                .collect()
+        };
+        let dumped = rows(&[("a", 3), ("b", 0)]);
+        assert!(count_differences(&dumped, &rows(&[("a", 3), ("b", 0)]), true).is_empty());
+        assert_eq!(
+            count_differences(&dumped, &rows(&[("a", 2), ("c", 1)]), true),
+            [
+                "public.a: 3 rows at dump time, 2 restored",
+                "public.b: 0 rows at dump time, missing after the restore",
+                "public.c: restored but not counted at dump time"
+            ]
+        );
+        // A restore's target may keep tables of its own.
+        assert!(
+            count_differences(&dumped, &rows(&[("a", 3), ("b", 0), ("c", 1)]), false).is_empty()
+        );
+    }
+
+    #[test]
     fn sidecar_sits_beside_the_dump() {
         assert_eq!(
             sidecar_of(Path::new("/b/test-1.dump")),

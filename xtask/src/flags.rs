@@ -8,7 +8,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
     name = "cargo xtask",
     bin_name = "cargo xtask",
     about = "The Genesis database workflow: generated files, services, test suites, parity and migration checks.",
-    after_help = "Exit codes: 0 success, 1 a failed check, 2 bad usage or a missing prerequisite."
+    after_help = "Exit codes: 0 success, 1 a failed check, 2 bad usage or a missing prerequisite, 130 interrupted."
 )]
 pub struct Xtask {
     /// The stack to work on: its own compose project, network, volumes and engine-chosen host

@@ -881,6 +881,32 @@ mod tests {
     }
 
     #[test]
+    fn shards_of_archives_built_apart_merge_by_their_binaries() {
+        let with = |report: &mut Report, bytes: u64, binaries: &str| {
+            let archive = report.archive.as_mut().unwrap();
+            archive.bytes = bytes;
+            archive.binaries = binaries.into();
+        };
+        let mut one = shard(
+            &ALL,
+            &[("auth::login", "pass"), ("auth::logout", "pass")],
+            "slice:1/2",
+        );
+        let mut two = shard(&ALL, &[("integrations::jsonb::paths", "pass")], "slice:2/2");
+        // Two builds of one tree: the tar files differ by a few bytes, the binaries do not.
+        with(&mut one, 34_409_657, "ab12");
+        with(&mut two, 34_409_655, "ab12");
+        let merged = merge(&[("1.json".into(), one), ("2.json".into(), two)]).unwrap();
+        assert!(merged.parity);
+        let mut one = shard(&ALL, &[("auth::login", "pass")], "slice:1/2");
+        let mut two = shard(&ALL, &[("auth::logout", "pass")], "slice:2/2");
+        with(&mut one, 34_409_657, "ab12");
+        with(&mut two, 34_409_657, "cd34");
+        let err = merge(&[("1.json".into(), one), ("2.json".into(), two)]).unwrap_err();
+        assert!(err.to_string().contains("different archives"), "{err}");
+    }
+
+    #[test]
     fn a_shards_junit_lists_the_other_shards_tests_as_skipped() {
         let xml = junit(&[("auth", &[("login", "pass")])]);
         let archive = ArchiveTests {

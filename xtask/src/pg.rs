@@ -447,6 +447,19 @@ pub fn random_hex(bytes: usize) -> Result<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_identity_line_gives_the_server_and_the_schema() {
+        assert_eq!(
+            Identity::parse("7716128302135083024|2\n").unwrap(),
+            Identity {
+                server: "7716128302135083024".into(),
+                schema: Some("2".into())
+            }
+        );
+        assert_eq!(Identity::parse("77|").unwrap().schema, None);
+        assert!(Identity::parse("no separator").is_err());
+    }
+
     fn url_target(env: Env, raw: &str) -> Target {
         Target::resolve(env, Some(raw)).unwrap()
     }
