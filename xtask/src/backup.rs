@@ -717,7 +717,18 @@ fn check_source(sh: &Shell, target: &Target, meta: &Meta, from: Option<&str>) ->
             "its schema is at migration {then}, the target's at {current}"
         ));
     }
-    if differences.is_empty() || tables.is_empty() {
+    if differences.is_empty() {
+        return Ok(());
+    }
+    if tables.is_empty() {
+        // Nothing to lose (a database recreated after a lost volume), but never silent.
+        eprintln!(
+            "note: restoring a dump of {} ({}) into {}, which has no table: {}",
+            meta.database,
+            meta.env,
+            target.masked_url(),
+            differences.join("; ")
+        );
         return Ok(());
     }
     match from {
