@@ -876,6 +876,12 @@ impl Running<'_> {
                         Err(self.refused_password(service, target, &why))
                     }
                     Probe::Missing(why) => {
+                        // Given the same grace as a refused password: an image whose server
+                        // listens before its database exists has it by then.
+                        let since = *refused_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() < AUTH_GRACE {
+                            return Ok(Waiting::NotYet(why));
+                        }
                         Err(missing_database(&self.stack, service, target, &why))
                     }
                 },
