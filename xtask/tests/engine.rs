@@ -1139,8 +1139,8 @@ fn spawn_xtask(args: &[&str]) -> (std::process::Child, PathBuf) {
     (child, log)
 }
 
-/// The pid of `parent`'s child whose command line holds `needle`, once there is one; `None`
-/// when `parent` ended first.
+/// The pid of `parent`'s child whose command line matches `needle` (a regular expression, as
+/// `pgrep -f` takes it), once there is one; `None` when `parent` ended first.
 fn child_running(parent: &mut std::process::Child, needle: &str) -> Option<u32> {
     let sh = Shell::new().unwrap();
     let ppid = parent.id().to_string();
@@ -1215,8 +1215,9 @@ fn a_killed_restore_takes_its_tools_along_and_commits_nothing() {
         &url,
         file.to_str().unwrap(),
     ]);
-    let restorer = child_running(&mut child, "pg_restore")
+    let restorer = child_running(&mut child, "pg_restore.*--file=-")
         .unwrap_or_else(|| panic!("the restore ended before it was killed:\n{}", read(&log)));
+    // The session that holds the restore's transaction (started before pg_restore).
     let session = child_running(&mut child, "psql");
     kill9(&mut child);
     assert!(ends(restorer), "pg_restore outlived the killed xtask");
@@ -1265,7 +1266,7 @@ fn a_killed_backup_leaves_only_what_the_next_backup_removes() {
     ]);
     let pid = child.id();
     // Killed while it restores into its scratch database.
-    let restorer = child_running(&mut child, "genesis_verify_")
+    let restorer = child_running(&mut child, "pg_restore.*genesis_verify_")
         .unwrap_or_else(|| panic!("the backup ended before it was killed:\n{}", read(&log)));
     kill9(&mut child);
     assert!(ends(restorer), "pg_restore outlived the killed xtask");
