@@ -20,7 +20,7 @@ use genesis_settings::redact;
 use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
-use crate::child::Session;
+use crate::child::{OnOurDeath, Session, tied};
 use crate::flags;
 use crate::pg::{self, ROW_COUNTS_SQL, TableRows, Target};
 use crate::preflight;
@@ -45,6 +45,12 @@ struct Meta {
     database: String,
     /// The server's URL, password masked.
     server: String,
+    /// The cluster's system identifier (see `pg::IDENTITY_SQL`); absent in older sidecars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    server_id: Option<String>,
+    /// The latest migration applied to the dumped database, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schema: Option<String>,
     server_version: String,
     pg_dump_version: String,
     /// How the row counts relate to the dump.
@@ -165,6 +171,78 @@ impl Interrupt {
     }
 }
 
+/// What marks a file being written, before the writer's process id: `FILE.dump.partial-PID`
+/// and `FILE.dump.meta.partial-PID`.
+const PARTIAL: &str = ".partial-";
+
+/// The prefix of the scratch databases of verifications: `genesis_verify_<PID>_<hex>`.
+const SCRATCH_PREFIX: &str = "genesis_verify_";
+
+/// Whether a process of this machine with that id runs (a partial file's or a scratch
+/// database's writer).
+fn alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// The writer's process id of a partial file's or a scratch database's name, if it has one.
+fn writer_pid(name: &str, marker: &str) -> Option<u32> {
+    let (_, rest) = name.rsplit_once(marker)?;
+    rest.split('_').next()?.parse().ok()
+}
+
+/// Removes the partial files of backups whose process is gone (killed before its guards ran).
+fn sweep_partials(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = writer_pid(&name, PARTIAL)
+            && !alive(pid)
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            eprintln!(
+                "removed {}, left by a backup that was killed",
+                entry.path().display()
+            );
+        }
+    }
+}
+
+/// Drops the scratch databases that killed verifications left on `target`'s server: those
+/// whose process is gone, and those of older versions without one. A database still in use is
+/// not dropped (no `FORCE`). Only on this machine, where a process id means something.
+fn sweep_scratch_databases(sh: &Shell, target: &Target) {
+    if !target.is_local() {
+        return;
+    }
+    let list = target.query(
+        sh,
+        &format!(
+            "select datname from pg_catalog.pg_database where datname like '{SCRATCH_PREFIX}%'"
+        ),
+    );
+    for name in list.unwrap_or_default().lines().map(str::trim) {
+        let ours = name
+            .strip_prefix(SCRATCH_PREFIX)
+            .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        let stale = match writer_pid(name, SCRATCH_PREFIX) {
+            Some(pid) => !alive(pid),
+            None => true,
+        };
+        if ours
+            && stale
+            && target
+                .query(sh, &format!("drop database if exists {name}"))
+                .is_ok()
+        {
+            eprintln!(
+                "dropped the scratch database {name}, left by a verification that was killed"
+            );
+        }
+    }
+}
+
 /// The dump being written: removed on drop unless it was kept, so that a failed backup leaves
 /// nothing half-written behind.
 struct Partial {
@@ -190,6 +268,7 @@ impl flags::DbBackup {
             &self.server,
             "verifying a backup creates, fills and drops a scratch database on the server it backs up",
         )?;
+        crate::reset::warn_after_killed_reset(stack, env);
         let output = self.output.as_deref().map(user_path).transpose()?;
         let taken = take(sh, &target, output)?;
         println!(
@@ -274,16 +353,26 @@ pub fn take(sh: &Shell, target: &Target, output: Option<PathBuf>) -> Result<Take
             .create(dir)
             .with_context(|| format!("create {}", dir.display()))?;
     }
+    sweep_partials(dir);
+    sweep_scratch_databases(sh, target);
     let mut partial = Partial {
         path: output.with_file_name(format!(
-            "{}.partial-{}",
+            "{}{PARTIAL}{}",
             output.file_name().unwrap_or_default().to_string_lossy(),
             std::process::id()
         )),
         kept: false,
     };
+    // Created here, readable by the owner only, before pg_dump (which truncates and keeps the
+    // mode) writes a byte of the data into it.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial.path)
+        .with_context(|| format!("create {}", partial.path.display()))?;
 
-    let counts = interrupt.check(dump_in_one_snapshot(sh, target, &partial.path))?;
+    let (counts, identity) = interrupt.check(dump_in_one_snapshot(sh, target, &partial.path))?;
     // A dump holds the database's data: owner-only, like the sidecar below.
     std::fs::set_permissions(&partial.path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restrict {}", partial.path.display()))?;
@@ -303,13 +392,17 @@ pub fn take(sh: &Shell, target: &Target, output: Option<PathBuf>) -> Result<Take
         env: env.to_string(),
         database: target.database.clone(),
         server: target.masked_url(),
+        server_id: Some(identity.server),
+        schema: identity.schema,
         server_version,
         pg_dump_version,
         counted_in: "the exported snapshot pg_dump dumped (pg_dump --snapshot)".to_owned(),
         toc_entries,
         tables: counts,
     };
-    let sidecar_partial = partial.path.with_extension("meta-partial");
+    let sidecar_partial = partial
+        .path
+        .with_extension(format!("meta{PARTIAL}{}", std::process::id()));
     let mut sidecar_guard = Partial {
         path: sidecar_partial.clone(),
         kept: false,
@@ -341,7 +434,11 @@ pub fn take(sh: &Shell, target: &Target, output: Option<PathBuf>) -> Result<Take
 /// Dumps `target` into `file` with `pg_dump -Fc` (written by pg_dump itself, never through a
 /// terminal) and returns the row counts of the very snapshot it dumped: a `psql` session exports
 /// its REPEATABLE READ snapshot, counts in it, and holds it open while pg_dump imports it.
-fn dump_in_one_snapshot(sh: &Shell, target: &Target, file: &Path) -> Result<Vec<TableRows>> {
+fn dump_in_one_snapshot(
+    sh: &Shell,
+    target: &Target,
+    file: &Path,
+) -> Result<(Vec<TableRows>, pg::Identity)> {
     let mut session = Session::spawn(target.psql(sh)).context("open the snapshot session")?;
     session.send(
         "begin isolation level repeatable read, read only;\nselect pg_export_snapshot();\n",
@@ -356,6 +453,8 @@ fn dump_in_one_snapshot(sh: &Shell, target: &Target, file: &Path) -> Result<Vec<
     }
     session.send(&format!("{ROW_COUNTS_SQL};\n"))?;
     let counts = pg::parse_row_counts(&session.read_line().context("count rows in the snapshot")?)?;
+    session.send(&format!("{};\n", pg::IDENTITY_SQL))?;
+    let identity = pg::Identity::parse(&session.read_line().context("identify the database")?)?;
     let out = target
         .tool(sh, "pg_dump")
         .args(["--format=custom", "--no-password"])
@@ -373,7 +472,7 @@ fn dump_in_one_snapshot(sh: &Shell, target: &Target, file: &Path) -> Result<Vec<
             redact(String::from_utf8_lossy(&out.stderr).trim())
         )));
     }
-    Ok(counts)
+    Ok((counts, identity))
 }
 
 /// The archive's own checks: the header, a readable table of contents, a full read. Returns
@@ -458,7 +557,11 @@ fn verify_by_restoring(
     expected: &[TableRows],
 ) -> Result<()> {
     // Only [a-z0-9_]: safe to write into SQL unquoted.
-    let name = format!("genesis_verify_{}", pg::random_hex(6)?);
+    let name = format!(
+        "{SCRATCH_PREFIX}{}_{}",
+        std::process::id(),
+        pg::random_hex(6)?
+    );
     target
         .query(sh, &format!("create database {name} template template0"))
         .with_context(|| format!("create the scratch database {name} (the role needs CREATEDB)"))?;
@@ -488,23 +591,7 @@ fn verify_by_restoring(
     }
     let restored = pg::row_counts(sh, &db)?;
     drop(scratch);
-    let mut problems: Vec<String> = pg::compare_counts(expected, &restored)
-        .into_iter()
-        .filter(|(_, want, got)| *got != Some(*want))
-        .map(|(table, want, got)| match got {
-            Some(got) => format!("{table}: {want} rows at dump time, {got} restored"),
-            None => format!("{table}: {want} rows at dump time, missing after the restore"),
-        })
-        .collect();
-    for extra in pg::compare_counts(&restored, expected)
-        .into_iter()
-        .filter(|(_, _, got)| got.is_none())
-    {
-        problems.push(format!(
-            "{}: restored but not counted at dump time",
-            extra.0
-        ));
-    }
+    let problems = count_differences(expected, &restored, true);
     if !problems.is_empty() {
         return Err(check_failed(format!(
             "the restored copy differs from the snapshot: {}",
@@ -564,52 +651,221 @@ impl flags::DbRestore {
         verify_checksum(sh, &file, &sidecar, &meta)?;
         let toc_entries =
             verify_archive(sh, &file, meta.tables.is_empty() && meta.toc_entries == 0)?;
-        let (server_version, _) = reach(sh, &target)?;
-        if meta.env != env.name() {
-            eprintln!(
-                "note: the dump was taken from {} ({}); restoring into {env} ({})",
-                meta.env, meta.database, target.database
-            );
+        crate::reset::warn_after_killed_reset(stack, env);
+        if let pg::Probe::Missing(_) = target.probe(sh)
+            && target.origin == pg::Origin::Model
+            && crate::reset::after_killed_reset(stack, env).is_some()
+        {
+            // The reset was killed between its drop and its create: the restore brings the
+            // database back too.
+            crate::reset::create(sh, &target)?;
+            eprintln!("created {} again, empty, to restore into", target.database);
         }
+        let (server_version, _) = reach(sh, &target)?;
+        sweep_scratch_databases(sh, &target);
+        check_source(sh, &target, &meta, self.from.as_deref())?;
 
         let started = Instant::now();
-        let out = target
-            .tool(sh, "pg_restore")
-            .args([
-                "--single-transaction",
-                "--exit-on-error",
-                "--clean",
-                "--if-exists",
-                "--no-owner",
-                "--no-acl",
-            ])
-            .arg(&file)
-            .ignore_status()
-            .output()
-            .context("run pg_restore")?;
-        if !out.status.success() {
-            return Err(check_failed(format!(
-                "the restore stopped at its first error and was rolled back, {} is unchanged: {}",
-                target.database,
-                redact(String::from_utf8_lossy(&out.stderr).trim())
-            )));
-        }
-        let restored = pg::row_counts(sh, &target)?;
+        let restored = restore_in_one_transaction(sh, &target, &file, &meta.tables)?;
+        crate::reset::Marker::clear(stack, &target);
         println!(
             "restored {} ({toc_entries} entries, sha256 verified) into {} (PostgreSQL {server_version}) in {:.1} s",
             file.display(),
             target.masked_url(),
             started.elapsed().as_secs_f64()
         );
-        let equal = print_counts(&meta.tables, Some(&restored));
-        if !equal {
-            return Err(check_failed(
-                "row counts after the restore differ from those at dump time",
-            ));
-        }
-        println!("row counts equal for {} tables", meta.tables.len());
+        print_counts(&meta.tables, Some(&restored));
+        println!(
+            "row counts equal for {} tables, checked before the commit",
+            meta.tables.len()
+        );
         Ok(())
     }
+}
+
+/// Refuses a dump of another environment, database, server or schema over `target`, unless
+/// `--from` names the dump's database. A target without a table has nothing to lose and takes
+/// any dump (a server recreated after a lost volume).
+fn check_source(sh: &Shell, target: &Target, meta: &Meta, from: Option<&str>) -> Result<()> {
+    let now = pg::Identity::of(sh, target).context("identify the target database")?;
+    let tables = pg::row_counts(sh, target)?;
+    let mut differences = Vec::new();
+    if meta.env != target.env.name() {
+        differences.push(format!(
+            "it is a dump of {}, the target is {}",
+            meta.env, target.env
+        ));
+    }
+    if meta.database != target.database {
+        differences.push(format!(
+            "it is a dump of the database {}, the target is {}",
+            meta.database, target.database
+        ));
+    }
+    if let Some(then) = &meta.server_id
+        && *then != now.server
+    {
+        differences.push(format!(
+            "it was taken on another server ({}, system id {then}; the target's is {})",
+            meta.server, now.server
+        ));
+    }
+    if let (Some(then), Some(current)) = (&meta.schema, &now.schema)
+        && then != current
+    {
+        differences.push(format!(
+            "its schema is at migration {then}, the target's at {current}"
+        ));
+    }
+    if differences.is_empty() {
+        return Ok(());
+    }
+    if tables.is_empty() {
+        // Nothing to lose (a database recreated after a lost volume), but never silent.
+        eprintln!(
+            "note: restoring a dump of {} ({}) into {}, which has no table: {}",
+            meta.database,
+            meta.env,
+            target.masked_url(),
+            differences.join("; ")
+        );
+        return Ok(());
+    }
+    match from {
+        Some(name) if name == meta.database => {
+            eprintln!(
+                "note: restoring a dump of {} ({}) over {} as --from asks: {}",
+                meta.database,
+                meta.env,
+                target.masked_url(),
+                differences.join("; ")
+            );
+            Ok(())
+        }
+        Some(name) => Err(usage(format!(
+            "--from {name} does not name the dump's source: it is a dump of {} ({}); nothing was restored",
+            meta.database, meta.server
+        ))),
+        None => Err(usage(format!(
+            "refusing to restore a dump of {} ({}) over {} ({} tables): {}; pass --from {} if \
+             that is what you mean; nothing was restored",
+            meta.database,
+            meta.server,
+            target.masked_url(),
+            tables.len(),
+            differences.join("; "),
+            meta.database
+        ))),
+    }
+}
+
+/// Restores `file` over `target` in one transaction that this process holds: `pg_restore`
+/// writes the dump as SQL, which is streamed into a `psql` session after its `BEGIN`; the row
+/// counts are compared inside that transaction, and only when they equal `expected` is it
+/// committed. Any failure, a Ctrl-C, or a `kill -9` of the xtask (which closes the session's
+/// input and, through the parent-death signal, ends both tools) leaves the transaction
+/// uncommitted, so the server rolls it back.
+fn restore_in_one_transaction(
+    sh: &Shell,
+    target: &Target,
+    file: &Path,
+    expected: &[TableRows],
+) -> Result<Vec<TableRows>> {
+    let unchanged = |why: String| {
+        check_failed(format!(
+            "{why}; the transaction was rolled back, {} is unchanged",
+            target.database
+        ))
+    };
+    let mut session = Session::spawn(target.psql(sh)).context("open the restore session")?;
+    // The script's own output (its `select set_config(...)`) goes nowhere, so that only the
+    // counts come back; warnings only, so that stderr cannot fill while nobody reads it.
+    session.send("set client_min_messages = warning;\nbegin;\n\\o /dev/null\n")?;
+    let script = tied(sh, pg::program(sh, "pg_restore"), OnOurDeath::Kill)
+        .quiet()
+        .args([
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--no-acl",
+            "--exit-on-error",
+            "--file=-",
+        ])
+        .arg(file);
+    let mut producer = std::process::Command::from(script)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("run pg_restore")?;
+    let mut script_out = producer.stdout.take().context("pg_restore's output")?;
+    let fed = session.send_from(&mut script_out);
+    // A session that stopped reading leaves pg_restore on a closed pipe: it ends.
+    drop(script_out);
+    let status = producer.wait().context("wait for pg_restore")?;
+    let mut stderr = String::new();
+    if let Some(mut pipe) = producer.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    crate::util::check_interrupted().map_err(|_| unchanged("interrupted".to_owned()))?;
+    if let Err(err) = fed {
+        return Err(unchanged(format!(
+            "the restore stopped at its first error: {}",
+            redact(&format!("{err:#}"))
+        )));
+    }
+    if !status.success() {
+        return Err(unchanged(format!(
+            "pg_restore failed: {}",
+            redact(stderr.trim())
+        )));
+    }
+    session.send(&format!("\\o\nreset search_path;\n{ROW_COUNTS_SQL};\n"))?;
+    let restored = pg::parse_row_counts(
+        &session
+            .read_line()
+            .map_err(|err| unchanged(format!("count the restored rows: {err:#}")))?,
+    )?;
+    let problems = count_differences(expected, &restored, false);
+    if !problems.is_empty() {
+        session.send("rollback;\n")?;
+        session.finish().context("roll the restore back")?;
+        print_counts(expected, Some(&restored));
+        return Err(unchanged(format!(
+            "the restored rows differ from those at dump time: {}",
+            problems.join("; ")
+        )));
+    }
+    crate::util::check_interrupted().map_err(|_| unchanged("interrupted".to_owned()))?;
+    session.send("commit;\n")?;
+    session
+        .finish()
+        .map_err(|err| unchanged(format!("the commit failed: {err:#}")))?;
+    Ok(restored)
+}
+
+/// How `restored` differs from `expected`, table by table.
+/// With `extras`, a restored table that was not counted is one too (a scratch database holds
+/// only the dump; a restore's target may hold tables of its own that the dump leaves alone).
+fn count_differences(expected: &[TableRows], restored: &[TableRows], extras: bool) -> Vec<String> {
+    let mut problems: Vec<String> = pg::compare_counts(expected, restored)
+        .into_iter()
+        .filter(|(_, want, got)| *got != Some(*want))
+        .map(|(table, want, got)| match got {
+            Some(got) => format!("{table}: {want} rows at dump time, {got} restored"),
+            None => format!("{table}: {want} rows at dump time, missing after the restore"),
+        })
+        .collect();
+    for extra in pg::compare_counts(restored, expected)
+        .into_iter()
+        .filter(|(_, _, got)| extras && got.is_none())
+    {
+        problems.push(format!(
+            "{}: restored but not counted at dump time",
+            extra.0
+        ));
+    }
+    problems
 }
 
 /// Size and checksum against the sidecar, with the likely cause when they differ.
@@ -689,6 +945,51 @@ fn print_counts(expected: &[TableRows], restored: Option<&[TableRows]>) -> bool 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_files_and_scratch_databases_carry_their_writer() {
+        assert_eq!(writer_pid("x.dump.partial-1234", PARTIAL), Some(1234));
+        assert_eq!(writer_pid("x.dump.meta.partial-77", PARTIAL), Some(77));
+        assert_eq!(writer_pid("x.dump", PARTIAL), None);
+        assert_eq!(writer_pid("x.dump.partial-", PARTIAL), None);
+        assert_eq!(
+            writer_pid("genesis_verify_4321_a1b2c3d4e5f6", SCRATCH_PREFIX),
+            Some(4321)
+        );
+        // Older scratch databases have no process id: they are stale by definition.
+        assert_eq!(
+            writer_pid("genesis_verify_a1b2c3d4e5f6", SCRATCH_PREFIX),
+            None
+        );
+        assert!(alive(std::process::id()));
+    }
+
+    #[test]
+    fn restored_counts_are_compared_table_by_table() {
+        let rows = |list: &[(&str, i64)]| -> Vec<TableRows> {
+            list.iter()
+                .map(|(t, n)| TableRows {
+                    schema: "public".into(),
+                    table: (*t).into(),
+                    rows: *n,
+                })
+                .collect()
+        };
+        let dumped = rows(&[("a", 3), ("b", 0)]);
+        assert!(count_differences(&dumped, &rows(&[("a", 3), ("b", 0)]), true).is_empty());
+        assert_eq!(
+            count_differences(&dumped, &rows(&[("a", 2), ("c", 1)]), true),
+            [
+                "public.a: 3 rows at dump time, 2 restored",
+                "public.b: 0 rows at dump time, missing after the restore",
+                "public.c: restored but not counted at dump time"
+            ]
+        );
+        // A restore's target may keep tables of its own.
+        assert!(
+            count_differences(&dumped, &rows(&[("a", 3), ("b", 0), ("c", 1)]), false).is_empty()
+        );
+    }
 
     #[test]
     fn sidecar_sits_beside_the_dump() {

@@ -61,6 +61,9 @@ impl flags::DbUp {
             }
         }
 
+        if services.iter().any(|s| s.env() == Some(env)) {
+            crate::reset::warn_after_killed_reset(stack, env);
+        }
         let started = Instant::now();
         let timeout = Duration::from_secs(self.timeout);
         let running = stack.start(sh, &compose, &services, Lifetime::Kept, timeout)?;
@@ -243,6 +246,8 @@ struct Status {
     checkout: String,
     services: Vec<ServiceStatus>,
     volumes: Vec<VolumeStatus>,
+    /// What runs that were killed left behind, and how to remove it.
+    leftovers: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -271,6 +276,9 @@ impl flags::DbStatus {
         preflight::docker_client(sh)?;
         preflight::docker_daemon(sh)?;
         let status = status(sh, stack)?;
+        for env in [Env::Test, Env::Dev] {
+            crate::reset::warn_after_killed_reset(stack, env);
+        }
         if self.json {
             println!("{}", serde_json::to_string_pretty(&status)?);
             return Ok(());
@@ -319,6 +327,9 @@ impl flags::DbStatus {
                 volume.volume,
                 if volume.present { "present" } else { "absent" }
             );
+        }
+        for leftover in &status.leftovers {
+            println!("left behind: {leftover}");
         }
         if status.services.iter().any(|s| s.state == "orphaned") {
             println!(
@@ -394,13 +405,87 @@ fn status(sh: &Shell, stack: &Stack) -> Result<Status> {
             volume,
         })
         .collect();
+    let leftovers = leftovers(sh, stack, &containers)?;
     Ok(Status {
         stack: stack.name().to_owned(),
         project: stack.project().to_owned(),
         checkout: project_root().display().to_string(),
         services,
         volumes,
+        leftovers,
     })
+}
+
+/// What killed runs leave that no container shows: the stack's network with no container in
+/// it, and in a running database, the test pool's clones and verifications' scratch databases.
+fn leftovers(
+    sh: &Shell,
+    stack: &Stack,
+    containers: &[crate::services::Container],
+) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let flag = stack.flag();
+    if containers.is_empty() {
+        for network in stack.networks(sh)? {
+            found.push(format!(
+                "network {network}, with no container in it: `cargo xtask db-down --all{flag}` \
+                 removes it"
+            ));
+        }
+    }
+    for env in [Env::Test, Env::Dev] {
+        let Some(service) = Service::database(env) else {
+            continue;
+        };
+        if !containers
+            .iter()
+            .any(|c| c.service == service.name() && c.running())
+        {
+            continue;
+        }
+        let Ok(mut target) = Target::resolve(env, None) else {
+            continue;
+        };
+        if stack.aim(sh, &mut target).is_err() {
+            continue;
+        }
+        let Ok(names) = target.query(
+            sh,
+            "select datname from pg_catalog.pg_database where datname like 'genesis\\_p\\_%' \
+             or datname like 'genesis\\_t\\_%' or datname like 'genesis\\_verify\\_%' \
+             order by 1",
+        ) else {
+            continue;
+        };
+        let names: Vec<&str> = names.lines().map(str::trim).collect();
+        let clones = names.iter().filter(|n| n.starts_with("genesis_p_")).count();
+        if clones > 0 {
+            found.push(format!(
+                "{clones} test pool clones (genesis_p_*) in {}: ready databases a run's pool \
+                 did not hand out (a run killed mid-suite leaves them); `cargo xtask db-down \
+                 --env {env}{flag}` removes them with the container",
+                service.name()
+            ));
+        }
+        let tests = names.iter().filter(|n| n.starts_with("genesis_t_")).count();
+        if tests > 0 {
+            found.push(format!(
+                "{tests} per-test databases (genesis_t_*) in {}: in use by a run now, kept \
+                 for inspection, or left by a run that was killed (the suites sweep those \
+                 after 30 minutes); `cargo xtask db-down --env {env}{flag}` removes them \
+                 with the container",
+                service.name()
+            ));
+        }
+        for scratch in names.iter().filter(|n| n.starts_with("genesis_verify_")) {
+            found.push(format!(
+                "scratch database {scratch} in {}, of a backup's verification: the next \
+                 `db-backup` or `db-restore` drops it once its process is gone",
+                service.name()
+            ));
+        }
+    }
+    Ok(found)
 }
 
 // ---- db-logs ------------------------------------------------------------------------------
@@ -421,6 +506,24 @@ impl flags::DbLogs {
         preflight::docker_client(sh)?;
         preflight::docker_daemon(sh)?;
         let compose = Compose::detect(sh)?;
+        // Compose prints "Attaching to" and succeeds on a project without a container.
+        let containers = stack.containers(sh)?;
+        let shown =
+            |name: &str| self.services.is_empty() || self.services.iter().any(|s| s == name);
+        if !containers.iter().any(|c| shown(&c.service)) {
+            let what = if self.services.is_empty() {
+                "nothing runs".to_owned()
+            } else {
+                format!("{} has no container", self.services.join(", "))
+            };
+            return Err(usage(format!(
+                "{what} on stack {} (compose project {}), so there are no logs to show; \
+                 `cargo xtask db-up{}` starts the databases",
+                stack.name(),
+                stack.project(),
+                stack.flag()
+            )));
+        }
         let mut logs = compose.cmd(sh, stack).args(["logs", "--no-color"]);
         if self.follow {
             logs = logs.arg("--follow");
@@ -447,7 +550,9 @@ impl flags::DbShell {
         let mut target = Target::resolve(env, self.url.as_deref())?;
         stack.aim(sh, &mut target)?;
         if let (Some(service), None) = (Service::database(env), &self.url) {
-            if let Probe::NotYet(why) | Probe::AuthFailed(why) = target.probe(sh) {
+            if let Probe::NotYet(why) | Probe::AuthFailed(why) | Probe::Missing(why) =
+                target.probe(sh)
+            {
                 return Err(usage(format!(
                     "{} does not accept a connection as {} ({why}): start it with `cargo xtask db-up --env {env}{}`",
                     service.name(),

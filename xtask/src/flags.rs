@@ -9,7 +9,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
     bin_name = "cargo xtask",
     version,
     about = "The Genesis database workflow: generated files, services, test suites, parity and migration checks.",
-    after_help = "Exit codes: 0 success, 1 a failed check, 2 bad usage or a missing prerequisite."
+    after_help = "Exit codes: 0 success, 1 a failed check, 2 bad usage or a missing prerequisite, 130 interrupted."
 )]
 pub struct Xtask {
     /// The stack to work on: its own compose project, network, volumes and engine-chosen host
@@ -317,6 +317,10 @@ pub struct DbRestore {
     /// The dump (its FILE.meta.json must be beside it).
     #[arg(value_name = "FILE")]
     pub file: std::path::PathBuf,
+    /// Restore a dump of another environment, database, server or schema over a database that
+    /// has tables: name the dump's source database, as the refusal shows it.
+    #[arg(long, value_name = "DATABASE")]
+    pub from: Option<String>,
     #[command(flatten)]
     pub server: Server,
 }

@@ -311,13 +311,13 @@ fn run_wrk(sh: &Shell, wrk: &str, load: &Load, script: &str, url: &str) -> Resul
     let connections = load.connections.to_string();
     let duration = format!("{}s", load.duration);
     eprintln!("wrk: {url}, {connections} connections, {duration}");
-    let output = cmd!(
-        sh,
-        "{wrk} -t2 -c{connections} -d{duration} --timeout 2s -s {script} {url}"
-    )
-    .quiet()
-    .read()
-    .context("run wrk")?;
+    // Tied: a `kill -9` of the xtask ends wrk too, instead of leaving it loading the API.
+    let output = child::tied(sh, wrk, child::OnOurDeath::Term)
+        .args(["-t2", &format!("-c{connections}"), &format!("-d{duration}")])
+        .args(["--timeout", "2s", "-s", script, url])
+        .quiet()
+        .read()
+        .context("run wrk")?;
     let line = output
         .lines()
         .find_map(|l| l.strip_prefix("LOAD-RESULT "))

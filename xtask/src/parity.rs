@@ -283,9 +283,14 @@ pub struct Report {
 /// slice of them this run was given.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveTests {
-    /// The archive's file name and size: shards of one archive agree on both.
+    /// The archive's file name and size, for messages.
     pub file: String,
     pub bytes: u64,
+    /// The SHA-256 of the archive's test binaries (each binary's digest beside its id): two
+    /// archives built from one tree hold the same binaries, though their tar headers differ.
+    /// Empty in reports of older versions, which are compared by name and size instead.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub binaries: String,
     /// nextest's partition (`slice:1/2`), if the run had one.
     pub partition: Option<String>,
     /// The filters the tests were selected with (the suite's filterset and name filters).
@@ -400,6 +405,23 @@ pub fn parse_list(json: &str) -> Result<(Vec<TestId>, Vec<TestId>)> {
     Ok((all, shard))
 }
 
+/// The test binaries of `cargo nextest list --message-format json`, as `(binary id, path)`.
+pub fn list_binaries(json: &str) -> Result<Vec<(String, String)>> {
+    let list: serde_json::Value = serde_json::from_str(json).context("malformed nextest list")?;
+    let suites = list["rust-suites"]
+        .as_object()
+        .context("nextest list without rust-suites")?;
+    let mut binaries = Vec::new();
+    for (id, suite) in suites {
+        let path = suite["binary-path"]
+            .as_str()
+            .with_context(|| format!("nextest list: {id} without binary-path"))?;
+        binaries.push((id.clone(), path.to_owned()));
+    }
+    binaries.sort();
+    Ok(binaries)
+}
+
 /// A shard's JUnit report with the archive's other tests added as skipped, in a `<testsuite>`
 /// per test binary named as nextest names it (`genesis-api::auth`), so that the report of each
 /// shard lists every test of the archive.
@@ -470,14 +492,12 @@ pub fn merge(reports: &[(String, Report)]) -> Result<Report> {
         let Some(other) = &report.archive else {
             bail!("{name} has no archive test list: it was written by an older xtask");
         };
-        if (&other.file, other.bytes, &other.filters, &other.tests)
-            != (
-                &archive.file,
-                archive.bytes,
-                &archive.filters,
-                &archive.tests,
-            )
-        {
+        let same_build = if archive.binaries.is_empty() || other.binaries.is_empty() {
+            (&other.file, other.bytes) == (&archive.file, archive.bytes)
+        } else {
+            other.binaries == archive.binaries
+        };
+        if !same_build || (&other.filters, &other.tests) != (&archive.filters, &archive.tests) {
             bail!(
                 "{name} and {first_name} come from different archives or filters                  ({} {} bytes {:?} against {} {} bytes {:?})",
                 other.file,
@@ -877,6 +897,7 @@ mod tests {
             ArchiveTests {
                 file: "genesis-tests.tar.zst".into(),
                 bytes: 1234,
+                binaries: String::new(),
                 partition: Some(partition.into()),
                 filters: vec!["binary(=auth) | binary(=integrations)".into()],
                 tests: ids(all),
@@ -945,11 +966,38 @@ mod tests {
     }
 
     #[test]
+    fn shards_of_archives_built_apart_merge_by_their_binaries() {
+        let with = |report: &mut Report, bytes: u64, binaries: &str| {
+            let archive = report.archive.as_mut().unwrap();
+            archive.bytes = bytes;
+            archive.binaries = binaries.into();
+        };
+        let mut one = shard(
+            &ALL,
+            &[("auth::login", "pass"), ("auth::logout", "pass")],
+            "slice:1/2",
+        );
+        let mut two = shard(&ALL, &[("integrations::jsonb::paths", "pass")], "slice:2/2");
+        // Two builds of one tree: the tar files differ by a few bytes, the binaries do not.
+        with(&mut one, 34_409_657, "ab12");
+        with(&mut two, 34_409_655, "ab12");
+        let merged = merge(&[("1.json".into(), one), ("2.json".into(), two)]).unwrap();
+        assert!(merged.parity);
+        let mut one = shard(&ALL, &[("auth::login", "pass")], "slice:1/2");
+        let mut two = shard(&ALL, &[("auth::logout", "pass")], "slice:2/2");
+        with(&mut one, 34_409_657, "ab12");
+        with(&mut two, 34_409_657, "cd34");
+        let err = merge(&[("1.json".into(), one), ("2.json".into(), two)]).unwrap_err();
+        assert!(err.to_string().contains("different archives"), "{err}");
+    }
+
+    #[test]
     fn a_shards_junit_lists_the_other_shards_tests_as_skipped() {
         let xml = junit(&[("auth", &[("login", "pass")])]);
         let archive = ArchiveTests {
             file: "a".into(),
             bytes: 1,
+            binaries: String::new(),
             partition: Some("slice:1/2".into()),
             filters: vec![],
             tests: ids(&["auth::login", "auth::logout", "integrations::jsonb::paths"]),

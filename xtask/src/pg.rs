@@ -12,6 +12,7 @@ use genesis_settings::{Scheme, Secret, ServiceUrl, UrlProblem};
 use serde::{Deserialize, Serialize};
 use xshell::{Cmd, Shell};
 
+use crate::child::{OnOurDeath, tied};
 pub use crate::devpass::{PasswordSource, ensure_dev_password_here as ensure_dev_password};
 use crate::util::{project_root, usage};
 
@@ -232,7 +233,7 @@ impl Target {
     /// (`PGHOSTADDR`, `PGSSLMODE`, `PGSERVICE`, ...) changes where or how it connects.
     pub fn tool<'a>(&self, sh: &'a Shell, tool: &str) -> Cmd<'a> {
         let program = program(sh, tool);
-        let mut cmd = xshell::cmd!(sh, "{program}").quiet();
+        let mut cmd = tied(sh, program, OnOurDeath::Kill).quiet();
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("PG") {
                 cmd = cmd.env_remove(key);
@@ -277,6 +278,10 @@ impl Target {
                 let why = psql_error(&out.stderr);
                 if why.contains("password authentication failed") {
                     Probe::AuthFailed(why)
+                } else if why.contains("database") && why.contains("does not exist") {
+                    // Over TCP the server answers only once its initialisation is done, so
+                    // the database is not about to appear (a reset killed after its drop).
+                    Probe::Missing(why)
                 } else {
                     Probe::NotYet(why)
                 }
@@ -305,6 +310,8 @@ pub enum Probe {
     Ready,
     /// The server answered and refused the password: waiting longer will not help.
     AuthFailed(String),
+    /// The server answered that the database does not exist.
+    Missing(String),
     NotYet(String),
 }
 
@@ -312,7 +319,7 @@ pub enum Probe {
 /// `pg_wrapper`, a Perl script that picks a version and then runs it: 30 to 80 ms per call,
 /// paid by every probe of a start. The version it picks is the one `tool --version` reports
 /// through it, so that version's binary is run directly; anything else is run as found.
-fn program(sh: &Shell, tool: &str) -> String {
+pub fn program(sh: &Shell, tool: &str) -> String {
     static PROGRAMS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
     if let Ok(programs) = PROGRAMS.lock()
         && let Some((_, program)) = programs.iter().find(|(t, _)| t == tool)
@@ -355,6 +362,36 @@ fn psql_error(stderr: &[u8]) -> String {
 /// one line (jsonb's output has no newlines), so that names with any character survive. `query_to_xml` runs a `count(*)` per table inside the
 /// same statement, hence inside the caller's snapshot.
 pub const ROW_COUNTS_SQL: &str = r#"select coalesce(jsonb_agg(jsonb_build_object('schema', n.nspname, 'table', c.relname, 'rows', (xpath('/row/n/text()', query_to_xml(format('select count(*) as n from %I.%I', n.nspname, c.relname), false, true, '')))[1]::text::bigint) order by n.nspname, c.relname), '[]'::jsonb) from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace where c.relkind = 'r' and n.nspname <> 'information_schema' and n.nspname not like 'pg\_%'"#;
+
+/// What a database is, beyond its name, as one line `SERVER|SCHEMA`: the cluster's system
+/// identifier (set by `initdb`: one server, whatever port it is published on) and the latest
+/// migration in `schema_migrations` (empty when there is none, or no such table).
+pub const IDENTITY_SQL: &str = r#"select (select system_identifier::text from pg_catalog.pg_control_system()) || '|' || coalesce(case when pg_catalog.to_regclass('public.schema_migrations') is null then null else (pg_catalog.xpath('/row/v/text()', pg_catalog.query_to_xml('select max(version) as v from public.schema_migrations', false, true, '')))[1]::text end, '')"#;
+
+/// A database's server and schema, from [`IDENTITY_SQL`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub server: String,
+    /// The latest applied migration, if any.
+    pub schema: Option<String>,
+}
+
+impl Identity {
+    pub fn parse(line: &str) -> Result<Identity> {
+        let (server, schema) = line
+            .trim()
+            .split_once('|')
+            .with_context(|| format!("unexpected identity line {line:?}"))?;
+        Ok(Identity {
+            server: server.to_owned(),
+            schema: (!schema.is_empty()).then(|| schema.to_owned()),
+        })
+    }
+
+    pub fn of(sh: &Shell, target: &Target) -> Result<Identity> {
+        Identity::parse(&target.query(sh, IDENTITY_SQL)?)
+    }
+}
 
 /// One table's exact row count.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -409,6 +446,19 @@ pub fn random_hex(bytes: usize) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_identity_line_gives_the_server_and_the_schema() {
+        assert_eq!(
+            Identity::parse("7716128302135083024|2\n").unwrap(),
+            Identity {
+                server: "7716128302135083024".into(),
+                schema: Some("2".into())
+            }
+        );
+        assert_eq!(Identity::parse("77|").unwrap().schema, None);
+        assert!(Identity::parse("no separator").is_err());
+    }
 
     fn url_target(env: Env, raw: &str) -> Target {
         Target::resolve(env, Some(raw)).unwrap()

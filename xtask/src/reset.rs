@@ -9,11 +9,12 @@
 //! database with the connection's user as owner, migrated, and seeded in one transaction.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use genesis_model::Env;
 use genesis_settings::redact;
+use serde::{Deserialize, Serialize};
 use xshell::Shell;
 
 use crate::backup;
@@ -21,7 +22,7 @@ use crate::flags;
 use crate::migration::{self, Migrator};
 use crate::pg::Target;
 use crate::services::Stack;
-use crate::util::{check_failed, project_root, usage};
+use crate::util::{check_failed, project_root, usage, xtask_dir};
 
 /// Where the seed files are, relative to the workspace root: `<env>.sql` (`test.sql`, `dev.sql`).
 pub const SEEDS_DIR: &str = "crates/genesis-api/seeds";
@@ -36,6 +37,7 @@ impl flags::DbReset {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let env = self.env.model();
         let target = resolve(sh, stack, env, self.url.as_deref())?;
+        warn_after_killed_reset(stack, env);
         confirm(&target, self.yes, env == Env::Dev && !self.no_backup)?;
         // The server, not the database: a reset also recreates a database that is gone.
         backup::reach(sh, &target.with_database(MAINTENANCE_DB))?;
@@ -58,6 +60,7 @@ impl flags::DbReset {
             None
         };
 
+        let marker = Marker::write(stack, &target, backup.as_deref())?;
         recreate(sh, &target)?;
         if !self.json {
             println!(
@@ -78,6 +81,7 @@ impl flags::DbReset {
         } else if !self.json {
             println!("no seed file {}/{env}.sql", SEEDS_DIR);
         }
+        marker.remove();
         if self.json {
             let out = serde_json::json!({
                 "env": env.name(),
@@ -89,6 +93,102 @@ impl flags::DbReset {
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
         Ok(())
+    }
+}
+
+/// What a reset in progress leaves under `target/xtask`: written before the drop, removed once
+/// the database is migrated and seeded, so that when a kill stops the reset in between, the
+/// next command on the stack says what happened and where the data is.
+#[derive(Debug, Serialize, Deserialize)]
+struct MarkerText {
+    env: String,
+    /// The database's URL, password masked.
+    database: String,
+    /// The verified backups taken before (dev), oldest first: a reset run again after a
+    /// killed one keeps the first, which holds the data.
+    backups: Vec<PathBuf>,
+    pid: u32,
+}
+
+pub struct Marker {
+    path: PathBuf,
+}
+
+impl Marker {
+    fn path(stack: &Stack, env: Env) -> PathBuf {
+        xtask_dir().join(format!("reset-in-progress-{}-{env}.json", stack.name()))
+    }
+
+    fn write(stack: &Stack, target: &Target, backup: Option<&Path>) -> Result<Marker> {
+        let path = Marker::path(stack, target.env);
+        let mut backups = read_marker(&path).map(|m| m.backups).unwrap_or_default();
+        backups.extend(backup.map(Path::to_path_buf));
+        let text = MarkerText {
+            env: target.env.name().to_owned(),
+            database: target.masked_url(),
+            backups,
+            pid: std::process::id(),
+        };
+        std::fs::create_dir_all(xtask_dir()).context("create target/xtask")?;
+        crate::util::ensure_file_contents(
+            &path,
+            &(serde_json::to_string_pretty(&text)? + "\n"),
+            crate::util::Mode::Write,
+        )
+        .with_context(|| format!("write {}", path.display()))?;
+        Ok(Marker { path })
+    }
+
+    fn remove(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+
+    /// The marker a reset of `target` on `stack` left when it was killed after its drop
+    /// began, removed: a restore brought the data back.
+    pub fn clear(stack: &Stack, target: &Target) {
+        let path = Marker::path(stack, target.env);
+        if read_marker(&path).is_some_and(|m| m.database == target.masked_url()) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// What a killed reset of `env` on `stack` left, and how to get the data back, if one did.
+pub fn after_killed_reset(stack: &Stack, env: Env) -> Option<String> {
+    let marker = read_marker(&Marker::path(stack, env))?;
+    if Path::new("/proc").join(marker.pid.to_string()).exists() && std::process::id() != marker.pid
+    {
+        // The reset is still running (another terminal).
+        return None;
+    }
+    let flag = stack.flag();
+    let again = format!("`cargo xtask db-reset --env {env}{flag}` makes it empty again");
+    Some(match marker.backups.iter().find(|b| b.is_file()) {
+        Some(backup) => format!(
+            "a `db-reset --env {env}` of {} was killed after it began dropping the database, \
+             so its data may be gone; the verified backup taken before is {}: \
+             `cargo xtask db-restore --env {env}{flag} {}` brings the data back, or {again}",
+            marker.database,
+            backup.display(),
+            backup.display()
+        ),
+        None => format!(
+            "a `db-reset --env {env}` of {} was killed after it began dropping the database, \
+             so the database may be missing or empty; no backup was taken (test, or \
+             --no-backup): {again}",
+            marker.database
+        ),
+    })
+}
+
+fn read_marker(path: &Path) -> Option<MarkerText> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Prints [`after_killed_reset`]'s warning, if there is one.
+pub fn warn_after_killed_reset(stack: &Stack, env: Env) {
+    if let Some(warning) = after_killed_reset(stack, env) {
+        eprintln!("warning: {warning}");
     }
 }
 
@@ -171,7 +271,7 @@ fn seed_file(env: Env) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-fn shown(path: &std::path::Path) -> String {
+fn shown(path: &Path) -> String {
     path.strip_prefix(project_root())
         .unwrap_or(path)
         .display()
@@ -197,6 +297,15 @@ fn recreate(sh: &Shell, target: &Target) -> Result<()> {
                 target.database
             ))
         })?;
+    create(sh, target)
+}
+
+/// Creates `target`'s database, owned by the connection's user, from the maintenance database
+/// of the same server: the second half of a reset, and what a restore after a killed reset
+/// needs first.
+pub fn create(sh: &Shell, target: &Target) -> Result<()> {
+    let server = target.with_database(MAINTENANCE_DB);
+    let db = ident(&target.database);
     server
         .query(
             sh,
@@ -216,7 +325,7 @@ fn recreate(sh: &Shell, target: &Target) -> Result<()> {
 }
 
 /// Runs the seed file in one transaction that stops on its first error.
-fn run_seed(sh: &Shell, target: &Target, seed: &std::path::Path) -> Result<()> {
+fn run_seed(sh: &Shell, target: &Target, seed: &Path) -> Result<()> {
     let out = target
         .psql(sh)
         .arg("--single-transaction")

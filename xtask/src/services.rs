@@ -299,6 +299,17 @@ impl Stack {
         }
     }
 
+    /// The names of the stack's networks.
+    pub fn networks(&self, sh: &Shell) -> Result<Vec<String>> {
+        let filter = self.project_filter();
+        let format = "{{.Name}}";
+        let names = cmd!(sh, "docker network ls --format {format} --filter {filter}")
+            .quiet()
+            .read()
+            .context("list the stack's networks")?;
+        Ok(names.split_whitespace().map(str::to_owned).collect())
+    }
+
     /// Removes the stack's network once no container is left in it, as `compose down` does.
     pub fn remove_network_if_empty(&self, sh: &Shell) -> Result<()> {
         if !self.containers(sh)?.is_empty() {
@@ -864,6 +875,15 @@ impl Running<'_> {
                         }
                         Err(self.refused_password(service, target, &why))
                     }
+                    Probe::Missing(why) => {
+                        // Given the same grace as a refused password: an image whose server
+                        // listens before its database exists has it by then.
+                        let since = *refused_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() < AUTH_GRACE {
+                            return Ok(Waiting::NotYet(why));
+                        }
+                        Err(missing_database(&self.stack, service, target, &why))
+                    }
                 },
                 Check::Redis => Ok(redis_ping(port)),
                 Check::Http => Ok(match http_get(port, "/health") {
@@ -936,6 +956,19 @@ impl Running<'_> {
             target.user
         )
     }
+}
+
+/// A database server that answers without the database: what happened, if a killed reset
+/// says, and how to get it back.
+fn missing_database(stack: &Stack, service: Service, target: &pg::Target, why: &str) -> String {
+    let env = target.env;
+    let fix = crate::reset::after_killed_reset(stack, env).unwrap_or_else(|| {
+        format!(
+            "`cargo xtask db-reset --env {env}{}` creates it (or `db-restore` a backup)",
+            stack.flag()
+        )
+    });
+    format!("{} answers, but {why}: {fix}", service.name())
 }
 
 impl Drop for Running<'_> {

@@ -167,25 +167,44 @@ pub fn run_suites_with(
     std::fs::create_dir_all(dir.join("bin")).context("create target/xtask")?;
 
     let archive = dir.join(ARCHIVE);
+    let (expr, name_filters) = selection_expr(suite.filter(), &selection.filters);
+    // An archive from elsewhere is read in full before it replaces ours or a service starts.
+    let mut listed_given = None;
     if let Some(given) = &selection.archive {
+        check_archive_file(given)?;
+        let listed = list_archive(sh, given, &expr, selection.partition.clone(), &name_filters)
+            .map_err(|err| {
+                usage(format!(
+                    "{} is not a usable nextest archive: {err:#}; nothing was replaced or started",
+                    given.display()
+                ))
+            })?;
+        listed_given = Some(listed);
         // The container finds the archive under the mounted target/xtask.
         if std::fs::canonicalize(given).ok() != std::fs::canonicalize(&archive).ok() {
-            std::fs::copy(given, &archive)
+            let tmp = archive.with_extension(format!("partial-{}", std::process::id()));
+            std::fs::copy(given, &tmp)
+                .and_then(|_| std::fs::rename(&tmp, &archive))
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&tmp);
+                })
                 .with_context(|| format!("copy {} to {}", given.display(), archive.display()))?;
         }
     } else {
         build_archive(sh, &archive)?;
     }
-    let (expr, name_filters) = selection_expr(suite.filter(), &selection.filters);
     let filter: &str = &expr;
     // Listing the archive's tests extracts it and asks every binary: about a second that runs
-    // while the services start.
+    // while the services start (an archive from elsewhere was listed already).
     let lister = {
         let (archive, partition) = (archive.clone(), selection.partition.clone());
         let (expr, name_filters) = (expr.clone(), name_filters.clone());
-        std::thread::spawn(move || {
-            let sh = Shell::new().context("a shell for listing the tests")?;
-            list_archive(&sh, &archive, &expr, partition, &name_filters)
+        std::thread::spawn(move || match listed_given {
+            Some(listed) => Ok(listed),
+            None => {
+                let sh = Shell::new().context("a shell for listing the tests")?;
+                list_archive(&sh, &archive, &expr, partition, &name_filters)
+            }
         })
     };
 
@@ -271,12 +290,26 @@ pub fn run_suites_with(
             status: None,
         });
     }
-    wait_all(&mut runs)?;
-    drop(pool_server);
-    drop(guard);
+    let watch = || dead_service(sh, stack, &compose, &wanted);
+    if let Err(err) = wait_all(&mut runs, watch) {
+        // The pool server cannot drop its clones on a dead server: it is stopped, not waited
+        // for, and the guard removes what the run started.
+        if let Some(server) = pool_server {
+            server.stop(Duration::from_secs(2));
+        }
+        drop(guard);
+        return Err(err);
+    }
     if interrupted() {
+        // Ctrl-C ends the run in seconds: the pool server gets two to drop its clones.
+        if let Some(server) = pool_server {
+            server.stop(Duration::from_secs(2));
+        }
+        drop(guard);
         bail!("interrupted; the services this run started were stopped");
     }
+    drop(pool_server);
+    drop(guard);
 
     let mut outcomes: Vec<(Target, Outcomes)> = Vec::new();
     for run in &runs {
@@ -401,12 +434,27 @@ fn list_archive(
         .as_ref()
         .map(|p| vec!["--partition".to_owned(), p.clone()])
         .unwrap_or_default();
-    let json = cmd!(sh, "cargo nextest list --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite -E {filter} {partition_args...} --message-format json -- {filters...}")
+    let out = cmd!(sh, "cargo nextest list --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite -E {filter} {partition_args...} --message-format json -- {filters...}")
         .quiet()
-        .ignore_stderr()
-        .read()
+        .ignore_status()
+        .output()
         .context("list the tests of the archive")?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let why: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        bail!(
+            "`cargo nextest list` cannot read {}: {}",
+            archive.display(),
+            why.join(" ")
+        );
+    }
+    let json = String::from_utf8_lossy(&out.stdout);
     let (tests, shard) = parity::parse_list(&json)?;
+    let binaries = binaries_digest(sh, &parity::list_binaries(&json)?)?;
     let mut all_filters = vec![filter.to_owned()];
     all_filters.extend(filters.iter().cloned());
     Ok(parity::ArchiveTests {
@@ -414,11 +462,52 @@ fn list_archive(
             .file_name()
             .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
         bytes: std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0),
+        binaries,
         partition,
         filters: all_filters,
         tests,
         shard,
     })
+}
+
+/// One SHA-256 over the test binaries' own digests, each beside its binary id: what two
+/// archives of the same build share, whatever their tar headers say.
+fn binaries_digest(sh: &Shell, binaries: &[(String, String)]) -> Result<String> {
+    let paths: Vec<&str> = binaries.iter().map(|(_, path)| path.as_str()).collect();
+    let sums = cmd!(sh, "sha256sum --binary {paths...}")
+        .quiet()
+        .read()
+        .context("checksum the test binaries")?;
+    let mut lines = Vec::new();
+    for ((id, _), line) in binaries.iter().zip(sums.lines()) {
+        let sum = line.split_whitespace().next().unwrap_or_default();
+        lines.push(format!("{sum}  {id}\n"));
+    }
+    let all = cmd!(sh, "sha256sum")
+        .quiet()
+        .stdin(lines.concat())
+        .read()
+        .context("checksum the test binaries")?;
+    Ok(all.split_whitespace().next().unwrap_or_default().to_owned())
+}
+
+/// Refuses a file that is not a nextest archive before anything is replaced or started: its
+/// first bytes (zstd's frame), then its listing (which reads every binary's test list).
+fn check_archive_file(given: &Path) -> Result<()> {
+    const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    let mut head = [0u8; 4];
+    let read = std::fs::File::open(given)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .with_context(|| format!("read {}", given.display()))?;
+    if read < head.len() || head != ZSTD_MAGIC {
+        return Err(usage(format!(
+            "{} is not a nextest archive (not a .tar.zst: it does not start with zstd's \
+             magic number); make one with `cargo nextest archive -p genesis-api \
+             --archive-file FILE`; nothing was replaced or started",
+            given.display()
+        )));
+    }
+    Ok(())
 }
 
 struct ModeRun {
@@ -583,9 +672,40 @@ fn start_pool_server(sh: &Shell, running: &Running<'_>) -> Result<Option<child::
     Ok(Some(session))
 }
 
-fn wait_all(runs: &mut [ModeRun]) -> Result<()> {
+/// The first of `services` whose container is no longer running on `stack`, as an error that
+/// names it and shows its last log lines.
+fn dead_service(sh: &Shell, stack: &Stack, compose: &Compose, services: &[Service]) -> Result<()> {
+    let containers = stack.containers(sh)?;
+    for service in services {
+        let name = service.name();
+        let state = containers
+            .iter()
+            .find(|c| c.service == name)
+            .map(|c| (c.running(), c.state.clone()));
+        let why = match state {
+            Some((true, _)) => continue,
+            Some((false, state)) => format!("its container is {state}"),
+            None => "its container is gone".to_owned(),
+        };
+        return Err(check_failed(format!(
+            "{name} stopped while the suites ran ({why}); the runs were stopped and the \
+             services this run started removed\n--- last 20 log lines of {name} ---\n{}",
+            stack.log_tail(sh, compose, name, 20)
+        )));
+    }
+    Ok(())
+}
+
+/// How often a run looks at its services' containers while the suites run.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Waits for every mode's run. Ctrl-C kills them and returns; a service of the run found
+/// stopped (`watch`, every [`WATCH_EVERY`]) kills them and returns its error, so that a dead
+/// database fails the run in seconds instead of every test waiting out its own timeout.
+fn wait_all(runs: &mut [ModeRun], mut watch: impl FnMut() -> Result<()>) -> Result<()> {
     let tty = std::io::stderr().is_terminal();
     let mut last_note = Instant::now();
+    let mut last_watch = Instant::now();
     loop {
         let mut pending = 0;
         for run in runs.iter_mut() {
@@ -612,6 +732,19 @@ fn wait_all(runs: &mut [ModeRun]) -> Result<()> {
                 let _ = run.child.wait();
             }
             return Ok(());
+        }
+        if last_watch.elapsed() >= WATCH_EVERY {
+            last_watch = Instant::now();
+            if let Err(err) = watch() {
+                for run in runs.iter_mut().filter(|r| r.status.is_none()) {
+                    let _ = run.child.kill();
+                    let _ = run.child.wait();
+                }
+                if tty {
+                    eprintln!();
+                }
+                return Err(err);
+            }
         }
         let every = if tty {
             Duration::from_secs(1)

@@ -130,7 +130,19 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
 /// Prints the error chain on one line, credentials masked, and picks the exit code.
 pub fn report_error(err: &anyhow::Error) -> ExitCode {
     let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
-    eprintln!("error: {}", redact(&chain.join(": ")));
+    let text = redact(&chain.join(": "));
+    if interrupted() {
+        // Ctrl-C (or SIGTERM) ended the run, whatever step failed because of it: that step's
+        // first line is enough (a child's own report of the signal can be a long traceback).
+        let first = text.lines().next().unwrap_or_default();
+        if first.starts_with("interrupted") {
+            eprintln!("error: {first}");
+        } else {
+            eprintln!("error: interrupted (a step stopped by it: {first})");
+        }
+        return ExitCode::from(130);
+    }
+    eprintln!("error: {text}");
     match err.downcast_ref::<Failure>() {
         Some(Failure::Usage(_)) => ExitCode::from(2),
         _ => ExitCode::from(1),

@@ -204,6 +204,10 @@ struct Server {
 const FILL_WORKERS: usize = 2;
 /// How long a hand-out waits for the workers before it makes its clone itself.
 const FILL_WAIT: Duration = Duration::from_secs(30);
+/// How often a waiting hand-out looks whether the server's connection is still there.
+const CONNECTION_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// The pool server's answer once its connection to the test database is gone.
+const LOST: &str = "the pool server lost its connection to the test database (stopped or killed?)";
 
 impl Server {
     /// Fills the pool to its target before answering, then keeps it filled.
@@ -270,32 +274,51 @@ impl Server {
     /// The next ready clone. When none is ready the hand-out waits for the workers' next one
     /// (the clone being made is no slower than one made now, and a clone made on the hand-out
     /// connection would hold up every other hand-out behind it).
-    async fn checkout(&self, start: Instant) -> Handout {
+    /// A lost connection to the test database is an error at once, not a wait for workers
+    /// that cannot clone any more.
+    async fn checkout(&self, start: Instant) -> Result<Handout, String> {
+        if self.pool.handout.is_closed() {
+            return Err(LOST.to_owned());
+        }
         let mut ready = self.ready_rx.lock().await;
         let (name, hit) = match ready.try_recv() {
             Ok(name) => (name, true),
-            Err(_) => match tokio::time::timeout(FILL_WAIT, ready.recv()).await {
-                Ok(Some(name)) => (name, false),
-                // No worker answers: make it here.
-                _ => {
-                    let name = format!("{DB_PREFIX}{}", unique_suffix());
-                    self.pool.clone_template(&self.pool.handout, &name).await;
-                    return Handout {
-                        name,
-                        hit: false,
-                        elapsed: start.elapsed(),
-                    };
+            Err(_) => {
+                let since = Instant::now();
+                let mut next = None;
+                while next.is_none() && since.elapsed() < FILL_WAIT {
+                    if self.pool.handout.is_closed() {
+                        return Err(LOST.to_owned());
+                    }
+                    match tokio::time::timeout(CONNECTION_CHECK_EVERY, ready.recv()).await {
+                        Ok(Some(name)) => next = Some(name),
+                        Ok(None) => break,
+                        Err(_) => {}
+                    }
                 }
-            },
+                match next {
+                    Some(name) => (name, false),
+                    // No worker answers: make it here.
+                    None => {
+                        let name = format!("{DB_PREFIX}{}", unique_suffix());
+                        self.pool.clone_template(&self.pool.handout, &name).await;
+                        return Ok(Handout {
+                            name,
+                            hit: false,
+                            elapsed: start.elapsed(),
+                        });
+                    }
+                }
+            }
         };
         self.ready.fetch_sub(1, Ordering::AcqRel);
         self.stock.fetch_sub(1, Ordering::AcqRel);
         self.wanted.notify_one();
-        Handout {
+        Ok(Handout {
             name,
             hit,
             elapsed: start.elapsed(),
-        }
+        })
     }
 
     /// Drops the given-back databases on `client`, after the pool is full again: making the
@@ -406,11 +429,13 @@ async fn answer(server: Server, stream: tokio::net::UnixStream) {
                 server.pool.template
             )
         }
-        ("checkout", _) => {
-            let handout = server.checkout(Instant::now()).await;
-            let how = if handout.hit { "hit" } else { "miss" };
-            format!("ok {} {how}", handout.name)
-        }
+        ("checkout", _) => match server.checkout(Instant::now()).await {
+            Ok(handout) => {
+                let how = if handout.hit { "hit" } else { "miss" };
+                format!("ok {} {how}", handout.name)
+            }
+            Err(why) => format!("error: {why}"),
+        },
         ("release", name) if name.starts_with(DB_PREFIX) => {
             let queue = server.drops.lock().expect("the drop queue");
             match queue.as_ref().map(|q| q.send(name.to_owned())) {
