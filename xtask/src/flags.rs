@@ -36,7 +36,7 @@ pub enum Cmd {
     VerifyMigration(VerifyMigration),
     Ci(Ci),
     Bench(Bench),
-    Load(crate::load::Load),
+    Load(crate::commands::load::Load),
     Images(Images),
     Migration(Migration),
     Parity(Parity),
@@ -84,7 +84,7 @@ pub struct Test {
     pub archive: Option<std::path::PathBuf>,
     /// Run one slice of the selected tests (nextest's `slice:M/N`, `count:M/N` or `hash:M/N`).
     /// The report still lists every selected test, for `cargo xtask parity merge`.
-    #[arg(long, value_name = "KIND:M/N", value_parser = crate::parity::parse_partition)]
+    #[arg(long, value_name = "KIND:M/N", value_parser = crate::commands::parity::parse_partition)]
     pub partition: Option<String>,
     /// Test name filters, passed to nextest after `--` (`cargo xtask test -- login health::`).
     #[arg(last = true, value_name = "FILTERS")]

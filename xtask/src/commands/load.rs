@@ -21,10 +21,10 @@ use genesis_model as model;
 use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
-use crate::child;
-use crate::compose::Compose;
+use crate::services::compose::Compose;
 use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack, http_get, http_request};
-use crate::util::{check_failed, target_dir, usage, xtask_dir};
+use crate::tools::child;
+use crate::tools::util::{check_failed, target_dir, usage, xtask_dir};
 
 /// Load the API with wrk (login and /auth/me) and report throughput, latency, statuses and
 /// peak memory. Needs `wrk`; uses DATABASE_URL and REDIS_URL when set, else the stack's test

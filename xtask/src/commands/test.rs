@@ -16,12 +16,13 @@ use anyhow::{Context, Result, bail};
 use genesis_model as model;
 use xshell::{Shell, cmd};
 
-use crate::compose::Compose;
+use crate::commands::parity::{self, Outcomes, Report, Target};
 use crate::flags::{self, Suite};
-use crate::parity::{self, Outcomes, Report, Target};
+use crate::services::compose::Compose;
+use crate::services::preflight;
 use crate::services::{Lifetime, Running, Service, Stack};
-use crate::util::{check_failed, interrupted, project_root, target_dir, usage, xtask_dir};
-use crate::{child, preflight};
+use crate::tools::child;
+use crate::tools::util::{check_failed, interrupted, project_root, target_dir, usage, xtask_dir};
 
 const ARCHIVE: &str = "genesis-tests.tar.zst";
 
@@ -172,7 +173,7 @@ pub fn run_suites_with(
         })
     };
 
-    crate::util::check_interrupted()?;
+    crate::tools::util::check_interrupted()?;
 
     if needs_container {
         // The container runs the host's nextest binary from the mounted workspace.

@@ -16,9 +16,11 @@ use anyhow::{Context, Result};
 use genesis_model::{self as model, Image};
 use xshell::{Shell, cmd};
 
-use crate::util::xtask_dir;
-use crate::util::{project_root, usage};
-use crate::{child, flags, preflight};
+use crate::flags;
+use crate::services::preflight;
+use crate::tools::child;
+use crate::tools::util::xtask_dir;
+use crate::tools::util::{project_root, usage};
 
 /// The Debian release the images are made of. Its C library is the one the application base
 /// offers to binaries built on the host.

@@ -7,6 +7,11 @@
 //! keeps it). Every container carries the identity of the run that started it, so a run that
 //! died (`kill -9`) leaves containers that the next run reclaims instead of adopting.
 
+pub mod certs;
+pub mod compose;
+pub mod images;
+pub mod preflight;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -18,10 +23,9 @@ use genesis_model::{self as model, COMPOSE_PROJECT, Env, Image, Storage};
 use genesis_settings::redact;
 use xshell::{Shell, cmd};
 
-use crate::compose::Compose;
-use crate::pg::{self, Probe};
-use crate::preflight;
-use crate::util::{Progress, check_failed, interrupted, project_root, usage};
+use crate::services::compose::Compose;
+use crate::tools::pg::{self, Probe};
+use crate::tools::util::{Progress, check_failed, interrupted, project_root, usage};
 
 // ---- stacks -------------------------------------------------------------------------------
 
@@ -173,7 +177,7 @@ impl Stack {
         }
         preflight::images_for(sh, &missing)?;
         if missing.contains(&Service::TestDb) {
-            crate::certs::ensure_test_db_certs(sh)?;
+            certs::ensure_test_db_certs(sh)?;
         }
         if !missing.is_empty() {
             let names: Vec<&str> = missing.iter().map(|s| s.name()).collect();

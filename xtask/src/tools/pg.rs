@@ -12,8 +12,8 @@ use genesis_settings::{Scheme, Secret, ServiceUrl, UrlProblem};
 use serde::{Deserialize, Serialize};
 use xshell::{Cmd, Shell};
 
-pub use crate::devpass::{PasswordSource, ensure_dev_password_here as ensure_dev_password};
-use crate::util::{project_root, usage};
+pub use crate::tools::devpass::{PasswordSource, ensure_dev_password_here as ensure_dev_password};
+use crate::tools::util::{project_root, usage};
 
 /// Seconds libpq waits for a connection before it gives up (`connect_timeout`), unless the URL
 /// says otherwise.
@@ -59,9 +59,11 @@ impl Target {
                 Some(Secret::new(password)),
             )),
             (Some(compose), Password::FromEnv(_)) => {
-                let password =
-                    crate::devpass::dev_password(&project_root(), &crate::devpass::process_env)?
-                        .map(|(secret, _)| secret);
+                let password = crate::tools::devpass::dev_password(
+                    &project_root(),
+                    &crate::tools::devpass::process_env,
+                )?
+                .map(|(secret, _)| secret);
                 Ok(Target::model(env, compose.host_address, password))
             }
             (None, _) => match std::env::var("DATABASE_URL") {
@@ -319,11 +321,11 @@ fn program(sh: &Shell, tool: &str) -> String {
     {
         return program.clone();
     }
-    let wrapped = crate::preflight::on_path(tool)
+    let wrapped = crate::services::preflight::on_path(tool)
         .and_then(|path| std::fs::canonicalize(path).ok())
         .is_some_and(|path| path.file_name().is_some_and(|name| name == "pg_wrapper"));
     let direct = wrapped
-        .then(|| crate::preflight::pg_tool(sh, tool).ok())
+        .then(|| crate::services::preflight::pg_tool(sh, tool).ok())
         .flatten()
         .map(|(_, major)| format!("/usr/lib/postgresql/{major}/bin/{tool}"))
         .filter(|path| std::path::Path::new(path).is_file());

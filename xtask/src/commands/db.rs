@@ -11,13 +11,13 @@ use genesis_settings::redact;
 use serde::Serialize;
 use xshell::{Shell, cmd};
 
-use crate::child;
-use crate::compose::Compose;
 use crate::flags::{self, Extra};
-use crate::pg::{self, PasswordSource, Probe, Target};
-use crate::preflight;
+use crate::services::compose::Compose;
+use crate::services::preflight;
 use crate::services::{Lifetime, Owner, Service, Stack};
-use crate::util::{check_failed, project_root, usage};
+use crate::tools::child;
+use crate::tools::pg::{self, PasswordSource, Probe, Target};
+use crate::tools::util::{check_failed, project_root, usage};
 
 /// The services of `env` plus the `--with` extras; production has none.
 fn services(env: Env, with: &[Extra]) -> Result<Vec<Service>> {

@@ -10,18 +10,19 @@ use genesis_settings::{Scheme, ServiceUrl, Settings, UrlProblem, parse_env_file}
 use serde::Serialize;
 use xshell::{Shell, cmd};
 
-use crate::compose::Compose;
+use crate::commands::codegen;
+use crate::commands::parity::{Outcome, Report, Target};
+use crate::commands::test::run_suites;
 use crate::flags::{self, Suite};
-use crate::parity::{Outcome, Report, Target};
+use crate::services::compose::Compose;
 use crate::services::{self, Lifetime, READY_TIMEOUT, Service, Stack};
-use crate::test::run_suites;
-use crate::util::{
+use crate::tools::child;
+use crate::tools::util::{
     FileState, Mode, Style, check_failed, ensure_file_contents, project_root, target_dir,
 };
-use crate::{child, codegen};
 
 /// The checker itself names what it looks for.
-const THIS_FILE: &str = "xtask/src/verify.rs";
+const THIS_FILE: &str = "xtask/src/commands/verify.rs";
 
 /// What in a line of non-test code means SQLite is still used: a URL or a driver.
 const SQLITE_USE: &[&str] = &[
@@ -419,7 +420,7 @@ fn app_ready_in_strict_mode(sh: &Shell, stack: &Stack) -> Result<String> {
     let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
         .local_addr()?
         .port();
-    let log = crate::util::xtask_dir().join("strict-start.log");
+    let log = crate::tools::util::xtask_dir().join("strict-start.log");
     let serve = cmd!(sh, "{bin} serve")
         .env("ENVIRONMENT", Env::Test.environment_value())
         .env("STRICT_HEALTH_CHECKS", "true")
@@ -441,7 +442,7 @@ fn app_ready_in_strict_mode(sh: &Shell, stack: &Stack) -> Result<String> {
                 started.elapsed().as_secs_f64()
             ));
         }
-        if crate::util::interrupted() {
+        if crate::tools::util::interrupted() {
             break Err(anyhow::anyhow!("interrupted"));
         }
         if started.elapsed() > Duration::from_secs(30) {

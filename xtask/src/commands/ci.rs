@@ -6,12 +6,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use xshell::{Shell, cmd};
 
-use crate::compose::{Compose, Flavour, V2_VAR};
+use crate::commands::parity::{Report, Target};
+use crate::commands::{codegen, test, verify};
 use crate::flags::{self, Suite};
-use crate::parity::{Report, Target};
+use crate::services::compose::{Compose, Flavour, V2_VAR};
 use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack};
-use crate::util::{Style, check_failed, usage};
-use crate::{codegen, images, preflight, test, verify};
+use crate::services::{images, preflight};
+use crate::tools::util::{Style, check_failed, usage};
 
 impl flags::Ci {
     pub fn run(self, sh: &Shell) -> Result<()> {
@@ -174,7 +175,7 @@ impl Steps {
 
     fn step<T>(&mut self, name: &str, step: impl FnOnce() -> Result<T>) -> Result<T> {
         // Ctrl-C during a step that is not a wait (a build, a test run) still ends `ci` here.
-        crate::util::check_interrupted().with_context(|| format!("ci step `{name}`"))?;
+        crate::tools::util::check_interrupted().with_context(|| format!("ci step `{name}`"))?;
         let style = Style::stdout();
         println!("{}", style.green(&format!("== {name}")));
         let started = Instant::now();

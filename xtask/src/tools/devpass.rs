@@ -13,8 +13,8 @@ use anyhow::{Context, Result};
 use genesis_model::{self as model, Password};
 use genesis_settings::Secret;
 
-use crate::pg::random_hex;
-use crate::util::usage;
+use crate::tools::pg::random_hex;
+use crate::tools::util::usage;
 
 /// Where the dev password was found.
 #[derive(Clone, Debug, PartialEq, Eq)]

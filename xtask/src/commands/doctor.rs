@@ -6,11 +6,11 @@ use genesis_model::{self as model, Image};
 use serde::Serialize;
 use xshell::Shell;
 
-use crate::compose::Compose;
 use crate::flags;
-use crate::preflight::{self, PortState};
+use crate::services::compose::Compose;
+use crate::services::preflight::{self, PortState};
 use crate::services::{Service, Stack};
-use crate::util::{Style, check_failed};
+use crate::tools::util::{Style, check_failed};
 
 #[derive(Debug, Serialize)]
 struct Row {

@@ -8,7 +8,7 @@ use genesis_model::Image;
 use xshell::{Shell, cmd};
 
 use crate::services::{self, Service, Stack};
-use crate::util::usage;
+use crate::tools::util::usage;
 
 /// The Docker client is installed.
 pub fn docker_client(sh: &Shell) -> Result<String> {
@@ -233,5 +233,5 @@ pub fn images_for(sh: &Shell, services: &[Service]) -> Result<()> {
     if !pulled {
         mmdebstrap()?;
     }
-    crate::images::ensure(sh)
+    super::images::ensure(sh)
 }

@@ -8,8 +8,9 @@ use genesis_model::{self as model, ComposeDb, Database, Env, Password, Storage};
 use serde::Serialize;
 use xshell::Shell;
 
-use crate::util::{FileState, Mode, check_failed, ensure_file_contents, project_root};
-use crate::{flags, yaml};
+use crate::flags;
+use crate::tools::util::{FileState, Mode, check_failed, ensure_file_contents, project_root};
+use crate::tools::yaml;
 
 const COMMAND: &str = "cargo xtask codegen";
 
@@ -422,7 +423,7 @@ mod tests {
     use serde_json::{Map, Value, json};
 
     use super::*;
-    use crate::compose::oracle;
+    use crate::services::compose::oracle;
 
     #[test]
     fn committed_files_match_the_model() {

@@ -20,12 +20,12 @@ use genesis_settings::redact;
 use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
-use crate::child::Session;
 use crate::flags;
-use crate::pg::{self, ROW_COUNTS_SQL, TableRows, Target};
-use crate::preflight;
 use crate::services::Stack;
-use crate::util::{check_failed, project_root, usage, utc_timestamp};
+use crate::services::preflight;
+use crate::tools::child::Session;
+use crate::tools::pg::{self, ROW_COUNTS_SQL, TableRows, Target};
+use crate::tools::util::{check_failed, project_root, usage, utc_timestamp};
 
 /// The first bytes of every pg_dump archive.
 const MAGIC: &[u8] = b"PGDMP";

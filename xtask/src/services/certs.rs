@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use genesis_model as model;
 use xshell::{Shell, cmd};
 
-use crate::util::{project_root, usage};
+use crate::tools::util::{project_root, usage};
 
 /// How long the certificates are valid: long enough never to expire under a checkout.
 const DAYS: &str = "3650";

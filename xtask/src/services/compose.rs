@@ -5,9 +5,9 @@ use anyhow::{Context, Result};
 use genesis_model::{self as model, IMAGES};
 use xshell::{Cmd, Shell, cmd};
 
-use crate::preflight;
+use crate::services::preflight;
 use crate::services::{Service, Stack};
-use crate::util::{project_root, usage};
+use crate::tools::util::{project_root, usage};
 
 /// The DOCKER_CONFIG folder holding the Compose v2 plugin where the machine's `docker` has
 /// none (`.ci/run` sets it), so that CI and the oracle tests run both flavours.

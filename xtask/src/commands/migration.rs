@@ -17,11 +17,11 @@ use genesis_settings::redact;
 use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
-use crate::backup;
+use crate::commands::backup;
 use crate::flags;
-use crate::pg::Target;
 use crate::services::Stack;
-use crate::util::{check_failed, project_root, target_dir, usage};
+use crate::tools::pg::Target;
+use crate::tools::util::{check_failed, project_root, target_dir, usage};
 
 /// The folder of the application's migrations, relative to the workspace root.
 pub const MIGRATIONS_DIR: &str = "crates/genesis-api/migrations";

@@ -16,12 +16,12 @@ use genesis_model::Env;
 use genesis_settings::redact;
 use xshell::Shell;
 
-use crate::backup;
+use crate::commands::backup;
+use crate::commands::migration::{self, Migrator};
 use crate::flags;
-use crate::migration::{self, Migrator};
-use crate::pg::Target;
 use crate::services::Stack;
-use crate::util::{check_failed, project_root, usage};
+use crate::tools::pg::Target;
+use crate::tools::util::{check_failed, project_root, usage};
 
 /// Where the seed files are, relative to the workspace root: `<env>.sql` (`test.sql`, `dev.sql`).
 pub const SEEDS_DIR: &str = "crates/genesis-api/seeds";

@@ -10,10 +10,12 @@ use serde::Serialize;
 use serde_json::json;
 use xshell::{Shell, cmd};
 
-use crate::compose::Compose;
+use crate::commands::parity;
+use crate::flags;
+use crate::services::compose::Compose;
+use crate::services::preflight;
 use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack};
-use crate::util::{project_root, usage, xtask_dir};
-use crate::{flags, parity, preflight};
+use crate::tools::util::{project_root, usage, xtask_dir};
 
 /// The variable the suites' support code reads to record each database hand-out
 /// (`crates/genesis-api/tests/support/pool.rs`).
@@ -437,8 +439,8 @@ fn bench_db_up(
     let volumes_before = stack.volumes(sh)?;
     // Where Compose v2 is at hand beside the machine's v1, `db-up` runs under it too: the
     // flavour costs more than anything else in the start.
-    let v2 = (compose.flavour == crate::compose::Flavour::V1)
-        .then(|| std::env::var_os(crate::compose::V2_VAR))
+    let v2 = (compose.flavour == crate::services::compose::Flavour::V1)
+        .then(|| std::env::var_os(crate::services::compose::V2_VAR))
         .flatten()
         .filter(|dir| !dir.is_empty());
     let (mut xt, mut raw, mut floor, mut xt_v2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -647,7 +649,7 @@ fn bench_suites(sh: &Shell, xtask: &Path, reps: usize) -> Result<Suites> {
         bodies_s +=
             parity::body_seconds(&xml).with_context(|| format!("read {}", path.display()))?;
     }
-    let parallelism = crate::test::test_threads() * 2;
+    let parallelism = crate::commands::test::test_threads() * 2;
     let handout = std::fs::read_to_string(&handouts).ok().and_then(|text| {
         let ms: Vec<f64> = text
             .lines()

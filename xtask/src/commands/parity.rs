@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use xshell::Shell;
 
 use crate::flags;
-use crate::util::{check_failed, usage};
+use crate::tools::util::{check_failed, usage};
 
 /// Where a suite ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
