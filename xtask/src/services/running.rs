@@ -1,0 +1,145 @@
+//! What a command started on a stack: the guard that knows the host ports and containers and
+//! removes what it started.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use genesis_model::{self as model, Env, Storage};
+use xshell::{Shell, cmd};
+
+use super::compose::Compose;
+use super::{Service, Stack};
+use crate::tools::pg;
+
+// ---- a running stack ----------------------------------------------------------------------
+
+/// What a command started on a stack, and where the host reaches each service. Dropping it
+/// removes what it started (containers, their anonymous volumes, the network once empty, the
+/// named volumes its `up` created), unless [`Running::keep`] was called.
+#[derive(Debug)]
+pub struct Running<'a> {
+    pub(super) sh: &'a Shell,
+    pub(super) compose: Compose,
+    pub(super) stack: Stack,
+    pub(super) started: Vec<Service>,
+    pub(super) created_volumes: Vec<String>,
+    pub(super) ports: BTreeMap<Service, u16>,
+    /// The container id of each service waited for.
+    pub(super) containers: BTreeMap<Service, String>,
+}
+
+impl Running<'_> {
+    /// The host port of a service this run waited for.
+    pub fn port(&self, service: Service) -> u16 {
+        self.ports[&service]
+    }
+
+    /// The container of a service this run waited for, for `docker exec` (which starts in a
+    /// few milliseconds where `compose exec` v1 takes half a second).
+    pub fn container(&self, service: Service) -> &str {
+        &self.containers[&service]
+    }
+
+    /// Whether this run started `service` (and so removes it when the guard goes).
+    pub fn started(&self, service: Service) -> bool {
+        self.started.contains(&service)
+    }
+
+    /// Leaves everything running when the guard goes (`db-up`).
+    pub fn keep(mut self) {
+        self.started.clear();
+        self.created_volumes.clear();
+    }
+
+    /// The database of `env` as the host reaches it on this stack.
+    pub fn database(&self, env: Env) -> Result<pg::Target> {
+        let service = Service::database(env).context("a managed database has no service")?;
+        let mut target = pg::Target::resolve(env, None)?;
+        target.set_port(self.port(service));
+        Ok(target)
+    }
+
+    /// The settings' variables that point the suites (and the application) at this stack's
+    /// test database and Redis from the host.
+    pub fn host_settings(&self) -> Result<Vec<(&'static str, String)>> {
+        let db = model::TEST_DB;
+        let mut address = model::TEST_DB_SERVICE.host_address;
+        address.port = self.port(Service::TestDb);
+        let mut vars = vec![(db.url_var, db.url_with(address, model::TEST_DB_PASSWORD))];
+        if let Some(port) = self.ports.get(&Service::Redis) {
+            let mut redis = model::REDIS.host_address;
+            redis.port = *port;
+            vars.push((model::REDIS.url_var, model::REDIS.url(redis)));
+        }
+        Ok(vars)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.started.is_empty() && self.created_volumes.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = self.started.iter().map(|s| s.name()).collect();
+        if !names.is_empty() {
+            eprintln!(
+                "stopping {} (stack {})",
+                names.join(", "),
+                self.stack.name()
+            );
+        }
+        let ids: Vec<&str> = self
+            .started
+            .iter()
+            .filter_map(|s| self.containers.get(s).map(String::as_str))
+            .collect();
+        let removed = if ids.len() == names.len() {
+            self.remove_started(&ids)
+        } else {
+            // Started only in part: compose finds what there is by name.
+            self.stack.remove(self.sh, &self.compose, &names)
+        };
+        if let Err(err) = removed {
+            eprintln!("warning: {err}");
+        }
+        if let Err(err) = self.stack.remove_network_if_empty(self.sh) {
+            eprintln!("warning: could not remove the stack's network: {err}");
+        }
+        // Only volumes that this run's `up` created, and never one a container still uses.
+        let existing = self.stack.volumes(self.sh).unwrap_or_default();
+        for volume in self.created_volumes.iter().filter(|v| existing.contains(v)) {
+            let _ = cmd!(self.sh, "docker volume rm {volume}")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run();
+        }
+    }
+}
+
+impl Running<'_> {
+    /// Removes the containers this run started, by id: a service whose data lives in a volume
+    /// is stopped first (PostgreSQL shuts down cleanly), the others, whose data is a tmpfs the
+    /// removal discards anyway, are removed at once.
+    fn remove_started(&self, ids: &[&str]) -> Result<()> {
+        let sh = self.sh;
+        let graceful: Vec<&str> = self
+            .started
+            .iter()
+            .filter(|s| matches!(s.storage(), Storage::Volume(_)))
+            .filter_map(|s| self.containers.get(s).map(String::as_str))
+            .collect();
+        if !graceful.is_empty() {
+            cmd!(sh, "docker stop {graceful...}")
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .context("stop the containers")?;
+        }
+        cmd!(sh, "docker rm --force --volumes {ids...}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .context("remove the containers")
+    }
+}
