@@ -22,9 +22,9 @@ use xshell::{Shell, cmd};
 
 use crate::flags;
 use crate::services::Stack;
-use crate::services::preflight;
 use crate::tools::child::Session;
 use crate::tools::pg::{self, ROW_COUNTS_SQL, TableRows, Target};
+use crate::tools::util;
 use crate::tools::util::{check_failed, project_root, usage, utc_timestamp};
 
 /// The first bytes of every pg_dump archive.
@@ -124,7 +124,7 @@ pub fn reach(sh: &Shell, target: &Target) -> Result<(String, u32)> {
 fn tools(sh: &Shell, names: &[&str]) -> Result<Vec<(String, u32)>> {
     let found = names
         .iter()
-        .map(|tool| preflight::pg_tool(sh, tool))
+        .map(|tool| pg::pg_tool(sh, tool))
         .collect::<Result<Vec<_>>>()?;
     cmd!(sh, "sha256sum --version")
         .quiet()
@@ -458,7 +458,7 @@ fn verify_by_restoring(
     expected: &[TableRows],
 ) -> Result<()> {
     // Only [a-z0-9_]: safe to write into SQL unquoted.
-    let name = format!("genesis_verify_{}", pg::random_hex(6)?);
+    let name = format!("genesis_verify_{}", util::random_hex(6)?);
     target
         .query(sh, &format!("create database {name} template template0"))
         .with_context(|| format!("create the scratch database {name} (the role needs CREATEDB)"))?;
@@ -700,7 +700,7 @@ mod tests {
 
     #[test]
     fn counts_crlf_pairs_across_buffer_edges() {
-        let dir = std::env::temp_dir().join(format!("xtask-crlf-{}", pg::random_hex(4).unwrap()));
+        let dir = std::env::temp_dir().join(format!("xtask-crlf-{}", util::random_hex(4).unwrap()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("f");
         let mut bytes = vec![b'x'; (1 << 16) - 1];

@@ -13,7 +13,7 @@ use xshell::{Shell, cmd};
 use crate::commands::parity;
 use crate::flags;
 use crate::services::compose::Compose;
-use crate::services::preflight;
+use crate::services::images;
 use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack};
 use crate::tools::util::{project_root, usage, xtask_dir};
 
@@ -420,7 +420,7 @@ fn bench_db_up(
     reps: usize,
 ) -> Result<(Stats, Stats, Stats, Option<Stats>)> {
     let service = Service::TestDb.name();
-    let image = preflight::image_available(sh, model::POSTGRES_IMAGE)?;
+    let image = images::image_available(sh, model::POSTGRES_IMAGE)?;
     let was_running = stack
         .containers(sh)?
         .iter()

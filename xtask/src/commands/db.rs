@@ -13,6 +13,7 @@ use xshell::{Shell, cmd};
 
 use crate::flags::{self, Extra};
 use crate::services::compose::Compose;
+use crate::services::images;
 use crate::services::preflight;
 use crate::services::{Lifetime, Owner, Service, Stack};
 use crate::tools::child;
@@ -44,7 +45,7 @@ impl flags::DbUp {
         preflight::docker_client(sh)?;
         preflight::docker_daemon(sh)?;
         let compose = Compose::detect(sh)?;
-        preflight::pg_tool(sh, "psql")?;
+        pg::pg_tool(sh, "psql")?;
         if let Password::FromEnv(_) = env.database().password {
             let (_, source) = pg::ensure_dev_password(&project_root())?;
             if let PasswordSource::Generated(path) = source {
@@ -109,7 +110,7 @@ fn note_former_volume(sh: &Shell, stack: &Stack, service: Service) -> Result<()>
             .is_ok()
     };
     if exists(&former) && !exists(&new) {
-        let image = preflight::image_available(sh, model::POSTGRES_IMAGE)
+        let image = images::image_available(sh, model::POSTGRES_IMAGE)
             .unwrap_or_else(|_| model::POSTGRES_IMAGE.local.to_owned());
         eprintln!(
             "note: volume {former} holds the data of the former single compose project; this \
@@ -420,7 +421,7 @@ impl flags::DbLogs {
 impl flags::DbShell {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let env = self.env.model();
-        preflight::pg_tool(sh, "psql")?;
+        pg::pg_tool(sh, "psql")?;
         let mut target = Target::resolve(env, None)?;
         stack.aim(sh, &mut target)?;
         if let Some(service) = Service::database(env) {

@@ -8,8 +8,10 @@ use xshell::Shell;
 
 use crate::flags;
 use crate::services::compose::Compose;
+use crate::services::images;
 use crate::services::preflight::{self, PortState};
 use crate::services::{Service, Stack};
+use crate::tools::pg;
 use crate::tools::util::{Style, check_failed};
 
 #[derive(Debug, Serialize)]
@@ -111,7 +113,7 @@ fn diagnose(sh: &Shell, stack: &Stack) -> Vec<Row> {
         Row::from_result("compose", compose.and_then(|c| c.describe(sh))),
     );
     for tool in ["psql", "pg_dump", "pg_restore"] {
-        let row = match preflight::pg_tool(sh, tool) {
+        let row = match pg::pg_tool(sh, tool) {
             Ok((version, major)) if major >= 15 => Row::ok(tool, version),
             Ok((version, _)) => Row::problem(
                 tool,
@@ -168,7 +170,7 @@ fn diagnose(sh: &Shell, stack: &Stack) -> Vec<Row> {
 
 fn image_row(sh: &Shell, image: Image) -> Row {
     let check = format!("image {}", image.public);
-    match preflight::image_available(sh, image) {
+    match images::image_available(sh, image) {
         Ok(name) if name == image.public => Row::ok(check, "present"),
         Ok(name) => Row::ok(check, format!("{name} is used in its place")),
         Err(err) => Row::problem(check, "not in the engine", err.to_string()),

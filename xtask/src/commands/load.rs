@@ -16,31 +16,15 @@ use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
 use genesis_model as model;
 use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
+use crate::flags;
 use crate::services::compose::Compose;
 use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack, http_get, http_request};
 use crate::tools::child;
 use crate::tools::util::{check_failed, target_dir, usage, xtask_dir};
-
-/// Load the API with wrk (login and /auth/me) and report throughput, latency, statuses and
-/// peak memory. Needs `wrk`; uses DATABASE_URL and REDIS_URL when set, else the stack's test
-/// database and Redis (started for the run if they are not up).
-#[derive(Debug, Args)]
-pub struct Load {
-    /// Concurrent connections.
-    #[arg(long, default_value_t = 64)]
-    pub connections: u32,
-    /// Seconds per scenario.
-    #[arg(long, default_value_t = 20)]
-    pub duration: u32,
-    /// The loopback port the API listens on during the run.
-    #[arg(long, default_value_t = 8089)]
-    pub port: u16,
-}
 
 /// The peak memory the acceptance allows.
 const MEMORY_LIMIT_MIB: f64 = 512.0;
@@ -86,7 +70,7 @@ impl Drop for Server {
     }
 }
 
-impl Load {
+impl flags::Load {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let wrk = which_wrk(sh)?;
         let given = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
@@ -307,7 +291,7 @@ function done(summary, latency, requests)
 end
 "#;
 
-fn run_wrk(sh: &Shell, wrk: &str, load: &Load, script: &str, url: &str) -> Result<Outcome> {
+fn run_wrk(sh: &Shell, wrk: &str, load: &flags::Load, script: &str, url: &str) -> Result<Outcome> {
     let connections = load.connections.to_string();
     let duration = format!("{}s", load.duration);
     eprintln!("wrk: {url}, {connections} connections, {duration}");

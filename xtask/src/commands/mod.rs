@@ -7,6 +7,7 @@ pub mod ci;
 pub mod codegen;
 pub mod db;
 pub mod doctor;
+pub mod images;
 pub mod load;
 pub mod migration;
 pub mod parity;

@@ -231,18 +231,6 @@ pub struct ArchiveTests {
     pub shard: Vec<TestId>,
 }
 
-/// `KIND:M/N` as nextest's `--partition` takes it: `slice`, `count` or `hash`, 1 <= M <= N.
-pub fn parse_partition(value: &str) -> Result<String, String> {
-    let bad = || format!("{value:?} is not KIND:M/N (slice:1/2, count:1/3, hash:2/2)");
-    let (kind, rest) = value.split_once(':').ok_or_else(bad)?;
-    let (m, n) = rest.split_once('/').ok_or_else(bad)?;
-    let (m, n): (u32, u32) = (m.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
-    if !matches!(kind, "slice" | "count" | "hash") || m == 0 || m > n {
-        return Err(bad());
-    }
-    Ok(format!("{kind}:{m}/{n}"))
-}
-
 impl flags::Parity {
     pub fn run(self, _sh: &Shell) -> Result<()> {
         match self.cmd {
@@ -758,21 +746,6 @@ mod tests {
         );
         assert_eq!(shard, ids(&["auth::login", "integrations::health::live"]));
         assert!(parse_list("{}").is_err());
-    }
-
-    #[test]
-    fn partitions_are_checked() {
-        assert_eq!(parse_partition("slice:1/2").unwrap(), "slice:1/2");
-        for bad in [
-            "slice:0/2",
-            "slice:3/2",
-            "slice:1",
-            "part:1/2",
-            "1/2",
-            "slice:a/2",
-        ] {
-            assert!(parse_partition(bad).is_err(), "{bad}");
-        }
     }
 
     /// The report of one shard: `cases` ran with `outcome` in both modes.

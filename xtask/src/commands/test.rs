@@ -19,6 +19,7 @@ use xshell::{Shell, cmd};
 use crate::commands::parity::{self, Outcomes, Report, Target};
 use crate::flags::{self, Suite};
 use crate::services::compose::Compose;
+use crate::services::images;
 use crate::services::preflight;
 use crate::services::{Lifetime, Running, Service, Stack};
 use crate::tools::child;
@@ -130,7 +131,7 @@ pub fn run_suites_with(
     if needs_container {
         wanted.push(Service::Api);
     }
-    preflight::images_for(sh, &wanted)?;
+    images::images_for(sh, &wanted)?;
     let dir = xtask_dir();
     std::fs::create_dir_all(dir.join("bin")).context("create target/xtask")?;
 

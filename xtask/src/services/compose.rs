@@ -5,8 +5,9 @@ use anyhow::{Context, Result};
 use genesis_model::{self as model, IMAGES};
 use xshell::{Cmd, Shell, cmd};
 
-use crate::services::preflight;
-use crate::services::{Service, Stack};
+use super::images;
+use super::service::Service;
+use super::stack::Stack;
 use crate::tools::util::{project_root, usage};
 
 /// The DOCKER_CONFIG folder holding the Compose v2 plugin where the machine's `docker` has
@@ -69,7 +70,7 @@ impl Compose {
         let file = root.join("docker-compose.yml");
         let mut base = self.program(sh);
         for image in IMAGES {
-            if std::env::var_os(image.var).is_none() && preflight::image_present(sh, image.local) {
+            if std::env::var_os(image.var).is_none() && images::image_present(sh, image.local) {
                 base = base.env(image.var, image.local);
             }
         }

@@ -16,8 +16,8 @@ use anyhow::{Context, Result};
 use genesis_model::{self as model, Image};
 use xshell::{Shell, cmd};
 
-use crate::flags;
-use crate::services::preflight;
+use super::preflight;
+use super::service::Service;
 use crate::tools::child;
 use crate::tools::util::xtask_dir;
 use crate::tools::util::{project_root, usage};
@@ -63,19 +63,6 @@ const DROP_INS: [(Image, &str); 3] = [
     (model::API_IMAGE, "base"),
 ];
 
-impl flags::Images {
-    pub fn run(self, sh: &Shell) -> Result<()> {
-        preflight::docker_daemon(sh)?;
-        if !self.offline && !self.force && registry_serves_every_image(sh) {
-            println!(
-                "every public image is available: nothing to build (--offline builds the local ones anyway)"
-            );
-            return Ok(());
-        }
-        build(sh, self.force)
-    }
-}
-
 /// What `ci` calls: afterwards the images compose will use exist, built only where needed.
 pub fn ensure(sh: &Shell) -> Result<()> {
     if registry_serves_every_image(sh) {
@@ -87,10 +74,10 @@ pub fn ensure(sh: &Shell) -> Result<()> {
 
 /// True when every public image is in the engine or can be pulled now. Without a registry the
 /// pull fails at once (no name resolution), so this costs little.
-fn registry_serves_every_image(sh: &Shell) -> bool {
+pub fn registry_serves_every_image(sh: &Shell) -> bool {
     model::IMAGES.iter().all(|image| {
         let public = image.public;
-        preflight::image_present(sh, public)
+        image_present(sh, public)
             || cmd!(sh, "docker pull --quiet {public}")
                 .quiet()
                 .ignore_stdout()
@@ -167,7 +154,7 @@ fn inspect(sh: &Shell, image: &str) -> Option<(String, String)> {
     Some((label.to_owned(), id.to_owned()))
 }
 
-fn build(sh: &Shell, force: bool) -> Result<()> {
+pub fn build(sh: &Shell, force: bool) -> Result<()> {
     let hash = recipe_hash(sh)?;
     let current = |image: &str| inspect(sh, image).is_some_and(|(label, _)| label == hash);
     let stale: Vec<(Image, &str)> = DROP_INS
@@ -303,4 +290,112 @@ fn build_rootfs(sh: &Shell, hash: &str, force: bool) -> Result<()> {
     imported?;
     println!("built {ROOTFS} in {:.1} s", step.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Whether an image is present in the local engine.
+pub fn image_present(sh: &Shell, image: &str) -> bool {
+    // Every compose command asks for the images it may use; an image found once stays for
+    // the rest of the command (each answer costs a `docker` call, ~40 ms).
+    static PRESENT: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
+    let Ok(mut present) = PRESENT.lock() else {
+        return false;
+    };
+    // The first question asks for every image of the model at once (one docker call), which
+    // prints the tags of those it has and fails for the others.
+    let present = present.get_or_insert_with(|| {
+        let names: Vec<&str> = genesis_model::IMAGES
+            .iter()
+            .flat_map(|i| [i.local, i.public])
+            .collect();
+        let format = "{{json .RepoTags}}";
+        let asked = names.clone();
+        let out = cmd!(sh, "docker image inspect --format {format} {asked...}")
+            .quiet()
+            .ignore_stderr()
+            .ignore_status()
+            .read()
+            .unwrap_or_default();
+        out.lines()
+            .filter_map(|line| serde_json::from_str::<Vec<String>>(line).ok())
+            .flatten()
+            .filter(|tag| names.contains(&tag.as_str()))
+            .collect()
+    });
+    if present.iter().any(|p| p == image) {
+        return true;
+    }
+    let format = "{{.Id}}";
+    let found = cmd!(sh, "docker image inspect --format {format} {image}")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok();
+    if found {
+        present.push(image.to_owned());
+    }
+    found
+}
+
+/// The image compose will use for `image`, present in the engine: the one its variable names,
+/// else the local drop-in, else the public one. Otherwise the command that provides it.
+pub fn image_available(sh: &Shell, image: Image) -> Result<String> {
+    if let Ok(chosen) = std::env::var(image.var) {
+        return if image_present(sh, &chosen) {
+            Ok(chosen)
+        } else {
+            Err(usage(format!(
+                "{} names the image {chosen}, which is not in the engine: `docker pull {chosen}`, \
+                 or unset {} to use the local drop-in (`cargo xtask images`)",
+                image.var, image.var
+            )))
+        };
+    }
+    for candidate in [image.local, image.public] {
+        if image_present(sh, candidate) {
+            return Ok(candidate.to_owned());
+        }
+    }
+    Err(usage(format!(
+        "neither {} nor {} is in the engine: run `cargo xtask images` (builds the drop-in from \
+         Debian packages, no registry needed) or `docker pull {}`",
+        image.local, image.public, image.public
+    )))
+}
+
+/// The images `services` need, got before anything is built: the ones compose would use are
+/// there, or the missing ones are got the way `ci` gets them (pulled where a registry answers,
+/// built from Debian packages where none does, with progress). An image the user named in its
+/// variable is never replaced.
+pub fn images_for(sh: &Shell, services: &[Service]) -> Result<()> {
+    let mut missing = Vec::new();
+    for service in services {
+        let image = service.image();
+        if let Err(err) = image_available(sh, image) {
+            if std::env::var_os(image.var).is_some() {
+                return Err(err);
+            }
+            if !missing.contains(&image.public) {
+                missing.push(image.public);
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "missing images: {}; pulling them, or building the drop-ins from Debian packages where no registry answers",
+        missing.join(", ")
+    );
+    let first = missing[0];
+    let pulled = cmd!(sh, "docker pull --quiet {first}")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok();
+    if !pulled {
+        preflight::mmdebstrap()?;
+    }
+    ensure(sh)
 }

@@ -19,9 +19,9 @@ pub mod run;
 pub mod running;
 pub mod service;
 pub mod stack;
+pub mod start;
 
 pub use http::{http_get, http_ok, http_request};
-pub use ports::port_holder;
 pub use ready::READY_TIMEOUT;
 pub use run::{Lifetime, Owner};
 pub use running::Running;

@@ -7,7 +7,8 @@ use genesis_model::{self as model};
 use xshell::{Shell, cmd};
 
 use super::container::{Container, inspect};
-use super::{Service, Stack};
+use super::service::Service;
+use super::stack::Stack;
 use crate::tools::util::usage;
 
 /// A default-stack port must be free before its service starts: held by another checkout's

@@ -10,7 +10,8 @@ use genesis_model::Storage;
 use genesis_settings::redact;
 
 use super::http::http_get;
-use super::{Running, Service};
+use super::running::Running;
+use super::service::Service;
 use crate::tools::pg::{self, Probe};
 use crate::tools::util::{Progress, check_failed, interrupted};
 

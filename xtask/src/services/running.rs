@@ -5,11 +5,14 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use genesis_model::{self as model, Env, Storage};
+use genesis_settings::redact;
 use xshell::{Shell, cmd};
 
 use super::compose::Compose;
-use super::{Service, Stack};
+use super::service::Service;
+use super::stack::Stack;
 use crate::tools::pg;
+use crate::tools::util::check_failed;
 
 // ---- a running stack ----------------------------------------------------------------------
 
@@ -141,5 +144,83 @@ impl Running<'_> {
             .ignore_stdout()
             .run()
             .context("remove the containers")
+    }
+}
+
+impl Stack {
+    /// Stops and removes the named services' containers and their anonymous volumes.
+    pub fn remove(&self, sh: &Shell, compose: &Compose, names: &[&str]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let out = compose
+            .cmd(sh, self)
+            .args(["rm", "--stop", "--force", "-v"])
+            .args(names)
+            .quiet()
+            .ignore_status()
+            .output()
+            .context("run compose rm")?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(check_failed(format!(
+                "compose could not remove {}: {}",
+                names.join(", "),
+                redact(String::from_utf8_lossy(&out.stderr).trim())
+            )))
+        }
+    }
+
+    /// Every container, the network and, with `volumes`, every volume of the stack.
+    pub fn remove_all(&self, sh: &Shell, compose: &Compose, volumes: bool) -> Result<()> {
+        let mut down = compose.cmd(sh, self).arg("down");
+        if volumes {
+            down = down.arg("--volumes");
+        }
+        let out = down
+            .quiet()
+            .ignore_status()
+            .output()
+            .context("run compose down")?;
+        if !out.status.success() {
+            return Err(check_failed(format!(
+                "compose down failed: {}",
+                redact(String::from_utf8_lossy(&out.stderr).trim())
+            )));
+        }
+        // Containers of services no longer in the compose file, by the stack's own label.
+        let left: Vec<String> = self.containers(sh)?.into_iter().map(|c| c.id).collect();
+        if !left.is_empty() {
+            cmd!(sh, "docker rm -f -v {left...}")
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .context("remove the stack's containers")?;
+        }
+        if volumes {
+            for volume in self.volumes(sh)? {
+                cmd!(sh, "docker volume rm {volume}")
+                    .quiet()
+                    .ignore_stdout()
+                    .run()
+                    .with_context(|| format!("remove volume {volume}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last `lines` log lines of a service, passwords masked.
+    pub fn log_tail(&self, sh: &Shell, compose: &Compose, service: &str, lines: u32) -> String {
+        let lines = lines.to_string();
+        let logs = compose
+            .cmd(sh, self)
+            .args(["logs", "--no-color", "--tail", &lines, service])
+            .quiet()
+            .ignore_status()
+            .ignore_stderr()
+            .read()
+            .unwrap_or_default();
+        redact(logs.trim_end())
     }
 }

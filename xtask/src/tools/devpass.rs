@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use genesis_model::{self as model, Password};
 use genesis_settings::Secret;
 
-use crate::tools::pg::random_hex;
+use crate::tools::util::random_hex;
 use crate::tools::util::usage;
 
 /// Where the dev password was found.

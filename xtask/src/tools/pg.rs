@@ -4,13 +4,12 @@
 //! local or production, readiness probes and exact row counts.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 
 use anyhow::{Context, Result};
 use genesis_model::{self as model, Env, Password};
 use genesis_settings::{Scheme, Secret, ServiceUrl, UrlProblem};
 use serde::{Deserialize, Serialize};
-use xshell::{Cmd, Shell};
+use xshell::{Cmd, Shell, cmd};
 
 pub use crate::tools::devpass::{PasswordSource, ensure_dev_password_here as ensure_dev_password};
 use crate::tools::util::{project_root, usage};
@@ -321,11 +320,11 @@ fn program(sh: &Shell, tool: &str) -> String {
     {
         return program.clone();
     }
-    let wrapped = crate::services::preflight::on_path(tool)
+    let wrapped = crate::tools::util::on_path(tool)
         .and_then(|path| std::fs::canonicalize(path).ok())
         .is_some_and(|path| path.file_name().is_some_and(|name| name == "pg_wrapper"));
     let direct = wrapped
-        .then(|| crate::services::preflight::pg_tool(sh, tool).ok())
+        .then(|| pg_tool(sh, tool).ok())
         .flatten()
         .map(|(_, major)| format!("/usr/lib/postgresql/{major}/bin/{tool}"))
         .filter(|path| std::path::Path::new(path).is_file());
@@ -399,13 +398,36 @@ pub fn compare_counts(
         .collect()
 }
 
-/// `bytes` random bytes from the kernel, as lowercase hex.
-pub fn random_hex(bytes: usize) -> Result<String> {
-    let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .context("read /dev/urandom")?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+/// A PostgreSQL client tool (`psql`, `pg_dump`, `pg_restore`) and its major version.
+pub fn pg_tool(sh: &Shell, tool: &str) -> Result<(String, u32)> {
+    // Asked by the preflight and again to find the binary to run: once per command.
+    static FOUND: std::sync::Mutex<Vec<(String, (String, u32))>> =
+        std::sync::Mutex::new(Vec::new());
+    if let Ok(found) = FOUND.lock()
+        && let Some((_, known)) = found.iter().find(|(t, _)| t == tool)
+    {
+        return Ok(known.clone());
+    }
+    let fix = || {
+        usage(format!(
+            "`{tool}` is not installed: `apt-get install postgresql-client` (version 15 or newer)"
+        ))
+    };
+    let out = cmd!(sh, "{tool} --version")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .map_err(|_| fix())?;
+    // `psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)`
+    let major = out
+        .split_whitespace()
+        .find_map(|w| w.split('.').next()?.parse::<u32>().ok())
+        .ok_or_else(fix)?;
+    let known = (out.trim().to_owned(), major);
+    if let Ok(mut found) = FOUND.lock() {
+        found.push((tool.to_owned(), known.clone()));
+    }
+    Ok(known)
 }
 
 #[cfg(test)]
@@ -499,7 +521,10 @@ mod tests {
         use std::io::Write;
         use std::process::{Command, Stdio};
 
-        let dir = std::env::temp_dir().join(format!("xtask-libpq-{}", random_hex(4).unwrap()));
+        let dir = std::env::temp_dir().join(format!(
+            "xtask-libpq-{}",
+            crate::tools::util::random_hex(4).unwrap()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let bin = dir.join("oracle");
         let source = project_root().join("crates/genesis-settings/src/url/libpq_oracle.c");
