@@ -13,9 +13,9 @@ use xshell::{Shell, cmd};
 use crate::commands::parity;
 use crate::flags;
 use crate::services::compose::Compose;
-use crate::services::images;
 use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack};
-use crate::tools::util::{project_root, usage, xtask_dir};
+use crate::services::{docker, images};
+use crate::tools::util::{check_interrupted, project_root, usage, xtask_dir};
 
 /// The variable the suites' support code reads to record each database hand-out
 /// (`crates/genesis-api/tests/support/pool.rs`).
@@ -445,12 +445,7 @@ fn bench_db_up(
         .filter(|dir| !dir.is_empty());
     let (mut xt, mut raw, mut floor, mut xt_v2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for rep in 0..reps {
-        floor.push(timed(|| {
-            cmd!(sh, "docker run --rm --entrypoint true {image}")
-                .quiet()
-                .run()
-                .context("docker run --rm of the test-db image")
-        })?);
+        floor.push(timed(|| docker::run_nothing(sh, &image))?);
         remove()?;
         xt.push(timed(|| {
             cmd!(sh, "{xtask} db-up --env test")
@@ -474,12 +469,7 @@ fn bench_db_up(
             remove()?;
         }
         raw.push(timed(|| {
-            compose
-                .cmd(sh, stack)
-                .args(["up", "-d", service])
-                .quiet()
-                .ignore_stderr()
-                .run()?;
+            stack.up_plain(sh, compose, &[service])?;
             let url = test_db_url(port(sh)?);
             let deadline = Instant::now() + Duration::from_secs(90);
             // The password in the environment, not on psql's command line.
@@ -494,6 +484,7 @@ fn bench_db_up(
                 if Instant::now() > deadline {
                     bail!("raw start: test-db not ready within 90 s");
                 }
+                check_interrupted().context("raw start: waiting for test-db")?;
                 std::thread::sleep(Duration::from_millis(100));
             }
             Ok(())
@@ -514,11 +505,7 @@ fn bench_db_up(
     }
     for volume in stack.volumes(sh)? {
         if !volumes_before.contains(&volume) {
-            cmd!(sh, "docker volume rm {volume}")
-                .quiet()
-                .ignore_stdout()
-                .run()
-                .with_context(|| format!("remove volume {volume}"))?;
+            docker::remove_volume(sh, &volume)?;
         }
     }
     let v2 = (!xt_v2.is_empty()).then(|| Stats::of(xt_v2));

@@ -9,13 +9,13 @@ use anyhow::Result;
 use genesis_model::{self as model, Env, Password, Storage};
 use genesis_settings::redact;
 use serde::Serialize;
-use xshell::{Shell, cmd};
+use xshell::Shell;
 
 use crate::flags::{self, Extra};
 use crate::services::compose::Compose;
-use crate::services::images;
 use crate::services::preflight;
 use crate::services::{Lifetime, Owner, Service, Stack};
+use crate::services::{docker, images};
 use crate::tools::child;
 use crate::tools::pg::{self, PasswordSource, Probe, Target};
 use crate::tools::util::{check_failed, project_root, usage};
@@ -101,14 +101,7 @@ fn note_former_volume(sh: &Shell, stack: &Stack, service: Service) -> Result<()>
     };
     let former = format!("{}_{volume}", model::COMPOSE_PROJECT);
     let new = stack.volume_name(volume);
-    let exists = |name: &str| {
-        cmd!(sh, "docker volume inspect {name}")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .is_ok()
-    };
+    let exists = |name: &str| docker::volume_exists(sh, name);
     if exists(&former) && !exists(&new) {
         let image = images::image_available(sh, model::POSTGRES_IMAGE)
             .unwrap_or_else(|_| model::POSTGRES_IMAGE.local.to_owned());
@@ -399,14 +392,7 @@ impl flags::DbLogs {
         preflight::docker_client(sh)?;
         preflight::docker_daemon(sh)?;
         let compose = Compose::detect(sh)?;
-        let mut logs = compose.cmd(sh, stack).args(["logs", "--no-color"]);
-        if self.follow {
-            logs = logs.arg("--follow");
-        }
-        if let Some(tail) = self.tail {
-            logs = logs.args(["--tail", &tail.to_string()]);
-        }
-        let logs = logs.args(&self.services).quiet();
+        let logs = stack.logs(sh, &compose, self.follow, self.tail, &self.services);
         // Line by line, so that a `--follow` is redacted as it goes.
         let status = child::stream_lines(logs, |line| println!("{}", redact(line)))?;
         if !status.success() {

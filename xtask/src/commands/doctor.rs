@@ -93,12 +93,7 @@ fn diagnose(sh: &Shell, stack: &Stack) -> Vec<Row> {
     rows.push(Row::from_result("docker daemon", daemon));
     let compose = Compose::detect(sh);
     if let Ok(compose) = &compose {
-        let config = compose
-            .cmd(sh, stack)
-            .args(["config", "-q"])
-            .quiet()
-            .ignore_stderr()
-            .run();
+        let config = compose.check_file(sh, stack);
         rows.push(match config {
             Ok(()) => Row::ok("docker-compose.yml", "accepted by compose"),
             Err(_) => Row::problem(

@@ -12,8 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Child;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use genesis_model as model;
@@ -21,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use xshell::{Shell, cmd};
 
 use crate::flags;
+use crate::services::api::ApiProcess;
 use crate::services::compose::Compose;
-use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack, http_get, http_request};
-use crate::tools::child;
+use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack, http_request};
 use crate::tools::util::{check_failed, target_dir, usage, xtask_dir};
 
 /// The peak memory the acceptance allows.
@@ -58,16 +57,6 @@ struct Report {
     me: Outcome,
     peak_memory_mib: f64,
     note: &'static str,
-}
-
-/// The server, killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 impl flags::Load {
@@ -127,8 +116,7 @@ impl flags::Load {
             .env("DEBUG", "false")
             .env("TOKEN_SECRET", &secret)
             .env("RUST_LOG", "warn");
-        let mut server = Server(child::background(server, &log)?);
-        wait_ready(&mut server, self.port, &log)?;
+        let server = ApiProcess::start(server, self.port, &log, READY_TIMEOUT)?;
 
         let email = format!("load-{}@example.com", nanos());
         let password = "load check password";
@@ -161,7 +149,7 @@ impl flags::Load {
             &format!("{base}/auth/login"),
         )?;
         let me = run_wrk(sh, &wrk, &self, &me_script, &format!("{base}/auth/me"))?;
-        let peak_memory_mib = peak_memory_mib(server.0.id())?;
+        let peak_memory_mib = peak_memory_mib(server.pid())?;
         drop(server);
 
         let report = Report {
@@ -219,24 +207,6 @@ fn nanos() -> u128 {
 
 fn credentials(email: &str, password: &str) -> String {
     serde_json::json!({ "email": email, "password": password }).to_string()
-}
-
-fn wait_ready(server: &mut Server, port: u16, log: &Path) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Some(status) = server.0.try_wait()? {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            bail!("genesis-api exited ({status}) before it was ready:\n{text}");
-        }
-        if http_get(port, "/health/ready").is_ok_and(|(status, _)| status == 200) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!(
-        "genesis-api was not ready within 60 s; its log is {}",
-        log.display()
-    )
 }
 
 /// A POST of a JSON body on loopback, waiting up to 10 s for the answer (a registration hashes).

@@ -19,9 +19,9 @@ use xshell::{Shell, cmd};
 use crate::commands::parity::{self, Outcomes, Report, Target};
 use crate::flags::{self, Suite};
 use crate::services::compose::Compose;
-use crate::services::images;
 use crate::services::preflight;
 use crate::services::{Lifetime, Running, Service, Stack};
+use crate::services::{docker, images};
 use crate::tools::child;
 use crate::tools::util::{check_failed, interrupted, project_root, target_dir, usage, xtask_dir};
 
@@ -425,17 +425,20 @@ fn spawn_mode(
                 .map(|socket| vec!["-e".to_owned(), format!("{POOL_SOCKET_VAR}={socket}")])
                 .unwrap_or_default();
             let container = running.container(Service::Api);
-            cmd!(sh, "docker exec -u {user} -e HOME=/tmp")
-                .args(&pool_env)
-                .args([
-                    "-e",
-                    &format!(
-                        "{}={workdir}/{}/ca.crt",
-                        model::TEST_DB_TLS.ca_var,
-                        model::TEST_DB_TLS.dir
-                    ),
-                ])
-                .arg(container)
+            let mut options = vec![
+                "-u".to_owned(),
+                user,
+                "-e".to_owned(),
+                "HOME=/tmp".to_owned(),
+            ];
+            options.extend(pool_env);
+            options.push("-e".to_owned());
+            options.push(format!(
+                "{}={workdir}/{}/ca.crt",
+                model::TEST_DB_TLS.ca_var,
+                model::TEST_DB_TLS.dir
+            ));
+            docker::exec(sh, &options, container)
                 .args([
                     &nextest,
                     "nextest",
@@ -604,7 +607,8 @@ fn host_user(sh: &Shell) -> Result<String> {
 /// The container's base must run binaries built on this host (its C library at least as new).
 fn check_container_runs_host_binaries(sh: &Shell, container: &str) -> Result<()> {
     let nextest = format!("{}/target/xtask/bin/cargo-nextest", model::API.workdir);
-    let out = cmd!(sh, "docker exec {container} {nextest} --version")
+    let out = docker::exec(sh, &[], container)
+        .args([&nextest, "--version"])
         .quiet()
         .ignore_status()
         .output()?;

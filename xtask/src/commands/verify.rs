@@ -2,7 +2,7 @@
 //! item with its verdict and, for a failure, where; then a final verdict.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use genesis_model::{self as model, Env};
@@ -14,9 +14,9 @@ use crate::commands::codegen;
 use crate::commands::parity::{Outcome, Report, Target};
 use crate::commands::test::run_suites;
 use crate::flags::{self, Suite};
+use crate::services::api::ApiProcess;
 use crate::services::compose::Compose;
-use crate::services::{self, Lifetime, READY_TIMEOUT, Service, Stack};
-use crate::tools::child;
+use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack};
 use crate::tools::util::{
     FileState, Mode, Style, check_failed, ensure_file_contents, project_root, target_dir,
 };
@@ -427,35 +427,14 @@ fn app_ready_in_strict_mode(sh: &Shell, stack: &Stack) -> Result<String> {
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
         .env_remove(model::API.in_container_var)
         .envs(running.host_settings()?);
-    let mut child = child::background(serve, &log).context("start genesis-api")?;
     let started = Instant::now();
-    let result = loop {
-        if let Some(status) = child.try_wait()? {
-            break Err(anyhow::anyhow!(
-                "genesis-api exited ({status}) before it was ready; see {}",
-                log.display()
-            ));
-        }
-        if services::http_ok(port, "/health/ready") {
-            break Ok(format!(
-                "ready in {:.1} s with STRICT_HEALTH_CHECKS=true",
-                started.elapsed().as_secs_f64()
-            ));
-        }
-        if crate::tools::util::interrupted() {
-            break Err(anyhow::anyhow!("interrupted"));
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            break Err(anyhow::anyhow!(
-                "/health/ready did not answer 200 within 30 s; see {}",
-                log.display()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    let api = ApiProcess::start(serve, port, &log, READY_TIMEOUT)?;
+    let ready = format!(
+        "ready in {:.1} s with STRICT_HEALTH_CHECKS=true",
+        started.elapsed().as_secs_f64()
+    );
+    drop(api);
+    Ok(ready)
 }
 
 #[cfg(test)]

@@ -89,6 +89,16 @@ impl Compose {
             .arg(file)
     }
 
+    /// Whether compose accepts the stack's `docker-compose.yml` (`compose config -q`).
+    pub fn check_file(&self, sh: &Shell, stack: &Stack) -> Result<()> {
+        self.cmd(sh, stack)
+            .args(["config", "-q"])
+            .quiet()
+            .ignore_stderr()
+            .run()
+            .context("compose config")
+    }
+
     /// The flavour and version, for reports. v1 is run to ask its version, which also tells
     /// whether the program found on the PATH works.
     pub fn describe(&self, sh: &Shell) -> Result<String> {

@@ -7,9 +7,11 @@
 //! keeps it). Every container carries the identity of the run that started it, so a run that
 //! died (`kill -9`) leaves containers that the next run reclaims instead of adopting.
 
+pub mod api;
 pub mod certs;
 pub mod compose;
 pub mod container;
+pub mod docker;
 pub mod http;
 pub mod images;
 pub mod ports;
@@ -21,7 +23,7 @@ pub mod service;
 pub mod stack;
 pub mod start;
 
-pub use http::{http_get, http_ok, http_request};
+pub use http::http_request;
 pub use ready::READY_TIMEOUT;
 pub use run::{Lifetime, Owner};
 pub use running::Running;

@@ -223,4 +223,37 @@ impl Stack {
             .unwrap_or_default();
         redact(logs.trim_end())
     }
+
+    /// `compose up -d` of `names` as compose alone does it, with no check and no wait (what
+    /// `bench` measures the xtask's start against).
+    pub fn up_plain(&self, sh: &Shell, compose: &Compose, names: &[&str]) -> Result<()> {
+        compose
+            .cmd(sh, self)
+            .args(["up", "-d"])
+            .args(names)
+            .quiet()
+            .ignore_stderr()
+            .run()
+            .context("run compose up")
+    }
+
+    /// `compose logs` of `services` (all when empty), followed or not, from the last `tail`
+    /// lines; the caller streams it.
+    pub fn logs<'a>(
+        &self,
+        sh: &'a Shell,
+        compose: &Compose,
+        follow: bool,
+        tail: Option<u32>,
+        services: &[String],
+    ) -> xshell::Cmd<'a> {
+        let mut logs = compose.cmd(sh, self).args(["logs", "--no-color"]);
+        if follow {
+            logs = logs.arg("--follow");
+        }
+        if let Some(tail) = tail {
+            logs = logs.args(["--tail", &tail.to_string()]);
+        }
+        logs.args(services).quiet()
+    }
 }
