@@ -45,8 +45,7 @@ impl Compose {
                 version: Some(version.trim().to_owned()),
             });
         }
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        if std::env::split_paths(&path).any(|dir| dir.join("docker-compose").is_file()) {
+        if which::which("docker-compose").is_ok() {
             return Ok(Compose {
                 flavour: Flavour::V1,
                 version: None,
@@ -186,11 +185,7 @@ impl Compose {
 /// (its `#!` line).
 fn v1_yaml_to_json(sh: &Shell, yaml: &str) -> Result<String> {
     const SCRIPT: &str = "import sys, json, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)";
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let script = std::env::split_paths(&path)
-        .map(|dir| dir.join("docker-compose"))
-        .find(|file| file.is_file())
-        .context("docker-compose is not on the PATH")?;
+    let script = which::which("docker-compose").context("docker-compose is not on the PATH")?;
     let shebang = interpreter_line(&script)?;
     let mut words = shebang.split_whitespace();
     let interpreter = words.next().unwrap_or_default();

@@ -8,7 +8,6 @@ use xshell::{Shell, cmd};
 
 use super::ports::port_holder;
 use super::stack::Stack;
-use crate::tools::util::on_path;
 use crate::tools::util::usage;
 
 /// The Docker client is installed.
@@ -77,14 +76,14 @@ pub fn port_state(sh: &Shell, port: u16, stack: &Stack) -> PortState {
 
 /// `cargo-nextest`, which `test` builds and runs the suites with.
 pub fn nextest() -> Result<std::path::PathBuf> {
-    on_path("cargo-nextest").ok_or_else(|| {
+    which::which("cargo-nextest").map_err(|_| {
         usage("cargo-nextest is not installed: run `cargo install cargo-nextest --locked`")
     })
 }
 
 /// `mmdebstrap`, which `images` builds the drop-in images with.
 pub fn mmdebstrap() -> Result<std::path::PathBuf> {
-    on_path("mmdebstrap").ok_or_else(|| {
+    which::which("mmdebstrap").map_err(|_| {
         usage("mmdebstrap is not installed (needed to build the images offline): run `apt-get install mmdebstrap`")
     })
 }

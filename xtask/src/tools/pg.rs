@@ -320,7 +320,8 @@ fn program(sh: &Shell, tool: &str) -> String {
     {
         return program.clone();
     }
-    let wrapped = crate::tools::util::on_path(tool)
+    let wrapped = which::which(tool)
+        .ok()
         .and_then(|path| std::fs::canonicalize(path).ok())
         .is_some_and(|path| path.file_name().is_some_and(|name| name == "pg_wrapper"));
     let direct = wrapped

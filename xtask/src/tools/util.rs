@@ -318,14 +318,6 @@ pub fn utc_timestamp(time: std::time::SystemTime) -> (String, String) {
     )
 }
 
-/// A program on the PATH.
-pub fn on_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
-
 /// `bytes` random bytes from the kernel, as lowercase hex.
 pub fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
