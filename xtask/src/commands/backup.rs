@@ -25,7 +25,7 @@ use crate::services::Stack;
 use crate::tools::child::Session;
 use crate::tools::pg::{self, ROW_COUNTS_SQL, TableRows, Target};
 use crate::tools::util;
-use crate::tools::util::{check_failed, project_root, usage, utc_timestamp};
+use crate::tools::util::{check_failed, project_root, sha256_file, usage, utc_timestamp};
 
 /// The first bytes of every pg_dump archive.
 const MAGIC: &[u8] = b"PGDMP";
@@ -126,12 +126,6 @@ fn tools(sh: &Shell, names: &[&str]) -> Result<Vec<(String, u32)>> {
         .iter()
         .map(|tool| pg::pg_tool(sh, tool))
         .collect::<Result<Vec<_>>>()?;
-    cmd!(sh, "sha256sum --version")
-        .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()
-        .map_err(|_| usage("`sha256sum` is not installed: `apt-get install coreutils`"))?;
     Ok(found)
 }
 
@@ -297,7 +291,7 @@ pub fn take(sh: &Shell, target: &Target, output: Option<PathBuf>) -> Result<Take
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned(),
-        sha256: sha256(sh, &partial.path)?,
+        sha256: sha256_file(&partial.path)?,
         size_bytes: std::fs::metadata(&partial.path)?.len(),
         created_at,
         env: env.to_string(),
@@ -514,18 +508,6 @@ fn verify_by_restoring(
     Ok(())
 }
 
-fn sha256(sh: &Shell, file: &Path) -> Result<String> {
-    let out = cmd!(sh, "sha256sum --binary {file}")
-        .quiet()
-        .read()
-        .with_context(|| format!("checksum {}", file.display()))?;
-    out.split_whitespace()
-        .next()
-        .filter(|h| h.len() == 64)
-        .map(str::to_owned)
-        .context("unexpected sha256sum output")
-}
-
 // ---- db-restore ---------------------------------------------------------------------------
 
 impl flags::DbRestore {
@@ -561,7 +543,7 @@ impl flags::DbRestore {
         };
 
         // Everything about the file is checked before the target is touched.
-        verify_checksum(sh, &file, &sidecar, &meta)?;
+        verify_checksum(&file, &sidecar, &meta)?;
         let toc_entries =
             verify_archive(sh, &file, meta.tables.is_empty() && meta.toc_entries == 0)?;
         let (server_version, _) = reach(sh, &target)?;
@@ -613,11 +595,11 @@ impl flags::DbRestore {
 }
 
 /// Size and checksum against the sidecar, with the likely cause when they differ.
-fn verify_checksum(sh: &Shell, file: &Path, sidecar: &Path, meta: &Meta) -> Result<()> {
+fn verify_checksum(file: &Path, sidecar: &Path, meta: &Meta) -> Result<()> {
     let size = std::fs::metadata(file)
         .with_context(|| format!("read {}", file.display()))?
         .len();
-    if size == meta.size_bytes && sha256(sh, file)? == meta.sha256 {
+    if size == meta.size_bytes && sha256_file(file)? == meta.sha256 {
         return Ok(());
     }
     let want = meta.size_bytes;

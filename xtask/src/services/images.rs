@@ -19,8 +19,8 @@ use xshell::{Shell, cmd};
 use super::preflight;
 use super::service::Service;
 use crate::tools::child;
-use crate::tools::util::xtask_dir;
 use crate::tools::util::{project_root, usage};
+use crate::tools::util::{sha256_file, sha256_hex, xtask_dir};
 
 /// The Debian release the images are made of. Its C library is the one the application base
 /// offers to binaries built on the host.
@@ -93,8 +93,8 @@ fn images_dir() -> PathBuf {
 
 /// The SHA-256 of the recipe: a version line, the machine-independent arguments, and every
 /// file under `xtask/images/` but its README, each with its path and executable bit. Hashed
-/// by coreutils' `sha256sum`, so the xtask needs no hashing crate.
-fn recipe_hash(sh: &Shell) -> Result<String> {
+/// with SHA-256.
+fn recipe_hash() -> Result<String> {
     let root = project_root();
     let mut files = Vec::new();
     collect_files(&images_dir(), &mut files)?;
@@ -107,27 +107,11 @@ fn recipe_hash(sh: &Shell) -> Result<String> {
     );
     for file in &files {
         let executable = std::fs::metadata(file)?.permissions().mode() & 0o111 != 0;
-        let sum = cmd!(sh, "sha256sum {file}")
-            .quiet()
-            .read()
-            .context("hash the image recipe")?;
+        let sum = sha256_file(file).context("hash the image recipe")?;
         let relative = file.strip_prefix(&root).unwrap_or(file);
-        input.push_str(&format!(
-            "{} {executable} {}\n",
-            relative.display(),
-            sum.split_whitespace().next().unwrap_or("")
-        ));
+        input.push_str(&format!("{} {executable} {}\n", relative.display(), sum));
     }
-    let hash = cmd!(sh, "sha256sum")
-        .stdin(input)
-        .quiet()
-        .read()
-        .context("hash the image recipe")?;
-    Ok(hash
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned())
+    Ok(sha256_hex(input.as_bytes()))
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -155,7 +139,7 @@ fn inspect(sh: &Shell, image: &str) -> Option<(String, String)> {
 }
 
 pub fn build(sh: &Shell, force: bool) -> Result<()> {
-    let hash = recipe_hash(sh)?;
+    let hash = recipe_hash()?;
     let current = |image: &str| inspect(sh, image).is_some_and(|(label, _)| label == hash);
     let stale: Vec<(Image, &str)> = DROP_INS
         .into_iter()

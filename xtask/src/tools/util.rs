@@ -1,7 +1,6 @@
 //! Small helpers shared by the commands: the project root, the interrupt flag, exit codes,
 //! writing generated files.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use genesis_settings::redact;
+use sha2::{Digest, Sha256};
 
 static ROOT: OnceLock<PathBuf> = OnceLock::new();
 
@@ -318,18 +318,45 @@ pub fn utc_timestamp(time: std::time::SystemTime) -> (String, String) {
     )
 }
 
-/// `bytes` random bytes from the kernel, as lowercase hex.
+/// `bytes` random bytes from the operating system, as lowercase hex.
 pub fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .context("read /dev/urandom")?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    getrandom::getrandom(&mut buf)
+        .map_err(|err| anyhow::anyhow!("get random bytes from the operating system: {err}"))?;
+    Ok(hex(&buf))
+}
+
+/// The SHA-256 of a file's bytes, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("checksum {}", path.display()))?;
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The SHA-256 of `bytes`, as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_is_the_standard_digest() {
+        // FIPS 180-2's example: the digest of "abc".
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(random_hex(4).unwrap().len(), 8);
+    }
 
     #[test]
     fn diff_shows_changed_lines() {
