@@ -1,12 +1,13 @@
 //! A container as `docker inspect` describes it.
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context, Result};
 use genesis_model::{self as model};
+use serde::Deserialize;
 use xshell::{Shell, cmd};
 
 use super::run::{Owner, owner_of};
-
-// ---- containers ---------------------------------------------------------------------------
 
 /// A container as `docker inspect` describes it.
 #[derive(Clone, Debug)]
@@ -42,47 +43,31 @@ impl Container {
             .map(|(_, _, port)| *port)
     }
 
-    fn from_json(c: &serde_json::Value) -> Container {
-        let labels = &c["Config"]["Labels"];
-        let label = |key: &str| {
-            labels[key]
-                .as_str()
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned)
-        };
+    fn from_inspect(c: Inspect) -> Container {
+        let mut labels = c.config.labels.unwrap_or_default();
+        let mut label = |key: &str| labels.remove(key).filter(|v| !v.is_empty());
+        let service = label("com.docker.compose.service").unwrap_or_default();
+        let project = label("com.docker.compose.project").unwrap_or_default();
+        let checkout = label(model::CHECKOUT_LABEL);
+        let run = label(model::RUN_LABEL);
         let mut ports = Vec::new();
-        if let Some(map) = c["NetworkSettings"]["Ports"].as_object() {
-            for (inner, bindings) in map {
-                for binding in bindings.as_array().into_iter().flatten() {
-                    let ip = binding["HostIp"].as_str().unwrap_or_default().to_owned();
-                    if let Some(port) = binding["HostPort"].as_str().and_then(|p| p.parse().ok()) {
-                        ports.push((inner.clone(), ip, port));
-                    }
+        for (inner, bindings) in c.network_settings.ports.unwrap_or_default() {
+            for binding in bindings.unwrap_or_default() {
+                if let Ok(port) = binding.host_port.parse() {
+                    ports.push((inner.clone(), binding.host_ip.clone(), port));
                 }
             }
         }
         ports.sort();
         Container {
-            id: c["Id"]
-                .as_str()
-                .unwrap_or_default()
-                .chars()
-                .take(12)
-                .collect(),
-            name: c["Name"]
-                .as_str()
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_owned(),
-            service: label("com.docker.compose.service").unwrap_or_default(),
-            project: label("com.docker.compose.project").unwrap_or_default(),
-            state: c["State"]["Status"]
-                .as_str()
-                .unwrap_or("unknown")
-                .to_owned(),
-            health: c["State"]["Health"]["Status"].as_str().map(str::to_owned),
-            checkout: label(model::CHECKOUT_LABEL),
-            run: label(model::RUN_LABEL),
+            id: c.id.chars().take(12).collect(),
+            name: c.name.trim_start_matches('/').to_owned(),
+            service,
+            project,
+            state: c.state.status.unwrap_or_else(|| "unknown".to_owned()),
+            health: c.state.health.map(|h| h.status),
+            checkout,
+            run,
             ports,
         }
     }
@@ -99,6 +84,82 @@ pub(super) fn inspect(sh: &Shell, ids: &[&str]) -> Result<Vec<Container>> {
         .read()
         .context("inspect the containers")?;
     // A container removed between the listing and the inspection is simply not there.
-    let list: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap_or_default();
-    Ok(list.iter().map(Container::from_json).collect())
+    let list: Vec<Inspect> = serde_json::from_str(&out).unwrap_or_default();
+    Ok(list.into_iter().map(Container::from_inspect).collect())
+}
+
+/// The part of `docker inspect`'s JSON that the xtask reads (Docker Engine API, `ContainerInspect`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct Inspect {
+    id: String,
+    name: String,
+    config: InspectConfig,
+    state: InspectState,
+    network_settings: InspectNetwork,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct InspectConfig {
+    labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct InspectState {
+    status: Option<String>,
+    health: Option<InspectHealth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct InspectHealth {
+    status: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct InspectNetwork {
+    /// `"5432/tcp": [{"HostIp": "127.0.0.1", "HostPort": "5433"}]`, `null` where nothing is
+    /// published for that port.
+    ports: Option<BTreeMap<String, Option<Vec<InspectBinding>>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct InspectBinding {
+    host_ip: String,
+    host_port: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspect_json_is_read_into_a_container() {
+        let json = r#"[{"Id": "0123456789abcdef", "Name": "/genesis-x-test-db-1",
+            "Config": {"Labels": {"com.docker.compose.service": "test-db",
+                "com.docker.compose.project": "genesis-x", "genesis.run": ""}},
+            "State": {"Status": "running", "Health": {"Status": "healthy"}},
+            "NetworkSettings": {"Ports": {"5432/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}],
+                "9000/tcp": null}}},
+            {"Id": "fedcba", "Name": "/other", "Config": {"Labels": null}, "State": {},
+             "NetworkSettings": {"Ports": {}}}]"#;
+        let list: Vec<Inspect> = serde_json::from_str(json).unwrap();
+        let c: Vec<Container> = list.into_iter().map(Container::from_inspect).collect();
+        assert_eq!(c[0].id, "0123456789ab");
+        assert_eq!(c[0].name, "genesis-x-test-db-1");
+        assert_eq!(
+            (c[0].service.as_str(), c[0].project.as_str()),
+            ("test-db", "genesis-x")
+        );
+        assert_eq!(c[0].health.as_deref(), Some("healthy"));
+        assert!(c[0].running());
+        assert_eq!(c[0].host_port(5432), Some(49153));
+        assert_eq!(c[0].host_port(9000), None);
+        assert_eq!(c[1].state, "unknown");
+        assert!(c[1].service.is_empty() && c[1].ports.is_empty());
+    }
 }
