@@ -180,32 +180,19 @@ pub fn ensure_file_contents(path: &Path, contents: &str, mode: Mode) -> Result<F
     Ok(FileState::Changed { diff })
 }
 
-/// A minimal line diff (longest common subsequence), `-` for lines of `old` and `+` for `new`.
+/// The lines that differ, `-` for lines of `old` and `+` for `new`, each with its line number.
 pub fn line_diff(old: &str, new: &str) -> String {
     let a: Vec<&str> = old.lines().collect();
     let b: Vec<&str> = new.lines().collect();
-    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let (mut i, mut j, mut out) = (0, 0, String::new());
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            i += 1;
-            j += 1;
-        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            out.push_str(&format!("  {:>4} - {}\n", i + 1, a[i]));
-            i += 1;
-        } else {
-            out.push_str(&format!("  {:>4} + {}\n", j + 1, b[j]));
-            j += 1;
-        }
+    let mut out = String::new();
+    for change in similar::TextDiff::from_slices(&a, &b).iter_all_changes() {
+        let (sign, line) = match change.tag() {
+            similar::ChangeTag::Equal => continue,
+            similar::ChangeTag::Delete => ('-', change.old_index()),
+            similar::ChangeTag::Insert => ('+', change.new_index()),
+        };
+        let number = line.map_or(0, |i| i + 1);
+        out.push_str(&format!("  {number:>4} {sign} {}\n", change.value()));
     }
     if old.ends_with('\n') != new.ends_with('\n') {
         out.push_str("  (the final newline differs)\n");
