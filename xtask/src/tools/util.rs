@@ -283,25 +283,10 @@ impl Progress {
 
 /// A UTC time as `(compact, rfc3339)`: `20240131T235959Z` for file names, `2024-01-31T23:59:59Z`.
 pub fn utc_timestamp(time: std::time::SystemTime) -> (String, String) {
-    let secs = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (hh, mm, ss) = (rest / 3600, rest % 3600 / 60, rest % 60);
-    // Howard Hinnant's civil_from_days, for days since 1970-01-01.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let time = chrono::DateTime::<chrono::Utc>::from(time);
     (
-        format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z"),
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z"),
+        time.format("%Y%m%dT%H%M%SZ").to_string(),
+        time.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
     )
 }
 
