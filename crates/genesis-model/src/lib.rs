@@ -7,6 +7,10 @@
 
 use std::fmt;
 
+mod service;
+
+pub use service::Service;
+
 /// The prefix of every compose project the xtask runs: a stack's project is
 /// `genesis-<checkout id>` (the default stack) or `genesis-<checkout id>-<stack>`, so that
 /// checkouts and stacks sharing one Docker engine never share a container, network or volume.

@@ -86,7 +86,7 @@ fn header(comment: &str) -> String {
 
 #[derive(Serialize)]
 struct ComposeFile {
-    services: BTreeMap<&'static str, Service>,
+    services: BTreeMap<&'static str, ServiceEntry>,
     networks: BTreeMap<&'static str, Labelled>,
     volumes: BTreeMap<&'static str, Labelled>,
 }
@@ -110,8 +110,10 @@ fn var_ref(var: &str) -> String {
     format!("${{{var}:-}}")
 }
 
+/// One entry of `services:` in the compose file, as it is written (the model's `Service` is
+/// what runs).
 #[derive(Serialize, Default)]
-struct Service {
+struct ServiceEntry {
     image: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     entrypoint: Vec<String>,
@@ -182,9 +184,9 @@ fn password_value(db: &Database) -> String {
     }
 }
 
-fn database_service(compose: ComposeDb, db: &Database) -> Service {
+fn database_service(compose: ComposeDb, db: &Database) -> ServiceEntry {
     let host = compose.host_address;
-    let mut service = Service {
+    let mut service = ServiceEntry {
         image: model::POSTGRES_IMAGE.compose_ref(),
         environment: BTreeMap::from([
             ("POSTGRES_USER", db.user.to_owned()),
@@ -204,7 +206,7 @@ fn database_service(compose: ComposeDb, db: &Database) -> Service {
             "-d",
             db.name,
         ]),
-        ..Service::default()
+        ..ServiceEntry::default()
     };
     match compose.storage {
         Storage::Disposable => {
@@ -270,7 +272,7 @@ fn compose_file() -> ComposeFile {
     let redis = model::REDIS;
     services.insert(
         redis.service,
-        Service {
+        ServiceEntry {
             image: model::REDIS_IMAGE.compose_ref(),
             labels: labels(true),
             ports: vec![published(
@@ -282,14 +284,14 @@ fn compose_file() -> ComposeFile {
             // leave an anonymous volume behind. The tests' Redis keeps nothing.
             tmpfs: vec![REDIS_DATA],
             healthcheck: healthcheck(&["redis-cli", "ping"]),
-            ..Service::default()
+            ..ServiceEntry::default()
         },
     );
     let api = model::API;
     let test_db = model::TEST_DB_SERVICE.service;
     services.insert(
         api.service,
-        Service {
+        ServiceEntry {
             image: model::API_IMAGE.compose_ref(),
             // The workspace is mounted, so the container runs the binaries built on the host.
             command: vec![
@@ -328,7 +330,7 @@ fn compose_file() -> ComposeFile {
                     },
                 ),
             ]),
-            ..Service::default()
+            ..ServiceEntry::default()
         },
     );
     let networks = BTreeMap::from([(

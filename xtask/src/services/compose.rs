@@ -6,9 +6,9 @@ use genesis_model::{self as model, IMAGES};
 use xshell::{Cmd, Shell, cmd};
 
 use super::images;
-use super::service::Service;
 use super::stack::Stack;
 use crate::tools::util::{project_root, usage};
+use genesis_model::Service;
 
 /// The DOCKER_CONFIG folder holding the Compose v2 plugin where the machine's `docker` has
 /// none (`.ci/run` sets it), so that CI and the oracle tests run both flavours.

@@ -17,10 +17,10 @@ use genesis_model::{self as model, Image};
 use xshell::{Shell, cmd};
 
 use super::preflight;
-use super::service::Service;
 use crate::tools::child;
 use crate::tools::util::{project_root, usage};
 use crate::tools::util::{sha256_file, sha256_hex, xtask_dir};
+use genesis_model::Service;
 
 /// The Debian release the images are made of. Its C library is the one the application base
 /// offers to binaries built on the host.

@@ -19,13 +19,12 @@ pub mod preflight;
 pub mod ready;
 pub mod run;
 pub mod running;
-pub mod service;
 pub mod stack;
 pub mod start;
 
+pub use genesis_model::Service;
 pub use http::http_request;
 pub use ready::READY_TIMEOUT;
 pub use run::{Lifetime, Owner};
 pub use running::Running;
-pub use service::Service;
 pub use stack::Stack;

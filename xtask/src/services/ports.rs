@@ -7,9 +7,9 @@ use genesis_model::{self as model};
 use xshell::{Shell, cmd};
 
 use super::container::{Container, inspect};
-use super::service::Service;
 use super::stack::Stack;
 use crate::tools::util::usage;
+use genesis_model::Service;
 
 /// A default-stack port must be free before its service starts: held by another checkout's
 /// stack, another container or another process, the start is refused with whose it is.

@@ -11,9 +11,9 @@ use genesis_settings::redact;
 
 use super::http::http_get;
 use super::running::Running;
-use super::service::Service;
 use crate::tools::pg::{self, Probe};
 use crate::tools::util::{Progress, check_failed, interrupted};
+use genesis_model::Service;
 
 /// How long a service may take to become ready, unless the command says otherwise.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);

@@ -9,10 +9,10 @@ use genesis_settings::redact;
 use xshell::{Shell, cmd};
 
 use super::compose::Compose;
-use super::service::Service;
 use super::stack::Stack;
 use crate::tools::pg;
 use crate::tools::util::check_failed;
+use genesis_model::Service;
 
 // ---- a running stack ----------------------------------------------------------------------
 

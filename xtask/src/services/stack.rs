@@ -8,9 +8,9 @@ use genesis_model::{COMPOSE_PROJECT, Env, Storage};
 use xshell::{Shell, cmd};
 
 use super::container::{Container, inspect};
-use super::service::Service;
 use crate::tools::pg;
 use crate::tools::util::{project_root, usage};
+use genesis_model::Service;
 
 // ---- stacks -------------------------------------------------------------------------------
 

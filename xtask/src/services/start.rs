@@ -16,9 +16,9 @@ use super::images;
 use super::ports::check_port_free;
 use super::run::{Lifetime, Owner};
 use super::running::Running;
-use super::service::Service;
 use super::stack::Stack;
 use crate::tools::util::check_failed;
+use genesis_model::Service;
 
 impl Stack {
     /// Starts the services of `wanted` that do not run yet, reclaims the ones a dead run left,

@@ -1,6 +1,7 @@
-//! The compose services of the model, and what the service layer needs to know of each.
+//! The compose services of the model: one type for every service the compose file runs, with
+//! what the xtask's service layer needs to know of each.
 
-use genesis_model::{self as model, Env, Image, Storage};
+use crate::{self as model, Env, Image, Storage};
 
 // ---- services -----------------------------------------------------------------------------
 
