@@ -25,14 +25,6 @@ pub enum PasswordSource {
     Generated(PathBuf),
 }
 
-/// The dev database's password variable (`POSTGRES_PASSWORD`).
-pub fn var() -> &'static str {
-    match model::DEV_DB.password {
-        Password::FromEnv(var) => var,
-        Password::Public(_) => unreachable!("the dev password is never public"),
-    }
-}
-
 /// This process's environment, for the callers that are not tests.
 pub fn process_env(key: &str) -> Option<String> {
     std::env::var(key).ok()
@@ -43,7 +35,7 @@ pub fn dev_password(
     root: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<(Secret, PasswordSource)>> {
-    let var = var();
+    let var = model::PASSWORD_VAR;
     if let Some(value) = env(var).filter(|v| !v.is_empty()) {
         return Ok(Some((Secret::new(value), PasswordSource::Environment)));
     }
@@ -81,7 +73,7 @@ pub fn ensure_dev_password(
     if let Some(found) = dev_password(root, env)? {
         return Ok(found);
     }
-    let var = var();
+    let var = model::PASSWORD_VAR;
     let password = random_hex(24)?;
     let path = root.join(".env");
     let existing = match std::fs::read(&path) {

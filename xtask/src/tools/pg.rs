@@ -77,13 +77,7 @@ impl Target {
 
     fn model(env: Env, address: model::Address, password: Option<Secret>) -> Target {
         let db = env.database();
-        let raw = format!(
-            "postgresql://{}@{}:{}/{}",
-            db.user, address.host, address.port, db.name
-        );
-        let url = ServiceUrl::parse(&raw, Scheme::Postgres)
-            .expect("the model's URLs are valid")
-            .with_password(password);
+        let url = ServiceUrl::postgres(address.host, address.port, db.user, db.name, password);
         Target {
             env,
             user: db.user.to_owned(),
@@ -437,6 +431,32 @@ mod tests {
 
     fn url_target(env: Env, raw: &str) -> Target {
         Target::resolve(env, Some(raw)).unwrap()
+    }
+
+    #[test]
+    fn the_model_url_is_what_libpq_reads_from_its_text() {
+        for env in [Env::Test, Env::Dev] {
+            let db = env.database();
+            let address = db.compose().unwrap().host_address;
+            let raw = format!(
+                "postgresql://{}@{}:{}/{}",
+                db.user, address.host, address.port, db.name
+            );
+            let password = Some(Secret::new("p@ss word"));
+            assert_eq!(
+                ServiceUrl::postgres(
+                    address.host,
+                    address.port,
+                    db.user,
+                    db.name,
+                    password.clone()
+                ),
+                ServiceUrl::parse(&raw, Scheme::Postgres)
+                    .unwrap()
+                    .with_password(password),
+                "{env}"
+            );
+        }
     }
 
     #[test]
