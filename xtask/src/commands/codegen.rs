@@ -301,7 +301,10 @@ fn compose_file() -> ComposeFile {
             working_dir: Some(api.workdir),
             environment: BTreeMap::from([
                 (api.in_container_var, "1".to_owned()),
-                ("ENVIRONMENT", Env::Test.environment_value().to_owned()),
+                (
+                    model::ENVIRONMENT_VAR,
+                    Env::Test.environment_value().to_owned(),
+                ),
             ]),
             labels: labels(true),
             ports: vec![published(api.service, api.port, api.port)],
@@ -364,9 +367,9 @@ fn env_lines(env: Env) -> Vec<(&'static str, String)> {
                     db.url_var,
                     db.url_with(model::TEST_DB_SERVICE.host_address, model::TEST_DB_PASSWORD),
                 ),
-                ("ENVIRONMENT", env.environment_value().to_owned()),
+                (model::ENVIRONMENT_VAR, env.environment_value().to_owned()),
                 ("TESTING_MODE", "true".to_owned()),
-                ("STRICT_HEALTH_CHECKS", "false".to_owned()),
+                (model::STRICT_HEALTH_CHECKS_VAR, "false".to_owned()),
                 (
                     genesis_settings::PASSWORD_HASH_COST,
                     env.password_cost().name.to_owned(),
@@ -384,8 +387,8 @@ fn env_lines(env: Env) -> Vec<(&'static str, String)> {
                 ("POSTGRES_PORT", address.port.to_string()),
                 ("POSTGRES_USER", db.user.to_owned()),
                 ("POSTGRES_DB", db.name.to_owned()),
-                ("ENVIRONMENT", env.environment_value().to_owned()),
-                ("DEBUG", "true".to_owned()),
+                (model::ENVIRONMENT_VAR, env.environment_value().to_owned()),
+                (model::DEBUG_VAR, "true".to_owned()),
                 (redis.url_var, redis_url),
             ]
         }
@@ -395,10 +398,13 @@ fn env_lines(env: Env) -> Vec<(&'static str, String)> {
             vec![
                 (db.url_var, placeholder(db.url_var)),
                 (var, placeholder(var)),
-                ("TOKEN_SECRET", placeholder("TOKEN_SECRET")),
+                (
+                    model::TOKEN_SECRET_VAR,
+                    placeholder(model::TOKEN_SECRET_VAR),
+                ),
                 (redis.url_var, placeholder(redis.url_var)),
-                ("ENVIRONMENT", env.environment_value().to_owned()),
-                ("STRICT_HEALTH_CHECKS", "true".to_owned()),
+                (model::ENVIRONMENT_VAR, env.environment_value().to_owned()),
+                (model::STRICT_HEALTH_CHECKS_VAR, "true".to_owned()),
             ]
         }
     }

@@ -65,31 +65,32 @@ impl flags::Load {
         let given = |var: &str| std::env::var(var).ok().filter(|v| !v.trim().is_empty());
         // Started only when the caller named no server; removed when the run ends.
         let mut running = None;
-        let (database_url, redis_url) = match (given("DATABASE_URL"), given("REDIS_URL")) {
-            (Some(database), Some(redis)) => (database, redis),
-            (database, redis) => {
-                let compose = Compose::detect(sh)?;
-                let started = running.insert(stack.start(
-                    sh,
-                    &compose,
-                    &[Service::TestDb, Service::Redis],
-                    Lifetime::ThisRun,
-                    READY_TIMEOUT,
-                )?);
-                let settings: BTreeMap<&str, String> =
-                    started.host_settings()?.into_iter().collect();
-                let setting = |var: &str| {
-                    settings
-                        .get(var)
-                        .cloned()
-                        .with_context(|| format!("stack {} gave no {var}", stack.name()))
-                };
-                (
-                    database.map_or_else(|| setting(model::TEST_DB.url_var), Ok)?,
-                    redis.map_or_else(|| setting(model::REDIS.url_var), Ok)?,
-                )
-            }
-        };
+        let (database_url, redis_url) =
+            match (given(model::DATABASE_URL_VAR), given(model::REDIS.url_var)) {
+                (Some(database), Some(redis)) => (database, redis),
+                (database, redis) => {
+                    let compose = Compose::detect(sh)?;
+                    let started = running.insert(stack.start(
+                        sh,
+                        &compose,
+                        &[Service::TestDb, Service::Redis],
+                        Lifetime::ThisRun,
+                        READY_TIMEOUT,
+                    )?);
+                    let settings: BTreeMap<&str, String> =
+                        started.host_settings()?.into_iter().collect();
+                    let setting = |var: &str| {
+                        settings
+                            .get(var)
+                            .cloned()
+                            .with_context(|| format!("stack {} gave no {var}", stack.name()))
+                    };
+                    (
+                        database.map_or_else(|| setting(model::TEST_DB.url_var), Ok)?,
+                        redis.map_or_else(|| setting(model::REDIS.url_var), Ok)?,
+                    )
+                }
+            };
 
         let dir = xtask_dir().join("load");
         std::fs::create_dir_all(&dir).context("create target/xtask/load")?;
@@ -108,13 +109,13 @@ impl flags::Load {
         let log = dir.join("server.log");
         // Development with every variable explicit: the process environment wins over env files.
         let server = cmd!(sh, "{bin} serve")
-            .env("ENVIRONMENT", "development")
-            .env("DATABASE_URL", &database_url)
-            .env("REDIS_URL", &redis_url)
-            .env("BIND_ADDR", &bind)
-            .env("STRICT_HEALTH_CHECKS", "true")
-            .env("DEBUG", "false")
-            .env("TOKEN_SECRET", &secret)
+            .env(model::ENVIRONMENT_VAR, model::Env::Dev.environment_value())
+            .env(model::DATABASE_URL_VAR, &database_url)
+            .env(model::REDIS.url_var, &redis_url)
+            .env(model::BIND_ADDR_VAR, &bind)
+            .env(model::STRICT_HEALTH_CHECKS_VAR, "true")
+            .env(model::DEBUG_VAR, "false")
+            .env(model::TOKEN_SECRET_VAR, &secret)
             .env("RUST_LOG", "warn");
         let server = ApiProcess::start(server, self.port, &log, READY_TIMEOUT)?;
 

@@ -308,7 +308,7 @@ impl Migrator {
             cmd = cmd.env_remove(key);
         }
         let out = cmd
-            .env("ENVIRONMENT", target.env.environment_value())
+            .env(model::ENVIRONMENT_VAR, target.env.environment_value())
             .env(var, url)
             .secret()
             .ignore_status()

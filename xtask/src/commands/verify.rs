@@ -191,7 +191,7 @@ fn genesis_api_binary(sh: &Shell) -> Result<std::path::PathBuf> {
 fn settings_reject_sqlite(sh: &Shell) -> Result<String> {
     let bin = genesis_api_binary(sh)?;
     let out = cmd!(sh, "{bin} check-config")
-        .env("DATABASE_URL", "sqlite:///./genesis.db")
+        .env(model::DATABASE_URL_VAR, "sqlite:///./genesis.db")
         .quiet()
         .ignore_status()
         .output()?;
@@ -201,7 +201,7 @@ fn settings_reject_sqlite(sh: &Shell) -> Result<String> {
         "`genesis-api check-config` accepted DATABASE_URL=sqlite:///./genesis.db"
     );
     anyhow::ensure!(
-        stderr.contains("DATABASE_URL") && stderr.contains("SQLite"),
+        stderr.contains(model::DATABASE_URL_VAR) && stderr.contains("SQLite"),
         "the refusal does not name DATABASE_URL: {}",
         stderr.trim()
     );

@@ -65,8 +65,10 @@ impl Target {
                 .map(|(secret, _)| secret);
                 Ok(Target::model(env, compose.host_address, password))
             }
-            (None, _) => match std::env::var("DATABASE_URL") {
-                Ok(raw) if !raw.trim().is_empty() => Target::from_url(env, &raw, "DATABASE_URL"),
+            (None, _) => match std::env::var(model::DATABASE_URL_VAR) {
+                Ok(raw) if !raw.trim().is_empty() => {
+                    Target::from_url(env, &raw, model::DATABASE_URL_VAR)
+                }
                 _ => Err(usage(format!(
                     "{env} has no compose service (a managed server): set DATABASE_URL in the \
                      environment to its postgresql:// URL, or pass --url"
@@ -169,9 +171,9 @@ impl Target {
         if self.user == prod.user {
             return Some(format!("its user is {}", prod.user));
         }
-        let raw = env("DATABASE_URL")?;
+        let raw = env(model::DATABASE_URL_VAR)?;
         let url = ServiceUrl::parse(&raw, Scheme::Postgres).ok()?;
-        let labelled = env("ENVIRONMENT")
+        let labelled = env(model::ENVIRONMENT_VAR)
             .and_then(|e| Env::parse(&e))
             .is_some_and(|e| e == Env::Prod);
         let is_prod = labelled || url.database() == prod.name || url.user() == prod.user;
