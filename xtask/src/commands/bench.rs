@@ -536,16 +536,18 @@ fn bench_test_db(sh: &Shell, compose: &Compose, stack: &Stack, count: usize) -> 
         Lifetime::ThisRun,
         READY_TIMEOUT,
     )?;
+    let cargo = crate::tools::util::cargo();
     cmd!(
         sh,
-        "cargo build --quiet -p genesis-api --example test_db_cost"
+        "{cargo} build --quiet -p genesis-api --example test_db_cost"
     )
     .run()
     .context("build the test_db_cost example")?;
     let count = count.to_string();
+    let cargo = crate::tools::util::cargo();
     let out = cmd!(
         sh,
-        "cargo run --quiet -p genesis-api --example test_db_cost -- {count}"
+        "{cargo} run --quiet -p genesis-api --example test_db_cost -- {count}"
     )
     .env_remove(model::API.in_container_var)
     .envs(running.host_settings()?)

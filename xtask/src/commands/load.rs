@@ -96,9 +96,10 @@ impl flags::Load {
         std::fs::create_dir_all(&dir).context("create target/xtask/load")?;
         eprintln!("building genesis-api (release)");
         let target = target_dir();
+        let cargo = crate::tools::util::cargo();
         cmd!(
             sh,
-            "cargo build --quiet --release -p genesis-api --bin genesis-api --target-dir {target}"
+            "{cargo} build --quiet --release -p genesis-api --bin genesis-api --target-dir {target}"
         )
         .run()
         .context("build genesis-api in release mode")?;

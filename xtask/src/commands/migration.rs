@@ -248,9 +248,10 @@ pub struct Migrator {
 impl Migrator {
     pub fn build(sh: &Shell) -> Result<Migrator> {
         let target = target_dir();
+        let cargo = crate::tools::util::cargo();
         cmd!(
             sh,
-            "cargo build --quiet -p genesis-api --bin genesis-api --target-dir {target}"
+            "{cargo} build --quiet -p genesis-api --bin genesis-api --target-dir {target}"
         )
         .quiet()
         .run()

@@ -146,9 +146,10 @@ pub fn run_suites_with(
         let target = target_dir();
         let started = Instant::now();
         eprintln!("building the suites (one archive for every mode)");
+        let cargo = crate::tools::util::cargo();
         cmd!(
             sh,
-            "cargo build --quiet -p genesis-api --bin genesis-api --example {POOL_SERVER} --target-dir {target}"
+            "{cargo} build --quiet -p genesis-api --bin genesis-api --example {POOL_SERVER} --target-dir {target}"
         )
         .run()
         .context("build genesis-api")?;

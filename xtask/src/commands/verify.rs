@@ -178,9 +178,10 @@ pub fn checklist(sh: &Shell, stack: &Stack, suites: Option<Report>) -> Result<Ve
 
 fn genesis_api_binary(sh: &Shell) -> Result<std::path::PathBuf> {
     let target = target_dir();
+    let cargo = crate::tools::util::cargo();
     cmd!(
         sh,
-        "cargo build --quiet -p genesis-api --bin genesis-api --target-dir {target}"
+        "{cargo} build --quiet -p genesis-api --bin genesis-api --target-dir {target}"
     )
     .run()
     .context("build genesis-api")?;

@@ -290,6 +290,12 @@ pub fn utc_timestamp(time: std::time::SystemTime) -> (String, String) {
     )
 }
 
+/// The cargo that runs this xtask (`$CARGO`, which cargo sets for `cargo run`), else `cargo`
+/// from the PATH: the toolchain that built the xtask builds what it builds.
+pub fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
 /// `bytes` random bytes from the operating system, as lowercase hex.
 pub fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
