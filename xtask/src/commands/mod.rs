@@ -11,6 +11,8 @@ pub mod images;
 pub mod load;
 pub mod migration;
 pub mod parity;
+/// The suites' shared pool of test databases, for `test`.
+pub mod pool;
 pub mod reset;
 pub mod test;
 pub mod verify;

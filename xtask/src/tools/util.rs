@@ -322,6 +322,17 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// How many tests each mode runs at once: `NEXTEST_TEST_THREADS` when set, else one per CPU
+/// (nextest's default). Both modes run at the same time, so that is already two per CPU:
+/// here (2 CPUs) 4 or 6 per mode took as long as 2 and made hand-outs 5 to 30 times slower.
+pub fn test_threads() -> usize {
+    std::env::var("NEXTEST_TEST_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -480,7 +480,7 @@ fn bench_suites(sh: &Shell, xtask: &Path, reps: usize) -> Result<Suites> {
         bodies_s +=
             parity::body_seconds(&xml).with_context(|| format!("read {}", path.display()))?;
     }
-    let parallelism = crate::commands::test::test_threads() * 2;
+    let parallelism = crate::tools::util::test_threads() * 2;
     let handout = std::fs::read_to_string(&handouts).ok().and_then(|text| {
         let ms: Vec<f64> = text
             .lines()

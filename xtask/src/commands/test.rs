@@ -7,8 +7,6 @@
 //! `RUNNING_IN_DOCKER=1` makes the settings resolve `test-db:5432`. Outcomes come from nextest's
 //! JUnit reports, never from exit codes.
 
-mod pool;
-
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -19,14 +17,16 @@ use genesis_model as model;
 use xshell::{Shell, cmd};
 
 use crate::commands::parity::{self, Outcomes, Report, Target};
+use crate::commands::pool::{POOL_SERVER, POOL_SOCKET_VAR, pool_socket, start_pool_server};
 use crate::flags::{self, Suite};
 use crate::services::compose::Compose;
 use crate::services::preflight;
 use crate::services::{Lifetime, Running, Service, Stack};
 use crate::services::{docker, images};
 use crate::tools::child;
-use crate::tools::util::{check_failed, interrupted, project_root, target_dir, usage, xtask_dir};
-use pool::{POOL_SERVER, POOL_SOCKET_VAR, pool_socket, start_pool_server};
+use crate::tools::util::{
+    check_failed, interrupted, project_root, target_dir, test_threads, usage, xtask_dir,
+};
 
 const ARCHIVE: &str = "genesis-tests.tar.zst";
 
@@ -469,17 +469,6 @@ fn spawn_mode(
         }
     };
     child::background(xcmd, log).with_context(|| format!("start the {} run", target.name()))
-}
-
-/// How many tests each mode runs at once: `NEXTEST_TEST_THREADS` when set, else one per CPU
-/// (nextest's default). Both modes run at the same time, so that is already two per CPU:
-/// here (2 CPUs) 4 or 6 per mode took as long as 2 and made hand-outs 5 to 30 times slower.
-pub fn test_threads() -> usize {
-    std::env::var("NEXTEST_TEST_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Where the archive is extracted, once: the listing extracts it, and both modes run the
