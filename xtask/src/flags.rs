@@ -38,7 +38,7 @@ pub enum Cmd {
     VerifyMigration(VerifyMigration),
     Ci(Ci),
     Bench(Bench),
-    Load(crate::load::Load),
+    Load(Load),
     Images(Images),
     Migration(Migration),
     Parity(Parity),
@@ -116,7 +116,7 @@ pub struct Test {
     pub archive: Option<std::path::PathBuf>,
     /// Run one slice of the selected tests (nextest's `slice:M/N`, `count:M/N` or `hash:M/N`).
     /// The report still lists every selected test, for `cargo xtask parity merge`.
-    #[arg(long, value_name = "KIND:M/N", value_parser = crate::parity::parse_partition)]
+    #[arg(long, value_name = "KIND:M/N", value_parser = parse_partition)]
     pub partition: Option<String>,
     /// Build the archive (target/xtask/genesis-tests.tar.zst) and the application binary
     /// (target/debug/genesis-api) that `--archive` runs elsewhere, and run nothing.
@@ -425,4 +425,52 @@ pub struct MigrationNew {
     /// A plain identifier: lowercase ASCII letters, digits and underscores (e.g. add_tags).
     #[arg(value_name = "NAME")]
     pub name: String,
+}
+
+/// Load the API with wrk (login and /auth/me) and report throughput, latency, statuses and
+/// peak memory. Needs `wrk`; uses DATABASE_URL and REDIS_URL when set, else the stack's test
+/// database and Redis (started for the run if they are not up).
+#[derive(Debug, Args)]
+pub struct Load {
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: u32,
+    /// Seconds per scenario.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u32,
+    /// The loopback port the API listens on during the run.
+    #[arg(long, default_value_t = 8089)]
+    pub port: u16,
+}
+
+/// `KIND:M/N` as nextest's `--partition` takes it: `slice`, `count` or `hash`, 1 <= M <= N.
+pub fn parse_partition(value: &str) -> Result<String, String> {
+    let bad = || format!("{value:?} is not KIND:M/N (slice:1/2, count:1/3, hash:2/2)");
+    let (kind, rest) = value.split_once(':').ok_or_else(bad)?;
+    let (m, n) = rest.split_once('/').ok_or_else(bad)?;
+    let (m, n): (u32, u32) = (m.parse().map_err(|_| bad())?, n.parse().map_err(|_| bad())?);
+    if !matches!(kind, "slice" | "count" | "hash") || m == 0 || m > n {
+        return Err(bad());
+    }
+    Ok(format!("{kind}:{m}/{n}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_checked() {
+        assert_eq!(parse_partition("slice:1/2").unwrap(), "slice:1/2");
+        for bad in [
+            "slice:0/2",
+            "slice:3/2",
+            "slice:1",
+            "part:1/2",
+            "1/2",
+            "slice:a/2",
+        ] {
+            assert!(parse_partition(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -3,34 +3,10 @@
 //! This file is a table of contents: the flags live in `flags.rs` and every command in its own
 //! module. See ARCHITECTURE.md for the map and the invariants.
 
-mod backup;
-mod bench;
-mod certs;
-mod child;
-mod ci;
-mod codegen;
-mod compose;
-mod db;
-mod devpass;
-mod docs;
-mod doctor;
-mod dotenv;
-mod env;
+mod commands;
 mod flags;
-mod images;
-mod load;
-mod migration;
-mod parity;
-mod pg;
-mod preflight;
-mod reset;
 mod services;
-mod setup;
-mod test;
-mod util;
-mod verify;
-mod workflow;
-mod yaml;
+mod tools;
 
 use std::process::ExitCode;
 
@@ -42,11 +18,11 @@ fn main() -> ExitCode {
     genesis_settings::install_panic_hook("cargo xtask");
     let flags = flags::Xtask::parse();
     let result = Shell::new().map_err(anyhow::Error::from).and_then(|sh| {
-        util::install_interrupt_handler()?;
-        let root = util::find_project_root()?;
+        tools::util::install_interrupt_handler()?;
+        let root = tools::util::find_project_root()?;
         sh.change_dir(&root);
         // Every password this process can know is masked by value in all it prints.
-        devpass::register_known_secrets(&root);
+        tools::devpass::register_known_secrets(&root);
         let name = flags
             .stack
             .or_else(|| std::env::var(genesis_model::STACK_VAR).ok());
@@ -78,6 +54,6 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => util::report_error(&err),
+        Err(err) => tools::util::report_error(&err),
     }
 }

@@ -7,6 +7,10 @@
 
 use std::fmt;
 
+mod service;
+
+pub use service::Service;
+
 /// The prefix of every compose project the xtask runs: a stack's project is
 /// `genesis-<checkout id>` (the default stack) or `genesis-<checkout id>-<stack>`, so that
 /// checkouts and stacks sharing one Docker engine never share a container, network or volume.
@@ -182,6 +186,15 @@ impl Database {
     }
 }
 
+/// The application's settings variables that the xtask sets for a process it starts, by name
+/// (the settings read the same names; the database URL variables are each database's `url_var`).
+pub const ENVIRONMENT_VAR: &str = "ENVIRONMENT";
+pub const DATABASE_URL_VAR: &str = "DATABASE_URL";
+pub const BIND_ADDR_VAR: &str = "BIND_ADDR";
+pub const STRICT_HEALTH_CHECKS_VAR: &str = "STRICT_HEALTH_CHECKS";
+pub const DEBUG_VAR: &str = "DEBUG";
+pub const TOKEN_SECRET_VAR: &str = "TOKEN_SECRET";
+
 /// PostgreSQL's port inside every container.
 pub const POSTGRES_PORT: u16 = 5432;
 
@@ -232,7 +245,7 @@ pub const DEV_DB: Database = Database {
     name: "genesis_db",
     user: "genesis_user",
     password: Password::FromEnv(PASSWORD_VAR),
-    url_var: "DATABASE_URL",
+    url_var: DATABASE_URL_VAR,
 };
 
 pub const PROD_DB: Database = Database {
@@ -241,7 +254,7 @@ pub const PROD_DB: Database = Database {
     name: "genesis_ai_prod",
     user: "genesis_prod_user",
     password: Password::FromEnv(PASSWORD_VAR),
-    url_var: "DATABASE_URL",
+    url_var: DATABASE_URL_VAR,
 };
 
 /// The Redis service the API and the tests use.

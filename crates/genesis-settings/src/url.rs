@@ -254,6 +254,27 @@ impl ServiceUrl {
         }
     }
 
+    /// A `postgresql://` URL built from its decoded parts, with no parsing: the model's own
+    /// databases, whose parts are known.
+    pub fn postgres(
+        host: &str,
+        port: u16,
+        user: &str,
+        database: &str,
+        password: Option<Secret>,
+    ) -> ServiceUrl {
+        ServiceUrl {
+            scheme: Scheme::Postgres,
+            tls: false,
+            hosts: vec![host.to_owned()],
+            ports: vec![Some(port)],
+            user: Some(user.to_owned()),
+            password,
+            database: Some(database.to_owned()),
+            params: Vec::new(),
+        }
+    }
+
     pub fn scheme(&self) -> Scheme {
         self.scheme
     }

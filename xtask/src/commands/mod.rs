@@ -1,0 +1,20 @@
+//! The commands: one module per `cargo xtask` command, glue over the service layer and the
+//! tools. `flags.rs` describes them; each module here holds the behaviour.
+
+pub mod backup;
+pub mod bench;
+pub mod ci;
+pub mod codegen;
+pub mod db;
+pub mod doctor;
+pub mod env;
+pub mod images;
+pub mod load;
+pub mod migration;
+pub mod parity;
+/// The suites' shared pool of test databases, for `test`.
+pub mod pool;
+pub mod reset;
+pub mod setup;
+pub mod test;
+pub mod verify;

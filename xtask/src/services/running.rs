@@ -1,0 +1,259 @@
+//! What a command started on a stack: the guard that knows the host ports and containers and
+//! removes what it started.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use genesis_model::{self as model, Env, Storage};
+use genesis_settings::redact;
+use xshell::{Shell, cmd};
+
+use super::compose::Compose;
+use super::stack::Stack;
+use crate::tools::pg;
+use crate::tools::util::check_failed;
+use genesis_model::Service;
+
+// ---- a running stack ----------------------------------------------------------------------
+
+/// What a command started on a stack, and where the host reaches each service. Dropping it
+/// removes what it started (containers, their anonymous volumes, the network once empty, the
+/// named volumes its `up` created), unless [`Running::keep`] was called.
+#[derive(Debug)]
+pub struct Running<'a> {
+    pub(super) sh: &'a Shell,
+    pub(super) compose: Compose,
+    pub(super) stack: Stack,
+    pub(super) started: Vec<Service>,
+    pub(super) created_volumes: Vec<String>,
+    pub(super) ports: BTreeMap<Service, u16>,
+    /// The container id of each service waited for.
+    pub(super) containers: BTreeMap<Service, String>,
+}
+
+impl Running<'_> {
+    /// The host port of a service this run waited for.
+    pub fn port(&self, service: Service) -> u16 {
+        self.ports[&service]
+    }
+
+    /// The container of a service this run waited for, for `docker exec` (which starts in a
+    /// few milliseconds where `compose exec` v1 takes half a second).
+    pub fn container(&self, service: Service) -> &str {
+        &self.containers[&service]
+    }
+
+    /// Whether this run started `service` (and so removes it when the guard goes).
+    pub fn started(&self, service: Service) -> bool {
+        self.started.contains(&service)
+    }
+
+    /// Leaves everything running when the guard goes (`db-up`).
+    pub fn keep(mut self) {
+        self.started.clear();
+        self.created_volumes.clear();
+    }
+
+    /// The database of `env` as the host reaches it on this stack.
+    pub fn database(&self, env: Env) -> Result<pg::Target> {
+        let service = Service::database(env).context("a managed database has no service")?;
+        let mut target = pg::Target::resolve(env, None)?;
+        target.set_port(self.port(service));
+        Ok(target)
+    }
+
+    /// The settings' variables that point the suites (and the application) at this stack's
+    /// test database and Redis from the host.
+    pub fn host_settings(&self) -> Result<Vec<(&'static str, String)>> {
+        let db = model::TEST_DB;
+        let mut address = model::TEST_DB_SERVICE.host_address;
+        address.port = self.port(Service::TestDb);
+        let mut vars = vec![(db.url_var, db.url_with(address, model::TEST_DB_PASSWORD))];
+        if let Some(port) = self.ports.get(&Service::Redis) {
+            let mut redis = model::REDIS.host_address;
+            redis.port = *port;
+            vars.push((model::REDIS.url_var, model::REDIS.url(redis)));
+        }
+        Ok(vars)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.started.is_empty() && self.created_volumes.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = self.started.iter().map(|s| s.name()).collect();
+        if !names.is_empty() {
+            eprintln!(
+                "stopping {} (stack {})",
+                names.join(", "),
+                self.stack.name()
+            );
+        }
+        let ids: Vec<&str> = self
+            .started
+            .iter()
+            .filter_map(|s| self.containers.get(s).map(String::as_str))
+            .collect();
+        let removed = if ids.len() == names.len() {
+            self.remove_started(&ids)
+        } else {
+            // Started only in part: compose finds what there is by name.
+            self.stack.remove(self.sh, &self.compose, &names)
+        };
+        if let Err(err) = removed {
+            eprintln!("warning: {err}");
+        }
+        if let Err(err) = self.stack.remove_network_if_empty(self.sh) {
+            eprintln!("warning: could not remove the stack's network: {err}");
+        }
+        // Only volumes that this run's `up` created, and never one a container still uses.
+        let existing = self.stack.volumes(self.sh).unwrap_or_default();
+        for volume in self.created_volumes.iter().filter(|v| existing.contains(v)) {
+            let _ = cmd!(self.sh, "docker volume rm {volume}")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run();
+        }
+    }
+}
+
+impl Running<'_> {
+    /// Removes the containers this run started, by id: a service whose data lives in a volume
+    /// is stopped first (PostgreSQL shuts down cleanly), the others, whose data is a tmpfs the
+    /// removal discards anyway, are removed at once.
+    fn remove_started(&self, ids: &[&str]) -> Result<()> {
+        let sh = self.sh;
+        let graceful: Vec<&str> = self
+            .started
+            .iter()
+            .filter(|s| matches!(s.storage(), Storage::Volume(_)))
+            .filter_map(|s| self.containers.get(s).map(String::as_str))
+            .collect();
+        if !graceful.is_empty() {
+            cmd!(sh, "docker stop {graceful...}")
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .context("stop the containers")?;
+        }
+        cmd!(sh, "docker rm --force --volumes {ids...}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .context("remove the containers")
+    }
+}
+
+impl Stack {
+    /// Stops and removes the named services' containers and their anonymous volumes.
+    pub fn remove(&self, sh: &Shell, compose: &Compose, names: &[&str]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let out = compose
+            .cmd(sh, self)
+            .args(["rm", "--stop", "--force", "-v"])
+            .args(names)
+            .quiet()
+            .ignore_status()
+            .output()
+            .context("run compose rm")?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(check_failed(format!(
+                "compose could not remove {}: {}",
+                names.join(", "),
+                redact(String::from_utf8_lossy(&out.stderr).trim())
+            )))
+        }
+    }
+
+    /// Every container, the network and, with `volumes`, every volume of the stack.
+    pub fn remove_all(&self, sh: &Shell, compose: &Compose, volumes: bool) -> Result<()> {
+        let mut down = compose.cmd(sh, self).arg("down");
+        if volumes {
+            down = down.arg("--volumes");
+        }
+        let out = down
+            .quiet()
+            .ignore_status()
+            .output()
+            .context("run compose down")?;
+        if !out.status.success() {
+            return Err(check_failed(format!(
+                "compose down failed: {}",
+                redact(String::from_utf8_lossy(&out.stderr).trim())
+            )));
+        }
+        // Containers of services no longer in the compose file, by the stack's own label.
+        let left: Vec<String> = self.containers(sh)?.into_iter().map(|c| c.id).collect();
+        if !left.is_empty() {
+            cmd!(sh, "docker rm -f -v {left...}")
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .context("remove the stack's containers")?;
+        }
+        if volumes {
+            for volume in self.volumes(sh)? {
+                cmd!(sh, "docker volume rm {volume}")
+                    .quiet()
+                    .ignore_stdout()
+                    .run()
+                    .with_context(|| format!("remove volume {volume}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last `lines` log lines of a service, passwords masked.
+    pub fn log_tail(&self, sh: &Shell, compose: &Compose, service: &str, lines: u32) -> String {
+        let lines = lines.to_string();
+        let logs = compose
+            .cmd(sh, self)
+            .args(["logs", "--no-color", "--tail", &lines, service])
+            .quiet()
+            .ignore_status()
+            .ignore_stderr()
+            .read()
+            .unwrap_or_default();
+        redact(logs.trim_end())
+    }
+
+    /// `compose up -d` of `names` as compose alone does it, with no check and no wait (what
+    /// `bench` measures the xtask's start against).
+    pub fn up_plain(&self, sh: &Shell, compose: &Compose, names: &[&str]) -> Result<()> {
+        compose
+            .cmd(sh, self)
+            .args(["up", "-d"])
+            .args(names)
+            .quiet()
+            .ignore_stderr()
+            .run()
+            .context("run compose up")
+    }
+
+    /// `compose logs` of `services` (all when empty), followed or not, from the last `tail`
+    /// lines; the caller streams it.
+    pub fn logs<'a>(
+        &self,
+        sh: &'a Shell,
+        compose: &Compose,
+        follow: bool,
+        tail: Option<u32>,
+        services: &[String],
+    ) -> xshell::Cmd<'a> {
+        let mut logs = compose.cmd(sh, self).args(["logs", "--no-color"]);
+        if follow {
+            logs = logs.arg("--follow");
+        }
+        if let Some(tail) = tail {
+            logs = logs.args(["--tail", &tail.to_string()]);
+        }
+        logs.args(services).quiet()
+    }
+}

@@ -1,0 +1,242 @@
+//! A stack: one set of the project's services with its own compose project, network and
+//! volumes, owned by one checkout; starting, aiming at and removing it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use genesis_model::{COMPOSE_PROJECT, Env, Storage};
+use xshell::{Shell, cmd};
+
+use super::container::{Container, inspect};
+use crate::tools::pg;
+use crate::tools::util::{project_root, usage};
+use genesis_model::Service;
+
+// ---- stacks -------------------------------------------------------------------------------
+
+/// One set of the project's services, owned by one checkout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stack {
+    /// `None` for the default stack (the model's host ports).
+    pub(super) name: Option<String>,
+    pub(super) project: String,
+    pub(super) checkout: PathBuf,
+}
+
+impl Stack {
+    /// The stack `--stack` (or `GENESIS_STACK`) names, else the default one, of this checkout.
+    pub fn select(name: Option<&str>) -> Result<Stack> {
+        match name.map(str::trim).filter(|n| !n.is_empty()) {
+            None | Some("default") => Ok(Stack::named(None)),
+            Some(name) => {
+                let valid = name.len() <= 32
+                    && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && name.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
+                    });
+                if !valid {
+                    return Err(usage(format!(
+                        "--stack {name:?} is not a stack name: use up to 32 lowercase letters, digits, `-` and `_`, starting with a letter or digit"
+                    )));
+                }
+                Ok(Stack::named(Some(name.to_owned())))
+            }
+        }
+    }
+
+    fn named(name: Option<String>) -> Stack {
+        let checkout = project_root();
+        let id = checkout_id(&checkout);
+        let project = match &name {
+            None => format!("{COMPOSE_PROJECT}-{id}"),
+            Some(name) => format!("{COMPOSE_PROJECT}-{id}-{name}"),
+        };
+        Stack {
+            name,
+            project,
+            checkout,
+        }
+    }
+
+    /// The default stack of this checkout: the model's host ports.
+    pub fn default_stack() -> Stack {
+        Stack::named(None)
+    }
+
+    /// A private stack for one run (`ci`), named after it.
+    pub fn private(purpose: &str) -> Stack {
+        Stack::named(Some(format!("{purpose}-{}", std::process::id())))
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.name.is_none()
+    }
+
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("default")
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    /// How a command line selects this stack again, for messages: `` or ` --stack NAME`.
+    pub fn flag(&self) -> String {
+        match &self.name {
+            None => String::new(),
+            Some(name) => format!(" --stack {name}"),
+        }
+    }
+
+    fn project_filter(&self) -> String {
+        format!("label=com.docker.compose.project={}", self.project)
+    }
+
+    /// The stack's containers, running or not, as `docker inspect` describes them.
+    pub fn containers(&self, sh: &Shell) -> Result<Vec<Container>> {
+        let filter = self.project_filter();
+        let ids = cmd!(sh, "docker ps -a -q --filter {filter}")
+            .quiet()
+            .read()
+            .context("list the stack's containers")?;
+        let ids: Vec<&str> = ids.lines().filter(|l| !l.trim().is_empty()).collect();
+        inspect(sh, &ids)
+    }
+
+    /// The stack's volumes that exist now, by name.
+    pub fn volumes(&self, sh: &Shell) -> Result<Vec<String>> {
+        let filter = self.project_filter();
+        let out = cmd!(sh, "docker volume ls -q --filter {filter}")
+            .quiet()
+            .read()
+            .context("list the stack's volumes")?;
+        Ok(out.lines().map(str::to_owned).collect())
+    }
+
+    /// The name compose gives the model's volume `volume` in this stack.
+    pub fn volume_name(&self, volume: &str) -> String {
+        format!("{}_{volume}", self.project)
+    }
+
+    /// The named volumes of the compose file, as compose names them in this stack.
+    pub(super) fn model_volumes(&self) -> Vec<String> {
+        Env::ALL
+            .iter()
+            .filter_map(|env| match env.database().compose()?.storage {
+                Storage::Volume(name) => Some(self.volume_name(name)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The names of the stack's networks.
+    pub fn networks(&self, sh: &Shell) -> Result<Vec<String>> {
+        let filter = self.project_filter();
+        let format = "{{.Name}}";
+        let names = cmd!(sh, "docker network ls --format {format} --filter {filter}")
+            .quiet()
+            .read()
+            .context("list the stack's networks")?;
+        Ok(names.split_whitespace().map(str::to_owned).collect())
+    }
+
+    /// Removes the stack's network once no container is left in it, as `compose down` does.
+    pub fn remove_network_if_empty(&self, sh: &Shell) -> Result<()> {
+        if !self.containers(sh)?.is_empty() {
+            return Ok(());
+        }
+        let filter = self.project_filter();
+        let networks = cmd!(sh, "docker network ls -q --filter {filter}")
+            .quiet()
+            .read()
+            .context("list the stack's networks")?;
+        let networks: Vec<&str> = networks.split_whitespace().collect();
+        if !networks.is_empty() {
+            cmd!(sh, "docker network rm {networks...}")
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .context("remove the stack's network")?;
+        }
+        Ok(())
+    }
+
+    /// Removes the stack's volume `volume` of the model; whether there was one.
+    pub fn remove_volume(&self, sh: &Shell, volume: &str) -> Result<bool> {
+        let name = self.volume_name(volume);
+        if !self.volumes(sh)?.contains(&name) {
+            return Ok(false);
+        }
+        cmd!(sh, "docker volume rm {name}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .with_context(|| format!("remove volume {name}"))?;
+        Ok(true)
+    }
+
+    /// Points a database target the model placed (not a `--url` or `DATABASE_URL`) at this
+    /// stack's running service: its discovered host port. The default stack's service that
+    /// does not run keeps the model's port, so the caller's own "start it" message applies;
+    /// on any other stack there is no port to guess.
+    pub fn aim(&self, sh: &Shell, target: &mut pg::Target) -> Result<()> {
+        if target.origin != pg::Origin::Model {
+            return Ok(());
+        }
+        let Some(service) = Service::database(target.env) else {
+            return Ok(());
+        };
+        let port = self
+            .containers(sh)?
+            .into_iter()
+            .find(|c| c.service == service.name() && c.running())
+            .and_then(|c| c.host_port(service.container_port()));
+        match port {
+            Some(port) => target.set_port(port),
+            None if self.is_default() => {}
+            None => {
+                return Err(usage(format!(
+                    "{} does not run on stack {}: start it with `cargo xtask db-up --env {}{}`",
+                    service.name(),
+                    self.name(),
+                    target.env,
+                    self.flag()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A short, stable id of a checkout: FNV-1a of its path, so the same checkout always gets the
+/// same compose projects and two checkouts never share one.
+fn checkout_id(path: &std::path::Path) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in path.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{:08x}", (hash >> 32) ^ (hash & 0xffff_ffff))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stack_names_are_checked_and_projects_are_per_checkout() {
+        let default = Stack::select(None).unwrap();
+        assert!(default.is_default());
+        assert_eq!(Stack::select(Some("default")).unwrap(), default);
+        let a = Stack::select(Some("a")).unwrap();
+        assert_eq!(a.project(), format!("{}-a", default.project()));
+        assert!(a.project().starts_with("genesis-"));
+        for bad in ["A", "-x", "a b", "a/b", &"x".repeat(33)] {
+            assert!(Stack::select(Some(bad)).is_err(), "{bad:?}");
+        }
+        assert_ne!(
+            checkout_id(std::path::Path::new("/tmp/a")),
+            checkout_id(std::path::Path::new("/tmp/b"))
+        );
+    }
+}
