@@ -25,7 +25,7 @@ use crate::flags;
 use crate::pg::{self, ROW_COUNTS_SQL, TableRows, Target};
 use crate::preflight;
 use crate::services::Stack;
-use crate::util::{check_failed, project_root, usage, utc_timestamp};
+use crate::util::{check_failed, confirm, project_root, usage, utc_timestamp};
 
 /// The first bytes of every pg_dump archive.
 const MAGIC: &[u8] = b"PGDMP";
@@ -538,6 +538,16 @@ impl flags::DbRestore {
             &self.server,
             "a restore drops and recreates the dump's tables in that database",
         )?;
+        let ask = format!(
+            "db-restore would overwrite {} with {} (the dump's tables are dropped and recreated)",
+            target.masked_url(),
+            self.file.display()
+        );
+        // Without a terminal, refused before anything is read; with one, asked once the dump
+        // has been checked, right before the restore.
+        if !self.yes && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            confirm(&ask, false, "nothing was restored")?;
+        }
         tools(sh, &["pg_restore", "psql"])?;
         let file = user_path(&self.file)?;
         if !file.is_file() {
@@ -571,6 +581,7 @@ impl flags::DbRestore {
                 meta.env, meta.database, target.database
             );
         }
+        confirm(&ask, self.yes, "nothing was restored")?;
 
         let started = Instant::now();
         let out = target

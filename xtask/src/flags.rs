@@ -277,6 +277,9 @@ pub struct DbRestore {
     /// The dump (its FILE.meta.json must be beside it).
     #[arg(value_name = "FILE")]
     pub file: std::path::PathBuf,
+    /// Restore without asking (required when there is no terminal to ask on).
+    #[arg(long)]
+    pub yes: bool,
     #[command(flatten)]
     pub server: Server,
 }

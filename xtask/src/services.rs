@@ -36,8 +36,10 @@ pub struct Stack {
 
 impl Stack {
     /// The stack `--stack` (or `GENESIS_STACK`) names, else the default one, of this checkout.
+    /// A name given is used as it is: an empty one is refused like any other invalid name,
+    /// never read as "the default stack" (`default` names that one).
     pub fn select(name: Option<&str>) -> Result<Stack> {
-        match name.map(str::trim).filter(|n| !n.is_empty()) {
+        match name {
             None | Some("default") => Ok(Stack::named(None)),
             Some(name) => {
                 let valid = name.len() <= 32
@@ -47,7 +49,10 @@ impl Stack {
                     });
                 if !valid {
                     return Err(usage(format!(
-                        "--stack {name:?} is not a stack name: use up to 32 lowercase letters, digits, `-` and `_`, starting with a letter or digit"
+                        "--stack (or {}) {name:?} is not a stack name: use 1 to 32 lowercase \
+                         ASCII letters, digits, `-` and `_`, starting with a letter or digit \
+                         (`default` selects the default stack)",
+                        model::STACK_VAR
                     )));
                 }
                 Ok(Stack::named(Some(name.to_owned())))
@@ -373,9 +378,9 @@ impl Stack {
     }
 
     /// Points a database target the model placed (not a `--url` or `DATABASE_URL`) at this
-    /// stack's running service: its discovered host port. The default stack's service that
-    /// does not run keeps the model's port, so the caller's own "start it" message applies;
-    /// on any other stack there is no port to guess.
+    /// stack's running service: its discovered host port. A service this stack does not run
+    /// is refused, on the default stack too: the model's port may then be another checkout's
+    /// stack, whose data is never this command's (see [`Stack::not_running`]).
     pub fn aim(&self, sh: &Shell, target: &mut pg::Target) -> Result<()> {
         if target.origin != pg::Origin::Model {
             return Ok(());
@@ -390,18 +395,43 @@ impl Stack {
             .and_then(|c| c.host_port(service.container_port()));
         match port {
             Some(port) => target.set_port(port),
-            None if self.is_default() => {}
-            None => {
-                return Err(usage(format!(
-                    "{} does not run on stack {}: start it with `cargo xtask db-up --env {}{}`",
-                    service.name(),
-                    self.name(),
-                    target.env,
-                    self.flag()
-                )));
-            }
+            None => return Err(self.not_running(sh, service, target.env)),
         }
         Ok(())
+    }
+
+    /// Why a command cannot reach `service` of this stack, which does not run it: the fix is
+    /// `db-up`, and on the default stack, when its port is held by another stack or process,
+    /// whose it is (that one is never used in its place).
+    fn not_running(&self, sh: &Shell, service: Service, env: Env) -> anyhow::Error {
+        let name = service.name();
+        let start = format!("cargo xtask db-up --env {env}{}", self.flag());
+        let port = service.model_port();
+        let held = self.is_default() && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err();
+        let problem = match port_holder(sh, port).filter(|_| held) {
+            Some(holder) => format!(
+                "{name} does not run on stack {} of this checkout ({}); port {port} is                  published by {} of compose project {}{}, which this command never uses in its                  place: start this checkout's own with `{start}` once that one is stopped, or                  use a stack of your own with `--stack NAME` (or {}=NAME)",
+                self.name(),
+                self.checkout.display(),
+                holder.name,
+                holder.project,
+                holder
+                    .checkout
+                    .map_or(String::new(), |c| format!(", a stack of the checkout {c}")),
+                model::STACK_VAR
+            ),
+            None if held => format!(
+                "{name} does not run on stack {} of this checkout ({}); port {port} is held by                  another process, which this command never uses in its place: start this                  checkout's own with `{start}` once that port is free (`ss -ltnp 'sport =                  :{port}'` shows what listens there), or use `--stack NAME` (or {}=NAME)",
+                self.name(),
+                self.checkout.display(),
+                model::STACK_VAR
+            ),
+            None => format!(
+                "{name} does not run on stack {}: start it with `{start}`",
+                self.name()
+            ),
+        };
+        usage(problem)
     }
 
     /// The last `lines` log lines of a service, passwords masked.
@@ -1084,7 +1114,18 @@ mod tests {
         let a = Stack::select(Some("a")).unwrap();
         assert_eq!(a.project(), format!("{}-a", default.project()));
         assert!(a.project().starts_with("genesis-"));
-        for bad in ["A", "-x", "a b", "a/b", &"x".repeat(33)] {
+        for bad in [
+            "",
+            " ",
+            " a",
+            "A",
+            "-x",
+            "a b",
+            "a/b",
+            "é",
+            "a\u{0}",
+            &"x".repeat(33),
+        ] {
             assert!(Stack::select(Some(bad)).is_err(), "{bad:?}");
         }
         assert_ne!(

@@ -132,7 +132,12 @@ fn redact_key_values(text: &str) -> String {
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let Some(word) = SECRET_WORDS.iter().find(|w| lower[i..].starts_with(**w)) else {
+        // Bytes, not `str`: `i` walks every byte, and a slice of the text inside a multi-byte
+        // character would panic.
+        let Some(word) = SECRET_WORDS
+            .iter()
+            .find(|w| lower.as_bytes()[i..].starts_with(w.as_bytes()))
+        else {
             i += 1;
             continue;
         };
@@ -247,6 +252,15 @@ mod tests {
         check("no url here", "no url here");
         check("a://x:y@h b://p:q@r", "a://x:***@h b://p:***@r");
         check("'postgresql://u:p#1\"q@h/db'", "'postgresql://u:***@h/db'");
+    }
+
+    #[test]
+    fn text_with_multi_byte_characters_is_redacted_without_a_panic() {
+        check(
+            "stack \"café\" is not a name",
+            "stack \"café\" is not a name",
+        );
+        check("é password=s3cret", "é password=***");
     }
 
     #[test]
