@@ -104,6 +104,17 @@ impl Stack {
         }
     }
 
+    /// Where runs on this stack keep their state and reports: `target/xtask` for the default
+    /// stack, `target/xtask/stacks/<name>` for the others, so that two stacks tested at once in
+    /// one checkout share no pool socket, extracted archive or report.
+    pub fn state_dir(&self) -> PathBuf {
+        let dir = crate::util::xtask_dir();
+        match &self.name {
+            None => dir,
+            Some(name) => dir.join("stacks").join(name),
+        }
+    }
+
     fn project_filter(&self) -> String {
         format!("label=com.docker.compose.project={}", self.project)
     }
@@ -575,7 +586,7 @@ const KEPT: &str = "kept";
 
 /// This process as a run identity: `run:<host>:<pid>:<start time in clock ticks>`. The start
 /// time tells a live process from a later one that got the same pid.
-fn this_run() -> String {
+pub fn this_run() -> String {
     let pid = std::process::id();
     format!(
         "run:{}:{pid}:{}",
@@ -608,7 +619,7 @@ pub enum Owner {
     Dead,
 }
 
-fn owner_of(label: &str) -> Owner {
+pub fn owner_of(label: &str) -> Owner {
     let parts: Vec<&str> = label.split(':').collect();
     match parts.as_slice() {
         ["run", host, pid, start] => {
