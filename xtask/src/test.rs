@@ -613,7 +613,9 @@ fn lock_runs(stack: &Stack, dir: &Path) -> Result<RunLock> {
             Ok(()) => break Ok(RunLock(path)),
             Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                if crate::services::owner_of(&holder) == Owner::Dead {
+                // Written whole before it is linked into place: anything but a live run's
+                // identity is a lock nobody holds.
+                if crate::services::owner_of(&holder) != Owner::Alive {
                     eprintln!(
                         "taking over the run lock of stack {}: its run is gone",
                         stack.name()
