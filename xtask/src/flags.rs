@@ -86,6 +86,14 @@ pub struct Test {
     /// The report still lists every selected test, for `cargo xtask parity merge`.
     #[arg(long, value_name = "KIND:M/N", value_parser = crate::parity::parse_partition)]
     pub partition: Option<String>,
+    /// Run the suites this many times, without stopping at the first failure, and report every
+    /// test that failed at least once (a flake report; with --json, as JSON).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Keep every CPU busy (one spinning thread per CPU in this process) while the suites
+    /// run: a machine as loaded as a shared CI runner.
+    #[arg(long)]
+    pub cpu_load: bool,
     /// Test name filters, passed to nextest after `--` (`cargo xtask test -- login health::`).
     #[arg(last = true, value_name = "FILTERS")]
     pub filters: Vec<String>,

@@ -22,6 +22,7 @@ mod pg;
 mod preflight;
 mod reset;
 mod services;
+mod stress;
 mod test;
 mod util;
 mod verify;

@@ -33,6 +33,26 @@ impl flags::Test {
             partition: self.partition.clone(),
             filters: self.filters.clone(),
         };
+        if self.repeat > 1 || self.cpu_load {
+            let flakes = crate::stress::repeat(
+                sh,
+                stack,
+                &targets,
+                self.suite,
+                &selection,
+                self.repeat as usize,
+                self.cpu_load,
+            )?;
+            let json = serde_json::to_string_pretty(&flakes)?;
+            let file = stack.state_dir().join("flakes.json");
+            std::fs::write(&file, &json).with_context(|| format!("write {}", file.display()))?;
+            if self.json {
+                println!("{json}");
+            } else {
+                crate::stress::print(&flakes);
+            }
+            return crate::stress::verdict(&flakes);
+        }
         let report = run_suites_with(sh, stack, &targets, self.suite, &selection)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
