@@ -421,7 +421,10 @@ impl Stack {
         let held = self.is_default() && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err();
         let problem = match port_holder(sh, port).filter(|_| held) {
             Some(holder) => format!(
-                "{name} does not run on stack {} of this checkout ({}); port {port} is                  published by {} of compose project {}{}, which this command never uses in its                  place: start this checkout's own with `{start}` once that one is stopped, or                  use a stack of your own with `--stack NAME` (or {}=NAME)",
+                "{name} does not run on stack {} of this checkout ({}); port {port} is \
+                published by {} of compose project {}{}, which this command never uses in its \
+                place: start this checkout's own with `{start}` once that one is stopped, or \
+                use a stack of your own with `--stack NAME` (or {}=NAME)",
                 self.name(),
                 self.checkout.display(),
                 holder.name,
@@ -432,7 +435,10 @@ impl Stack {
                 model::STACK_VAR
             ),
             None if held => format!(
-                "{name} does not run on stack {} of this checkout ({}); port {port} is held by                  another process, which this command never uses in its place: start this                  checkout's own with `{start}` once that port is free (`ss -ltnp 'sport =                  :{port}'` shows what listens there), or use `--stack NAME` (or {}=NAME)",
+                "{name} does not run on stack {} of this checkout ({}); port {port} is held by \
+                another process, which this command never uses in its place: start this \
+                checkout's own with `{start}` once that port is free (`ss -ltnp 'sport = \
+                :{port}'` shows what listens there), or use `--stack NAME` (or {}=NAME)",
                 self.name(),
                 self.checkout.display(),
                 model::STACK_VAR
