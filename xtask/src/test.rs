@@ -150,6 +150,7 @@ pub fn run_suites_with(
         wanted.push(Service::Api);
     }
     preflight::images_for(sh, &wanted)?;
+    stack.check_can_start(sh, &wanted)?;
     let dir = stack.state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     std::fs::create_dir_all(xtask_dir().join("bin")).context("create target/xtask")?;
