@@ -78,6 +78,8 @@ pub fn repeat(
             Ok(report) => {
                 if report.ok {
                     flakes.clean_rounds += 1;
+                } else {
+                    keep_reports(stack, targets, round);
                 }
                 note(&mut seen, &report);
                 eprintln!(
@@ -105,6 +107,20 @@ pub fn repeat(
         .tests
         .sort_by(|a, b| b.rounds.cmp(&a.rounds).then(a.id.cmp(&b.id)));
     Ok(flakes)
+}
+
+/// Keeps the JUnit reports of a round that had a problem (the next round overwrites them): the
+/// failed tests' output is there.
+fn keep_reports(stack: &Stack, targets: &[Target], round: usize) {
+    let dir = stack.state_dir();
+    for target in targets {
+        let from = dir.join(format!("junit-{}.xml", target.name()));
+        let to = dir.join(format!("junit-{}-round-{round}.xml", target.name()));
+        match std::fs::copy(&from, &to) {
+            Ok(_) => eprintln!("kept {}", to.display()),
+            Err(err) => eprintln!("warning: could not keep {}: {err}", from.display()),
+        }
+    }
 }
 
 /// Counts each test's problems of one round.

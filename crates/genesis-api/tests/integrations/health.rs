@@ -79,8 +79,8 @@ async fn strict_readiness_answers_503_when_postgres_is_down() {
 async fn readiness_checks_give_up_after_their_timeout() {
     // A "Redis" that accepts connections and never answers.
     let port = support::silent_listener().await;
-    // Redis's check alone waits 200 ms, not the 1.5 s default; PostgreSQL keeps the default,
-    // so that a loaded machine cannot make it miss a timeout that this test is not about.
+    // Redis's check alone waits 200 ms; PostgreSQL keeps the tests' generous timeout, so that
+    // a loaded machine cannot make it miss a timeout that this test is not about.
     let timeout = Duration::from_millis(200);
     let app = TestApp::serve_state_with(
         |s| s.redis_url = support::url(&format!("redis://127.0.0.1:{port}/0"), Scheme::Redis),

@@ -592,6 +592,12 @@ fn app_settings(db: &TestDb, adjust: impl FnOnce(&mut Settings)) -> Settings {
     let mut settings = settings();
     // In the test environment the API serves from the test database URL: this test's own.
     settings.test_database_url = db.url().clone();
+    // The limits a loaded machine can reach (a readiness check, the wait for a pooled
+    // connection, the request deadline) are as long as the run lets a test live, unless the
+    // test is about one of them and `adjust` sets it.
+    settings.health_check_timeout = EFFECT_WAIT;
+    settings.pool_timeout = EFFECT_WAIT;
+    settings.request_timeout = EFFECT_WAIT;
     adjust(&mut settings);
     settings
 }
