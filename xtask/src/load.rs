@@ -24,7 +24,7 @@ use xshell::{Shell, cmd};
 use crate::child;
 use crate::compose::Compose;
 use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack, http_get, http_request};
-use crate::util::{check_failed, target_dir, usage, xtask_dir};
+use crate::util::{check_failed, target_dir, usage};
 
 /// Load the API with wrk (login and /auth/me) and report throughput, latency, statuses and
 /// peak memory. Needs `wrk`; uses DATABASE_URL and REDIS_URL when set, else the stack's test
@@ -118,7 +118,7 @@ impl Load {
             }
         };
 
-        let dir = xtask_dir().join("load");
+        let dir = stack.state_dir().join("load");
         std::fs::create_dir_all(&dir).context("create target/xtask/load")?;
         eprintln!("building genesis-api (release)");
         let target = target_dir();
@@ -190,7 +190,7 @@ impl Load {
         };
         print_report(&report);
         std::fs::write(
-            xtask_dir().join("load.json"),
+            stack.state_dir().join("load.json"),
             serde_json::to_string_pretty(&report)?,
         )
         .context("write target/xtask/load.json")?;
