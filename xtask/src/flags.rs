@@ -122,6 +122,14 @@ pub struct Test {
     /// (target/debug/genesis-api) that `--archive` runs elsewhere, and run nothing.
     #[arg(long, conflicts_with_all = ["host", "container", "both_modes", "archive", "partition", "json", "filters"])]
     pub build_archive_only: bool,
+    /// Run the suites this many times, without stopping at the first failure, and report every
+    /// test that failed at least once (a flake report; with --json, as JSON).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Keep every CPU busy (one spinning thread per CPU in this process) while the suites
+    /// run: a machine as loaded as a shared CI runner.
+    #[arg(long)]
+    pub cpu_load: bool,
     /// Test name filters, passed to nextest after `--` (`cargo xtask test -- login health::`).
     #[arg(last = true, value_name = "FILTERS")]
     pub filters: Vec<String>,
@@ -321,6 +329,9 @@ pub struct DbRestore {
     /// has tables: name the dump's source database, as the refusal shows it.
     #[arg(long, value_name = "DATABASE")]
     pub from: Option<String>,
+    /// Restore without asking (required when there is no terminal to ask on).
+    #[arg(long)]
+    pub yes: bool,
     #[command(flatten)]
     pub server: Server,
 }

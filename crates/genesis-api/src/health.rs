@@ -103,7 +103,7 @@ pub async fn readiness(state: &AppState) -> Readiness {
 }
 
 pub async fn check_postgres(state: &AppState) -> Check {
-    timed(state.health_check_timeout(), async {
+    timed(state.health_check_timeouts().postgres, async {
         let client = state.pool().get().await.map_err(|e| error_chain(&e))?;
         client
             .query_one("select 1", &[])
@@ -115,7 +115,7 @@ pub async fn check_postgres(state: &AppState) -> Check {
 }
 
 pub async fn check_redis(state: &AppState) -> Check {
-    timed(state.health_check_timeout(), async {
+    timed(state.health_check_timeouts().redis, async {
         let conn = state
             .redis()
             .connection()

@@ -21,4 +21,4 @@ pub use crate::migrate::{
     MIGRATIONS, MigrateError, Migration, MigrationReport, MigrationState, MigrationStatus,
 };
 pub use crate::startup::{Server, StartupError, router, shutdown_signal};
-pub use crate::state::AppState;
+pub use crate::state::{AppState, CheckTimeouts};

@@ -109,8 +109,11 @@ impl HashGate {
         };
         let (done, result) = oneshot::channel();
         let job: Job = Box::new(move || {
-            let _permit = permit;
-            let _ = done.send(work());
+            let value = work();
+            // The slot is free before the answer arrives, so whoever gets the answer sees it
+            // free (a panicking `work` frees it by unwinding).
+            drop(permit);
+            let _ = done.send(value);
         });
         let sent = self
             .jobs

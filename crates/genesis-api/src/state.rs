@@ -31,7 +31,15 @@ struct Inner {
     hashing: HashGate,
     request_timeout: Duration,
     header_read_timeout: Duration,
-    health_check_timeout: Duration,
+    health_check_timeouts: CheckTimeouts,
+}
+
+/// How long readiness waits for each dependency: `HEALTH_CHECK_TIMEOUT_MS` for both, unless
+/// [`AppState::with_health_check_timeouts`] sets one apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckTimeouts {
+    pub postgres: Duration,
+    pub redis: Duration,
 }
 
 impl AppState {
@@ -61,7 +69,10 @@ impl AppState {
             hashing: HashGate::new(settings.hash_concurrency),
             request_timeout: settings.request_timeout,
             header_read_timeout: settings.header_read_timeout,
-            health_check_timeout: settings.health_check_timeout,
+            health_check_timeouts: CheckTimeouts {
+                postgres: settings.health_check_timeout,
+                redis: settings.health_check_timeout,
+            },
         })))
     }
 
@@ -114,8 +125,16 @@ impl AppState {
     }
 
     /// How long readiness waits for each dependency (`HEALTH_CHECK_TIMEOUT_MS`).
-    pub fn health_check_timeout(&self) -> Duration {
-        self.0.health_check_timeout
+    pub fn health_check_timeouts(&self) -> CheckTimeouts {
+        self.0.health_check_timeouts
+    }
+
+    /// The state with readiness waiting `timeouts`, one per dependency (so that a check of one
+    /// dependency can be bounded without bounding the others). Only before the state is
+    /// shared: `None` once it has been cloned.
+    pub fn with_health_check_timeouts(mut self, timeouts: CheckTimeouts) -> Option<AppState> {
+        Arc::get_mut(&mut self.0)?.health_check_timeouts = timeouts;
+        Some(self)
     }
 
     /// Whether this process has seen the database fully migrated.

@@ -112,7 +112,7 @@ fn flavour(sh: &Shell, steps: &mut Steps, compose: &Compose, purpose: &str) -> R
     })?;
     let report = steps.run(tag, "test --both-modes", || {
         let report = test::run_suites(sh, &stack, &[Target::Host, Target::Container], Suite::All)?;
-        test::print_report(&report);
+        test::print_report(&report, &stack);
         if report.ok {
             Ok(report)
         } else {
@@ -159,6 +159,8 @@ impl Drop for PrivateStack<'_> {
                 self.stack.project()
             );
         }
+        // Its build (the archive, extracted) is of no use to any later run; its reports stay.
+        test::remove_build(&self.stack);
     }
 }
 

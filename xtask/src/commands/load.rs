@@ -24,7 +24,7 @@ use crate::services::api::ApiProcess;
 use crate::services::compose::Compose;
 use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack, http_request};
 use crate::tools::child;
-use crate::tools::util::{check_failed, target_dir, usage, xtask_dir};
+use crate::tools::util::{check_failed, target_dir, usage};
 
 /// The peak memory the acceptance allows.
 const MEMORY_LIMIT_MIB: f64 = 512.0;
@@ -93,7 +93,7 @@ impl flags::Load {
                 }
             };
 
-        let dir = xtask_dir().join("load");
+        let dir = stack.state_dir().join("load");
         std::fs::create_dir_all(&dir).context("create target/xtask/load")?;
         eprintln!("building genesis-api (release)");
         let target = target_dir();
@@ -165,7 +165,7 @@ impl flags::Load {
         };
         print_report(&report);
         std::fs::write(
-            xtask_dir().join("load.json"),
+            stack.state_dir().join("load.json"),
             serde_json::to_string_pretty(&report)?,
         )
         .context("write target/xtask/load.json")?;

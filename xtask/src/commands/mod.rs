@@ -16,5 +16,6 @@ pub mod parity;
 pub mod pool;
 pub mod reset;
 pub mod setup;
+pub mod stress;
 pub mod test;
 pub mod verify;

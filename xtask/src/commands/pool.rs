@@ -6,10 +6,11 @@ use genesis_model as model;
 use xshell::{Shell, cmd};
 
 use crate::commands::parity::Target;
+use crate::commands::test::Store;
 use crate::services::{Running, Service};
 use crate::tools::child;
+use crate::tools::util::target_dir;
 use crate::tools::util::test_threads;
-use crate::tools::util::{target_dir, xtask_dir};
 
 /// The suites' pool server (`crates/genesis-api/examples/test_db_pool.rs`): one process whose
 /// connections hand out every test's database, so that no test process logs in for it.
@@ -17,23 +18,18 @@ pub const POOL_SERVER: &str = "test_db_pool";
 pub const POOL_SOCKET_VAR: &str = "GENESIS_TEST_DB_POOL_SOCKET";
 const POOL_TARGET_VAR: &str = "GENESIS_TEST_DB_POOL";
 const POOL_DISPOSABLE_VAR: &str = "GENESIS_TEST_DB_POOL_DISPOSABLE";
-const POOL_SOCKET: &str = "test-db-pool.sock";
-
-/// The pool server's socket as `target`'s tests reach it: under target/xtask, which the
-/// container sees through the mounted workspace.
-pub fn pool_socket(target: Target) -> String {
-    match target {
-        Target::Host => xtask_dir().join(POOL_SOCKET).display().to_string(),
-        Target::Container => format!("{}/target/xtask/{POOL_SOCKET}", model::API.workdir),
-    }
-}
+pub const POOL_SOCKET: &str = "test-db-pool.sock";
 
 /// Starts the pool server on the host, against the test database as host-mode tests see it,
 /// and waits until it serves. `None` (the tests then use pools of their own) where a Unix
 /// socket path would be too long.
-pub fn start_pool_server(sh: &Shell, running: &Running<'_>) -> Result<Option<child::Session>> {
-    let socket = pool_socket(Target::Host);
-    if socket.len() > 100 || pool_socket(Target::Container).len() > 100 {
+pub fn start_pool_server(
+    sh: &Shell,
+    running: &Running<'_>,
+    store: &Store,
+) -> Result<Option<child::Session>> {
+    let socket = store.pool_socket(Target::Host);
+    if socket.len() > 100 || store.pool_socket(Target::Container).len() > 100 {
         eprintln!("note: {socket} is too long for a Unix socket; no shared test database pool");
         return Ok(None);
     }

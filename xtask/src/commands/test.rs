@@ -17,11 +17,11 @@ use genesis_model as model;
 use xshell::{Shell, cmd};
 
 use crate::commands::parity::{self, Outcomes, Report, Target};
-use crate::commands::pool::{POOL_SERVER, POOL_SOCKET_VAR, pool_socket, start_pool_server};
+use crate::commands::pool::{POOL_SERVER, POOL_SOCKET, POOL_SOCKET_VAR, start_pool_server};
 use crate::flags::{self, Suite};
 use crate::services::compose::Compose;
 use crate::services::preflight;
-use crate::services::{Lifetime, Running, Service, Stack};
+use crate::services::{Lifetime, Owner, Running, Service, Stack};
 use crate::services::{docker, images};
 use crate::tools::child;
 use crate::tools::util::{
@@ -45,11 +45,31 @@ impl flags::Test {
             partition: self.partition.clone(),
             filters: self.filters.clone(),
         };
+        if self.repeat > 1 || self.cpu_load {
+            let flakes = crate::commands::stress::repeat(
+                sh,
+                stack,
+                &targets,
+                self.suite,
+                &selection,
+                self.repeat as usize,
+                self.cpu_load,
+            )?;
+            let json = serde_json::to_string_pretty(&flakes)?;
+            let file = stack.state_dir().join("flakes.json");
+            std::fs::write(&file, &json).with_context(|| format!("write {}", file.display()))?;
+            if self.json {
+                println!("{json}");
+            } else {
+                crate::commands::stress::print(&flakes);
+            }
+            return crate::commands::stress::verdict(&flakes);
+        }
         let report = run_suites_with(sh, stack, &targets, self.suite, &selection)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
-            print_report(&report);
+            print_report(&report, stack);
         }
         if report.ok {
             Ok(())
@@ -73,14 +93,14 @@ impl flags::Test {
     }
 }
 
-pub fn print_report(report: &Report) {
+pub fn print_report(report: &Report, stack: &Stack) {
     let modes: Vec<&str> = report.modes.iter().map(|t| t.name()).collect();
     println!("\n{}", report.table());
     for problem in &report.problems {
         println!("  problem: {problem}");
     }
     print_failures(report);
-    let dir = xtask_dir();
+    let dir = stack.state_dir();
     println!(
         "reports: {}, {}",
         dir.join("parity.json").display(),
@@ -168,8 +188,12 @@ pub fn run_suites_with(
         wanted.push(Service::Api);
     }
     images::images_for(sh, &wanted)?;
-    let dir = xtask_dir();
-    std::fs::create_dir_all(dir.join("bin")).context("create target/xtask")?;
+    stack.check_can_start(sh, &wanted)?;
+    let dir = stack.state_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    std::fs::create_dir_all(xtask_dir().join("bin")).context("create target/xtask")?;
+    let _one_run = lock_runs(stack, &dir)?;
+    let store = Store::of(stack)?;
 
     let archive = dir.join(ARCHIVE);
     let (expr, name_filters) = selection_expr(suite.filter(), &selection.filters);
@@ -177,13 +201,20 @@ pub fn run_suites_with(
     let mut listed_given = None;
     if let Some(given) = &selection.archive {
         check_archive_file(given)?;
-        let listed = list_archive(sh, given, &expr, selection.partition.clone(), &name_filters)
-            .map_err(|err| {
-                usage(format!(
-                    "{} is not a usable nextest archive: {err:#}; nothing was replaced or started",
-                    given.display()
-                ))
-            })?;
+        let listed = list_archive(
+            sh,
+            given,
+            &dir.join(EXTRACTED),
+            &expr,
+            selection.partition.clone(),
+            &name_filters,
+        )
+        .map_err(|err| {
+            usage(format!(
+                "{} is not a usable nextest archive: {err:#}; nothing was replaced or started",
+                given.display()
+            ))
+        })?;
         listed_given = Some(listed);
         // The container finds the archive under the mounted target/xtask.
         if std::fs::canonicalize(given).ok() != std::fs::canonicalize(&archive).ok() {
@@ -204,11 +235,12 @@ pub fn run_suites_with(
     let lister = {
         let (archive, partition) = (archive.clone(), selection.partition.clone());
         let (expr, name_filters) = (expr.clone(), name_filters.clone());
+        let extract = dir.join(EXTRACTED);
         std::thread::spawn(move || match listed_given {
             Some(listed) => Ok(listed),
             None => {
                 let sh = Shell::new().context("a shell for listing the tests")?;
-                list_archive(&sh, &archive, &expr, partition, &name_filters)
+                list_archive(&sh, &archive, &extract, &expr, partition, &name_filters)
             }
         })
     };
@@ -217,7 +249,7 @@ pub fn run_suites_with(
 
     if needs_container {
         // The container runs the host's nextest binary from the mounted workspace.
-        copy_if_changed(&nextest, &dir.join("bin/cargo-nextest"))?;
+        copy_if_changed(&nextest, &xtask_dir().join("bin/cargo-nextest"))?;
     }
     // Ctrl-C from here on stops the runs and the guard removes the services this run started.
     let started = stack
@@ -245,7 +277,7 @@ pub fn run_suites_with(
     // own (slower hand-outs, same results). A Ctrl-C reaches the server too (one process
     // group): its death is then the interruption, not a failure of its own.
     let pool_server = match selection.archive {
-        None => match start_pool_server(sh, &guard) {
+        None => match start_pool_server(sh, &guard, &store) {
             Ok(server) => server,
             Err(_) if interrupted() => {
                 bail!("interrupted; the services this run started were stopped")
@@ -277,7 +309,7 @@ pub fn run_suites_with(
     }
     let mut runs = Vec::new();
     for &target in targets {
-        let junit = target_dir().join(format!("nextest/{}/junit.xml", target.name()));
+        let junit = project_root().join(store.junit(target));
         let _ = std::fs::remove_file(&junit);
         let log = dir.join(format!("{}.log", target.name()));
         let args = RunArgs {
@@ -285,7 +317,7 @@ pub fn run_suites_with(
             extra: &extra,
             pool: pool_server.is_some(),
         };
-        let child = spawn_mode(sh, &guard, target, &args, &log)?;
+        let child = spawn_mode(sh, &guard, &store, target, &args, &log)?;
         runs.push(ModeRun {
             target,
             child,
@@ -429,13 +461,13 @@ fn selection_expr(suite: &str, filters: &[String]) -> (String, Vec<String>) {
 fn list_archive(
     sh: &Shell,
     archive: &Path,
+    extract: &Path,
     filter: &str,
     partition: Option<String>,
     filters: &[String],
 ) -> Result<parity::ArchiveTests> {
     let root = project_root();
-    let extract = xtask_dir().join(EXTRACTED);
-    std::fs::create_dir_all(&extract)?;
+    std::fs::create_dir_all(extract)?;
     let partition_args = partition
         .as_ref()
         .map(|p| vec!["--partition".to_owned(), p.clone()])
@@ -537,6 +569,7 @@ struct RunArgs<'a> {
 fn spawn_mode(
     sh: &Shell,
     running: &Running<'_>,
+    store: &Store,
     target: Target,
     run: &RunArgs<'_>,
     log: &Path,
@@ -546,17 +579,18 @@ fn spawn_mode(
         extra,
         pool,
     } = *run;
-    let pool_socket = pool.then(|| pool_socket(target));
+    let pool_socket = pool.then(|| store.pool_socket(target));
     let threads = test_threads().to_string();
     let root = project_root();
     let profile = target.name();
     let xcmd = match target {
         Target::Host => {
-            let extracted = xtask_dir().join(EXTRACTED).join("target");
+            let extracted = root.join(&store.dir).join(EXTRACTED).join("target");
             let binaries = extracted.join("nextest/binaries-metadata.json");
             let metadata = extracted.join("nextest/cargo-metadata.json");
+            let config = store.config_args(&root.display().to_string());
             // The stack's host ports, through the settings' own variables.
-            cmd!(sh, "cargo nextest run --binaries-metadata {binaries} --cargo-metadata {metadata} --workspace-remap {root} --target-dir-remap {extracted} --profile {profile} --test-threads {threads} --no-tests=fail -E {filter} {extra...}")
+            cmd!(sh, "cargo nextest run {config...} --binaries-metadata {binaries} --cargo-metadata {metadata} --workspace-remap {root} --target-dir-remap {extracted} --profile {profile} --test-threads {threads} --no-tests=fail -E {filter} {extra...}")
                 .env_remove(model::API.in_container_var)
                 .envs(running.host_settings()?)
                 .envs(pool_socket.map(|socket| (POOL_SOCKET_VAR, socket)))
@@ -567,7 +601,7 @@ fn spawn_mode(
         }
         Target::Container => {
             let workdir = model::API.workdir;
-            let extracted = format!("{workdir}/target/xtask/{EXTRACTED}/target");
+            let extracted = format!("{workdir}/{}/{EXTRACTED}/target", store.dir);
             let nextest = format!("{workdir}/target/xtask/bin/cargo-nextest");
             // Run as the host user so that what the tests write under target/ stays the user's.
             let user = host_user(sh)?;
@@ -589,10 +623,9 @@ fn spawn_mode(
                 model::TEST_DB_TLS.dir
             ));
             docker::exec(sh, &options, container)
+                .args([&nextest, "nextest", "run"])
+                .args(store.config_args(workdir))
                 .args([
-                    &nextest,
-                    "nextest",
-                    "run",
                     "--binaries-metadata",
                     &format!("{extracted}/nextest/binaries-metadata.json"),
                     "--cargo-metadata",
@@ -648,6 +681,155 @@ fn dead_service(sh: &Shell, stack: &Stack, compose: &Compose, services: &[Servic
 
 /// How often a run looks at its services' containers while the suites run.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// Removes the test archive of `stack` and its extraction, keeping its reports: for a private
+/// stack that no later run uses.
+pub fn remove_build(stack: &Stack) {
+    let dir = stack.state_dir();
+    let _ = std::fs::remove_dir_all(dir.join(EXTRACTED));
+    let _ = std::fs::remove_file(dir.join(ARCHIVE));
+}
+
+/// Where a stack's runs keep what a run of another stack must not see, relative to the
+/// workspace (the container sees it under its mount): the extracted archive, the pool socket,
+/// nextest's store (its JUnit reports) and the xtask's own reports.
+pub struct Store {
+    /// The stack's state folder, relative to the workspace root.
+    dir: String,
+    /// Nextest's store, relative to the workspace root.
+    nextest: String,
+    /// The nextest configuration naming that store, when it is not the workspace's own.
+    config: Option<String>,
+}
+
+impl Store {
+    fn of(stack: &Stack) -> Result<Store> {
+        let root = project_root();
+        let dir = stack
+            .state_dir()
+            .strip_prefix(&root)
+            .context("the stack's state folder is outside the workspace")?
+            .display()
+            .to_string();
+        if stack.is_default() {
+            return Ok(Store {
+                dir,
+                nextest: NEXTEST_STORE.to_owned(),
+                config: None,
+            });
+        }
+        let nextest = format!("{dir}/nextest");
+        let config = format!("{dir}/nextest.toml");
+        let ours = std::fs::read_to_string(root.join(NEXTEST_CONFIG))
+            .with_context(|| format!("read {NEXTEST_CONFIG}"))?;
+        crate::tools::util::ensure_file_contents(
+            &root.join(&config),
+            &with_store(&ours, &nextest)?,
+            crate::tools::util::Mode::Write,
+        )?;
+        Ok(Store {
+            dir,
+            nextest,
+            config: Some(config),
+        })
+    }
+
+    /// `--config-file` of the stack's nextest configuration, as a process under `root` sees it.
+    fn config_args(&self, root: &str) -> Vec<String> {
+        self.config
+            .iter()
+            .flat_map(|c| ["--config-file".to_owned(), format!("{root}/{c}")])
+            .collect()
+    }
+
+    /// Where `target`'s run writes its JUnit report, relative to the workspace root.
+    fn junit(&self, target: Target) -> String {
+        format!("{}/{}/junit.xml", self.nextest, target.name())
+    }
+
+    /// The pool server's socket as `target`'s tests reach it, in the stack's state folder.
+    pub fn pool_socket(&self, target: Target) -> String {
+        let root = match target {
+            Target::Host => project_root().display().to_string(),
+            Target::Container => model::API.workdir.to_owned(),
+        };
+        format!("{root}/{}/{POOL_SOCKET}", self.dir)
+    }
+}
+
+/// The workspace's nextest configuration, and the store it names (relative to the root).
+const NEXTEST_CONFIG: &str = ".config/nextest.toml";
+const NEXTEST_STORE: &str = "target/nextest";
+
+/// The workspace's nextest configuration with its store moved to `store`: the profiles stay
+/// the workspace's own.
+fn with_store(config: &str, store: &str) -> Result<String> {
+    let line = format!("dir = \"{NEXTEST_STORE}\"");
+    if config.lines().filter(|l| l.trim() == line).count() != 1 {
+        bail!("{NEXTEST_CONFIG} no longer has the one line `{line}` that a stack's store replaces");
+    }
+    Ok(config
+        .lines()
+        .map(|l| {
+            if l.trim() == line {
+                format!("dir = \"{store}\"")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n")
+}
+
+/// One test run per stack of a checkout at a time: a second run on the same stack would share
+/// the first's socket, extracted archive and reports, so it refuses at once, naming the first.
+/// The lock is a file holding the run's identity, made in one step (a hard link, which fails
+/// when the file exists) and removed with the guard; one left by a run that died is taken over.
+struct RunLock(PathBuf);
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn lock_runs(stack: &Stack, dir: &Path) -> Result<RunLock> {
+    let path = dir.join("run.lock");
+    let me = crate::services::run::this_run();
+    let tmp = dir.join(format!("run.lock.{}", std::process::id()));
+    std::fs::write(&tmp, &me).with_context(|| format!("write {}", tmp.display()))?;
+    let result = loop {
+        match std::fs::hard_link(&tmp, &path) {
+            Ok(()) => break Ok(RunLock(path)),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                // Written whole before it is linked into place: anything but a live run's
+                // identity is a lock nobody holds.
+                if crate::services::run::owner_of(&holder) != Owner::Alive {
+                    eprintln!(
+                        "taking over the run lock of stack {}: its run is gone",
+                        stack.name()
+                    );
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                let pid = holder.split(':').nth(2).unwrap_or("unknown");
+                break Err(usage(format!(
+                    "another run (pid {pid}) is running the suites on stack {} of this \
+                     checkout, and two runs on one stack would share its services, pool socket \
+                     and reports: wait for it, or run on another stack with `--stack NAME` (or \
+                     {}=NAME)",
+                    stack.name(),
+                    model::STACK_VAR
+                )));
+            }
+            Err(err) => break Err(err).with_context(|| format!("lock {}", path.display())),
+        }
+    };
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
 
 /// Waits for every mode's run. Ctrl-C kills them and returns; a service of the run found
 /// stopped (`watch`, every [`WATCH_EVERY`]) kills them and returns its error, so that a dead
@@ -727,8 +909,11 @@ fn wait_all(runs: &mut [ModeRun], mut watch: impl FnMut() -> Result<()>) -> Resu
 fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
     if size(from) != size(to) {
-        std::fs::copy(from, to)
-            .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
+        // Beside it, then renamed: a run of another stack may be starting the old copy.
+        let tmp = to.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::copy(from, &tmp)
+            .with_context(|| format!("copy {} to {}", from.display(), tmp.display()))?;
+        std::fs::rename(&tmp, to).with_context(|| format!("move {} into place", to.display()))?;
     }
     Ok(())
 }
@@ -774,7 +959,18 @@ fn tail(path: &Path, n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::selection_expr;
+    use super::{NEXTEST_CONFIG, selection_expr, with_store};
+
+    #[test]
+    fn a_stack_gets_the_workspace_nextest_profiles_with_a_store_of_its_own() {
+        let ours = std::fs::read_to_string(crate::tools::util::project_root().join(NEXTEST_CONFIG))
+            .unwrap();
+        let theirs = with_store(&ours, "target/xtask/stacks/a/nextest").unwrap();
+        assert!(theirs.contains("\ndir = \"target/xtask/stacks/a/nextest\"\n"));
+        assert!(!theirs.contains("\"target/nextest\""));
+        assert_eq!(theirs.lines().count(), ours.lines().count());
+        assert!(with_store("[store]\n", "x").is_err());
+    }
 
     #[test]
     fn name_filters_join_the_filterset_and_a_suite_prefix_selects_that_suite() {

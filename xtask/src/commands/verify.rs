@@ -418,7 +418,8 @@ fn app_ready_in_strict_mode(sh: &Shell, stack: &Stack) -> Result<String> {
     let port = std::net::TcpListener::bind(("127.0.0.1", 0))?
         .local_addr()?
         .port();
-    let log = crate::tools::util::xtask_dir().join("strict-start.log");
+    std::fs::create_dir_all(stack.state_dir())?;
+    let log = stack.state_dir().join("strict-start.log");
     let serve = cmd!(sh, "{bin} serve")
         .env("ENVIRONMENT", Env::Test.environment_value())
         .env("STRICT_HEALTH_CHECKS", "true")

@@ -23,7 +23,7 @@ const KEPT: &str = "kept";
 
 /// This process as a run identity: `run:<host>:<pid>:<start time in clock ticks>`. The start
 /// time tells a live process from a later one that got the same pid.
-fn this_run() -> String {
+pub fn this_run() -> String {
     let pid = std::process::id();
     format!(
         "run:{}:{pid}:{}",
@@ -56,7 +56,7 @@ pub enum Owner {
     Dead,
 }
 
-pub(super) fn owner_of(label: &str) -> Owner {
+pub fn owner_of(label: &str) -> Owner {
     let parts: Vec<&str> = label.split(':').collect();
     match parts.as_slice() {
         ["run", host, pid, start] => {

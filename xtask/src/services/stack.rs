@@ -1,13 +1,15 @@
 //! A stack: one set of the project's services with its own compose project, network and
 //! volumes, owned by one checkout; starting, aiming at and removing it.
 
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use genesis_model::{COMPOSE_PROJECT, Env, Storage};
+use genesis_model::{self as model, COMPOSE_PROJECT, Env, Storage};
 use xshell::{Shell, cmd};
 
 use super::container::{Container, inspect};
+use super::ports::port_holder;
 use crate::tools::pg;
 use crate::tools::util::{project_root, usage};
 use genesis_model::Service;
@@ -25,8 +27,10 @@ pub struct Stack {
 
 impl Stack {
     /// The stack `--stack` (or `GENESIS_STACK`) names, else the default one, of this checkout.
+    /// A name given is used as it is: an empty one is refused like any other invalid name,
+    /// never read as "the default stack" (`default` names that one).
     pub fn select(name: Option<&str>) -> Result<Stack> {
-        match name.map(str::trim).filter(|n| !n.is_empty()) {
+        match name {
             None | Some("default") => Ok(Stack::named(None)),
             Some(name) => {
                 let valid = name.len() <= 32
@@ -36,7 +40,10 @@ impl Stack {
                     });
                 if !valid {
                     return Err(usage(format!(
-                        "--stack {name:?} is not a stack name: use up to 32 lowercase letters, digits, `-` and `_`, starting with a letter or digit"
+                        "--stack (or {}) {name:?} is not a stack name: use 1 to 32 lowercase \
+                         ASCII letters, digits, `-` and `_`, starting with a letter or digit \
+                         (`default` selects the default stack)",
+                        model::STACK_VAR
                     )));
                 }
                 Ok(Stack::named(Some(name.to_owned())))
@@ -85,6 +92,17 @@ impl Stack {
         match &self.name {
             None => String::new(),
             Some(name) => format!(" --stack {name}"),
+        }
+    }
+
+    /// Where runs on this stack keep their state and reports: `target/xtask` for the default
+    /// stack, `target/xtask/stacks/<name>` for the others, so that two stacks tested at once in
+    /// one checkout share no pool socket, extracted archive or report.
+    pub fn state_dir(&self) -> PathBuf {
+        let dir = crate::tools::util::xtask_dir();
+        match &self.name {
+            None => dir,
+            Some(name) => dir.join("stacks").join(name),
         }
     }
 
@@ -193,18 +211,49 @@ impl Stack {
             .and_then(|c| c.host_port(service.container_port()));
         match port {
             Some(port) => target.set_port(port),
-            None if self.is_default() => {}
-            None => {
-                return Err(usage(format!(
-                    "{} does not run on stack {}: start it with `cargo xtask db-up --env {}{}`",
-                    service.name(),
-                    self.name(),
-                    target.env,
-                    self.flag()
-                )));
-            }
+            None => return Err(self.not_running(sh, service, target.env)),
         }
         Ok(())
+    }
+
+    /// Why a command cannot reach `service` of this stack, which does not run it: the fix is
+    /// `db-up`, and on the default stack, when its port is held by another stack or process,
+    /// whose it is (that one is never used in its place).
+    fn not_running(&self, sh: &Shell, service: Service, env: Env) -> anyhow::Error {
+        let name = service.name();
+        let start = format!("cargo xtask db-up --env {env}{}", self.flag());
+        let port = service.model_port();
+        let held = self.is_default() && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err();
+        let problem = match port_holder(sh, port).filter(|_| held) {
+            Some(holder) => format!(
+                "{name} does not run on stack {} of this checkout ({}); port {port} is \
+                published by {} of compose project {}{}, which this command never uses in its \
+                place: start this checkout's own with `{start}` once that one is stopped, or \
+                use a stack of your own with `--stack NAME` (or {}=NAME)",
+                self.name(),
+                self.checkout.display(),
+                holder.name,
+                holder.project,
+                holder
+                    .checkout
+                    .map_or(String::new(), |c| format!(", a stack of the checkout {c}")),
+                model::STACK_VAR
+            ),
+            None if held => format!(
+                "{name} does not run on stack {} of this checkout ({}); port {port} is held by \
+                another process, which this command never uses in its place: start this \
+                checkout's own with `{start}` once that port is free (`ss -ltnp 'sport = \
+                :{port}'` shows what listens there), or use `--stack NAME` (or {}=NAME)",
+                self.name(),
+                self.checkout.display(),
+                model::STACK_VAR
+            ),
+            None => format!(
+                "{name} does not run on stack {}: start it with `{start}`",
+                self.name()
+            ),
+        };
+        usage(problem)
     }
 }
 
@@ -231,7 +280,18 @@ mod tests {
         let a = Stack::select(Some("a")).unwrap();
         assert_eq!(a.project(), format!("{}-a", default.project()));
         assert!(a.project().starts_with("genesis-"));
-        for bad in ["A", "-x", "a b", "a/b", &"x".repeat(33)] {
+        for bad in [
+            "",
+            " ",
+            " a",
+            "A",
+            "-x",
+            "a b",
+            "a/b",
+            "é",
+            "a\u{0}",
+            &"x".repeat(33),
+        ] {
             assert!(Stack::select(Some(bad)).is_err(), "{bad:?}");
         }
         assert_ne!(

@@ -113,6 +113,25 @@ impl Stack {
         Ok(running)
     }
 
+    /// Whether [`Stack::start`] could start what of `wanted` does not run yet: on the default
+    /// stack, the model's ports of those services must be free. For a command to refuse at
+    /// once, before a long build, rather than once the build is done.
+    pub fn check_can_start(&self, sh: &Shell, wanted: &[Service]) -> Result<()> {
+        if !self.is_default() {
+            return Ok(());
+        }
+        let present = self.containers(sh)?;
+        for service in wanted {
+            if !present
+                .iter()
+                .any(|c| c.service == service.name() && c.running() && c.owner() != Owner::Dead)
+            {
+                check_port_free(sh, *service, self)?;
+            }
+        }
+        Ok(())
+    }
+
     /// `compose up -d` of `names`, labelled with this run. Nothing waits on healthchecks
     /// (the compose file's dependencies are `service_started`): the probes of [`Stack::start`]
     /// poll each service far more often than a healthcheck runs.

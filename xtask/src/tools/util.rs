@@ -118,6 +118,34 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// Whether the user agrees to `action`, which overwrites data: `--yes`, or a "y" typed on the
+/// terminal. Without a terminal and without `--yes` it refuses at once (exit 2), as a "no" does;
+/// `nothing` says what was left as it was.
+pub fn confirm(action: &str, yes: bool, nothing: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(usage(format!(
+            "{action}; there is no terminal to ask on: pass --yes; {nothing}"
+        )));
+    }
+    eprint!("{action}? [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .context("read the answer")?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(usage(format!("not confirmed: {nothing}")))
+    }
+}
+
 /// A failed check (exit 1).
 pub fn check_failed(msg: impl Into<String>) -> anyhow::Error {
     Failure::Check(msg.into()).into()

@@ -44,6 +44,7 @@ pub(super) fn restore(db: &OwnDatabase, file: &Path) -> Run {
     let url = db.url();
     xtask(&[
         "db-restore",
+        "--yes",
         "--env",
         "test",
         "--url",
@@ -131,6 +132,26 @@ fn a_backup_is_verified_and_restores_with_equal_row_counts() {
         &db.url(),
         "delete from app.users where id > 10; insert into empty_one values (1)",
     );
+    // Not without `--yes` when there is no terminal to ask on; the refusal changes nothing.
+    let url = db.url();
+    xtask(&[
+        "db-restore",
+        "--env",
+        "test",
+        "--url",
+        &url,
+        file.to_str().unwrap(),
+    ])
+    .fails_with(
+        2,
+        &[
+            "db-restore would overwrite",
+            "pass --yes",
+            "nothing was restored",
+        ],
+    );
+    assert_eq!(count(&db.url(), "app.users"), 10);
+    assert_eq!(count(&db.url(), "empty_one"), 1);
     let run = restore(&db, &file).ok();
     assert!(
         run.stdout.contains("row counts equal for 3 tables"),

@@ -64,6 +64,7 @@ fn migrations_are_shown_applied_refused_when_edited_and_a_reset_is_backed_up() {
     assert!(status(0).iter().all(|s| s == "applied"));
     let restored = xtask(&[
         "db-restore",
+        "--yes",
         "--env",
         "dev",
         "--url",

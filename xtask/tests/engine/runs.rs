@@ -68,6 +68,40 @@ fn group_left(pgid: u32) -> String {
         .unwrap()
 }
 
+/// Two runs of the suites on one stack of one checkout would share its pool socket, extracted
+/// archive and reports: the second refuses at once, naming the first, and starts nothing.
+#[test]
+fn a_second_test_run_on_the_same_stack_refuses_at_once() {
+    let _engine = engine();
+    let dir = root().join("target/xtask/stacks").join(stack());
+    std::fs::create_dir_all(&dir).unwrap();
+    // A live run holds the lock: this test process, written as the xtask writes a run.
+    let pid = std::process::id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .to_owned();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let lock = dir.join("run.lock");
+    std::fs::write(&lock, format!("run:{}:{pid}:{start}", host.trim())).unwrap();
+    xtask(&["test", "--both-modes"]).fails_with(
+        2,
+        &[
+            &format!("another run (pid {pid})"),
+            &format!("stack {}", stack()),
+            "--stack NAME",
+        ],
+    );
+    assert!(leftovers().is_empty(), "nothing started: {:?}", leftovers());
+    assert!(lock.is_file(), "the live run's lock is left alone");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn an_interrupted_test_run_removes_the_services_it_started() {
     let _engine = engine();

@@ -34,16 +34,29 @@ fn other_ca() -> String {
     path.to_str().expect("a UTF-8 temp path").to_owned()
 }
 
+/// The test database's CA: `TEST_DATABASE_CA`, else the one the xtask made for this checkout's
+/// stacks (`target/xtask/tls/ca.crt` under the workspace, as this process sees it), so that
+/// plain `cargo test` after `cargo xtask db-up` needs nothing set.
 fn test_ca() -> PathBuf {
-    let path = std::env::var_os(CA_VAR)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            panic!(
-                "{CA_VAR} is not set: these tests need the test database to serve TLS; \
-             `cargo xtask test` sets it up (see the README, section TLS)"
-            )
-        });
-    assert!(path.is_file(), "{CA_VAR}={} is not a file", path.display());
+    if let Some(path) = std::env::var_os(CA_VAR).map(PathBuf::from) {
+        assert!(path.is_file(), "{CA_VAR}={} is not a file", path.display());
+        return path;
+    }
+    // Cargo and nextest give a test its package's folder (nextest remapped to the workspace
+    // the archive runs in); the workspace is two folders up.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let path = manifest
+        .join("../..")
+        .join(genesis_model::TEST_DB_TLS.dir)
+        .join("ca.crt");
+    assert!(
+        path.is_file(),
+        "{CA_VAR} is not set and {} does not exist: these tests need the test database to \
+         serve TLS; `cargo xtask db-up` (or `cargo xtask test`) makes its CA there, or set \
+         {CA_VAR} to the CA of a test server that serves TLS (see the README, section TLS)",
+        path.display()
+    );
     path
 }
 

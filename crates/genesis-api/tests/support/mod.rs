@@ -40,6 +40,10 @@ pub const TEMPLATE_PREFIX: &str = "genesis_tpl_";
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// Templates of other migration sets older than this are dropped.
 const STALE_TEMPLATE_AFTER: Duration = Duration::from_secs(60 * 60);
+/// How long a test waits for an asynchronous effect (a drop behind an answer, an expiry, a
+/// recovery) before it fails: as long as the run lets a test live (the nextest profiles end a
+/// test after 4 periods of 30 s), so that a loaded machine fails no test by being slow.
+pub const EFFECT_WAIT: Duration = Duration::from_secs(120);
 /// The advisory lock that serialises template builds and sweeps ("gentmpl" in ASCII).
 const TEMPLATE_LOCK: i64 = 0x0067_656e_746d_706c;
 
@@ -270,10 +274,10 @@ fn created_at(suffix: &str) -> Option<u64> {
     suffix.split('_').next()?.parse().ok()
 }
 
-/// Whether the database `name` is gone, waiting up to 10 s for a drop that runs behind a
-/// pool server's answer.
+/// Whether the database `name` is gone, waiting up to [`EFFECT_WAIT`] for a drop that runs
+/// behind a pool server's answer.
 pub async fn dropped(admin: &Client, name: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + EFFECT_WAIT;
     while exists(admin, name).await {
         if Instant::now() > deadline {
             return false;
@@ -467,10 +471,18 @@ impl TestApp {
     /// Serves the router without the start-up checks, for dependencies that are down on
     /// purpose while checks are strict (which the start-up path would refuse).
     pub async fn serve_router_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        TestApp::serve_state_with(adjust, |state| state).await
+    }
+
+    /// Like [`TestApp::serve_router_with`], with the state adjusted before it is served.
+    pub async fn serve_state_with(
+        adjust: impl FnOnce(&mut Settings),
+        adjust_state: impl FnOnce(AppState) -> AppState,
+    ) -> TestApp {
         let db = TestDb::new().await;
         let settings = app_settings(&db, adjust);
         require_redis(&settings).await;
-        let state = AppState::new(&settings).expect("state");
+        let state = adjust_state(AppState::new(&settings).expect("state"));
         let (addr, tx) = serve(state.clone()).await;
         TestApp::new(addr, state, tx, db)
     }
@@ -580,6 +592,12 @@ fn app_settings(db: &TestDb, adjust: impl FnOnce(&mut Settings)) -> Settings {
     let mut settings = settings();
     // In the test environment the API serves from the test database URL: this test's own.
     settings.test_database_url = db.url().clone();
+    // The limits a loaded machine can reach (a readiness check, the wait for a pooled
+    // connection, the request deadline) are as long as the run lets a test live, unless the
+    // test is about one of them and `adjust` sets it.
+    settings.health_check_timeout = EFFECT_WAIT;
+    settings.pool_timeout = EFFECT_WAIT;
+    settings.request_timeout = EFFECT_WAIT;
     adjust(&mut settings);
     settings
 }

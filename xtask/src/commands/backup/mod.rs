@@ -27,7 +27,7 @@ use crate::services::Stack;
 use crate::tools::child::{OnOurDeath, Session, tied};
 use crate::tools::pg::{self, ROW_COUNTS_SQL, TableRows, Target};
 use crate::tools::util;
-use crate::tools::util::{check_failed, project_root, sha256_file, usage, utc_timestamp};
+use crate::tools::util::{check_failed, confirm, project_root, sha256_file, usage, utc_timestamp};
 
 /// The first bytes of every pg_dump archive.
 const MAGIC: &[u8] = b"PGDMP";

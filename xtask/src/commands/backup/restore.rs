@@ -22,6 +22,16 @@ impl flags::DbRestore {
             &self.server,
             "a restore drops and recreates the dump's tables in that database",
         )?;
+        let ask = format!(
+            "db-restore would overwrite {} with {} (the dump's tables are dropped and recreated)",
+            target.masked_url(),
+            self.file.display()
+        );
+        // Without a terminal, refused before anything is read; with one, asked once the dump
+        // has been checked, right before the restore.
+        if !self.yes && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            confirm(&ask, false, "nothing was restored")?;
+        }
         tools(sh, &["pg_restore", "psql"])?;
         let file = user_path(&self.file)?;
         if !file.is_file() {
@@ -61,6 +71,7 @@ impl flags::DbRestore {
         let (server_version, _) = reach(sh, &target)?;
         sweep_scratch_databases(sh, &target);
         check_source(sh, &target, &meta, self.from.as_deref())?;
+        confirm(&ask, self.yes, "nothing was restored")?;
 
         let started = Instant::now();
         let restored = restore_in_one_transaction(sh, &target, &file, &meta.tables)?;

@@ -140,7 +140,7 @@ impl flags::Bench {
         );
 
         eprintln!("3/4 suite wall time: host, container, both modes ({reps} reps each)");
-        let suites = bench_suites(sh, &xtask, reps)?;
+        let suites = bench_suites(sh, stack, &xtask, reps)?;
         let (host, container, both) = (suites.host, suites.container, suites.both);
         let slower = host.median.max(container.median);
         rows.push(row(
@@ -433,7 +433,7 @@ struct Suites {
 }
 
 /// Wall time of the three test commands, interleaved.
-fn bench_suites(sh: &Shell, xtask: &Path, reps: usize) -> Result<Suites> {
+fn bench_suites(sh: &Shell, stack: &Stack, xtask: &Path, reps: usize) -> Result<Suites> {
     // One untimed run builds everything, so every timed run measures running, not compiling.
     cmd!(sh, "{xtask} test --host")
         .quiet()
@@ -474,7 +474,7 @@ fn bench_suites(sh: &Shell, xtask: &Path, reps: usize) -> Result<Suites> {
     // The last run was --both-modes: its JUnit reports are still there.
     let mut bodies_s = 0.0;
     for mode in ["host", "container"] {
-        let path = xtask_dir().join(format!("junit-{mode}.xml"));
+        let path = stack.state_dir().join(format!("junit-{mode}.xml"));
         let xml =
             std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
         bodies_s +=
