@@ -107,8 +107,20 @@ mod tests {
     fn every_suggested_command_parses() {
         let dir = crate::tools::util::project_root().join("xtask/src");
         let mut checked = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
+        // The bands are folders: every `.rs` file under xtask/src, at any depth.
+        let mut files = Vec::new();
+        let mut folders = vec![dir];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        for path in files {
             let text = std::fs::read_to_string(&path).unwrap();
             for piece in text.split("`cargo xtask ").skip(1) {
                 let Some(line) = piece.split('`').next() else {
@@ -128,7 +140,9 @@ mod tests {
                     .replace(" > ", " ")
                     .replace("[--env E]", "--env dev")
                     .replace("[--stack S]", "--stack s")
-                    .replace("[--check]", "--check");
+                    .replace("[--check]", "--check")
+                    .replace("[--cpu-load]", "--cpu-load")
+                    .replace("--repeat N", "--repeat 3");
                 if line.contains(['{', '\n', '"']) {
                     continue;
                 }
