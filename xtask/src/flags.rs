@@ -86,6 +86,11 @@ pub struct Test {
     /// The report still lists every selected test, for `cargo xtask parity merge`.
     #[arg(long, value_name = "KIND:M/N", value_parser = parse_partition)]
     pub partition: Option<String>,
+    /// Keep the services warm for the next `test --keep` on this stack, which reuses them while
+    /// their recipe (compose file, images, certificates) holds, scrubbed as a fresh start
+    /// would leave them; `cargo xtask db-down --all` removes them.
+    #[arg(long)]
+    pub keep: bool,
     /// Test name filters, passed to nextest after `--` (`cargo xtask test -- login health::`).
     #[arg(last = true, value_name = "FILTERS")]
     pub filters: Vec<String>,

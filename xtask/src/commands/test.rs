@@ -37,6 +37,7 @@ impl flags::Test {
             archive: self.archive.clone(),
             partition: self.partition.clone(),
             filters: self.filters.clone(),
+            keep: self.keep,
         };
         let report = run_suites_with(sh, stack, &targets, self.suite, &selection)?;
         if self.json {
@@ -101,6 +102,8 @@ pub struct Selection {
     pub archive: Option<PathBuf>,
     pub partition: Option<String>,
     pub filters: Vec<String>,
+    /// Keep the services warm for the next run (`test --keep`).
+    pub keep: bool,
 }
 
 /// Builds the suites once, brings up what they need, runs them in `targets` (at the same time
@@ -190,7 +193,11 @@ pub fn run_suites_with(
             sh,
             &compose,
             &wanted,
-            Lifetime::ThisRun,
+            if selection.keep {
+                Lifetime::Warm
+            } else {
+                Lifetime::ThisRun
+            },
             crate::services::READY_TIMEOUT,
         )
         .and_then(|guard| {
@@ -265,6 +272,17 @@ pub fn run_suites_with(
     drop(guard);
     if interrupted() {
         bail!("interrupted; the services this run started were stopped");
+    }
+    if selection.keep {
+        let names: Vec<&str> = wanted.iter().map(|s| s.name()).collect();
+        eprintln!(
+            "kept {} warm on stack {}: the next `cargo xtask test --keep{}` reuses them; \
+             `cargo xtask db-down --all{}` removes them",
+            names.join(", "),
+            stack.name(),
+            stack.flag(),
+            stack.flag()
+        );
     }
 
     let mut outcomes: Vec<(Target, Outcomes)> = Vec::new();

@@ -17,12 +17,19 @@ use super::ports::check_port_free;
 use super::run::{Lifetime, Owner};
 use super::running::Running;
 use super::stack::Stack;
+use super::warm;
 use crate::tools::util::check_failed;
 use genesis_model::Service;
 
+/// How long a warm service that fits its recipe may take to answer its probe before it is
+/// restarted: it has been up since the last run, so it answers at once or not at all.
+const WARM_PROBE: Duration = Duration::from_secs(10);
+
 impl Stack {
     /// Starts the services of `wanted` that do not run yet, reclaims the ones a dead run left,
-    /// waits until each is ready and returns the guard that removes what it started.
+    /// restarts warm ones whose recipe changed or that do not answer (and scrubs the reused
+    /// ones), waits until each is ready and returns the guard that removes what it started
+    /// (nothing, once ready, for [`Lifetime::Warm`]).
     pub fn start<'a>(
         &self,
         sh: &'a Shell,
@@ -41,7 +48,60 @@ impl Stack {
             containers: BTreeMap::new(),
         };
         self.reclaim_orphans(sh, compose)?;
-        let present = self.containers(sh)?;
+        let mut present = self.containers(sh)?;
+        // Warm services (`test --keep`): reused while their recipe holds, restarted otherwise.
+        let warm_here = present.iter().any(|c| c.warm_recipe().is_some());
+        let recipe = if lifetime == Lifetime::Warm || warm_here {
+            Some(warm::recipe(sh)?)
+        } else {
+            None
+        };
+        let mut reused_warm: Vec<Service> = Vec::new();
+        if let Some(recipe) = &recipe {
+            let mut stale: Vec<(String, String)> = Vec::new();
+            for c in present.iter().filter(|c| c.warm_recipe().is_some()) {
+                match warm::fits(c, recipe) {
+                    Ok(()) => {
+                        if let Some(service) = wanted.iter().find(|s| s.name() == c.service) {
+                            reused_warm.push(*service);
+                        }
+                    }
+                    Err(why) => stale.push((c.service.clone(), why)),
+                }
+            }
+            // A warm service that fits must also answer its probe, briefly.
+            for service in reused_warm.clone() {
+                let Some(c) = present.iter().find(|c| c.service == service.name()) else {
+                    continue;
+                };
+                let Some(port) = c.host_port(service.container_port()) else {
+                    stale.push((c.service.clone(), "it publishes no port".to_owned()));
+                    reused_warm.retain(|s| *s != service);
+                    continue;
+                };
+                running.ports.insert(service, port);
+                running.containers.insert(service, c.id.clone());
+                if let Err(err) = running.wait_ready(service, WARM_PROBE) {
+                    crate::tools::util::check_interrupted()?;
+                    let first = err.to_string();
+                    let first = first.lines().next().unwrap_or_default().to_owned();
+                    stale.push((c.service.clone(), format!("it does not answer ({first})")));
+                    reused_warm.retain(|s| *s != service);
+                }
+            }
+            if !stale.is_empty() {
+                for (service, why) in &stale {
+                    eprintln!("restarting warm {service} (stack {}): {why}", self.name());
+                }
+                let names: Vec<&str> = stale.iter().map(|(s, _)| s.as_str()).collect();
+                self.remove(sh, compose, &names)?;
+                present = self.containers(sh)?;
+            }
+            if !reused_warm.is_empty() {
+                let names: Vec<&str> = reused_warm.iter().map(|s| s.name()).collect();
+                eprintln!("reusing warm {} (stack {})", names.join(", "), self.name());
+            }
+        }
         let missing: Vec<Service> = wanted
             .iter()
             .copied()
@@ -70,7 +130,7 @@ impl Stack {
         }
         if !missing.is_empty() {
             let names: Vec<&str> = missing.iter().map(|s| s.name()).collect();
-            self.up(sh, compose, lifetime, &names)?;
+            self.up(sh, compose, &lifetime.label(recipe.as_deref()), &names)?;
         }
         let containers = self.containers(sh)?;
         for service in wanted {
@@ -110,16 +170,24 @@ impl Stack {
                     .run();
             }
         }
+        // A reused service is scrubbed only once every service answers, so that what a
+        // previous run wrote is gone before the suites start.
+        running.scrub(&reused_warm)?;
+        if lifetime == Lifetime::Warm {
+            // Left for the next run: the guard removes what it started only until here.
+            running.started.clear();
+            running.created_volumes.clear();
+        }
         Ok(running)
     }
 
     /// `compose up -d` of `names`, labelled with this run. Nothing waits on healthchecks
     /// (the compose file's dependencies are `service_started`): the probes of [`Stack::start`]
     /// poll each service far more often than a healthcheck runs.
-    fn up(&self, sh: &Shell, compose: &Compose, lifetime: Lifetime, names: &[&str]) -> Result<()> {
+    fn up(&self, sh: &Shell, compose: &Compose, label: &str, names: &[&str]) -> Result<()> {
         let out = compose
             .cmd(sh, self)
-            .env(model::RUN_VAR, lifetime.label())
+            .env(model::RUN_VAR, label)
             .args(["up", "-d", "--no-recreate"])
             .args(names)
             .quiet()
