@@ -69,6 +69,7 @@ impl Stack {
                     Err(why) => stale.push((c.service.clone(), why)),
                 }
             }
+            reused_warm.sort_by_key(|s| wanted.iter().position(|w| w == s));
             // A warm service that fits must also answer its probe, briefly.
             for service in reused_warm.clone() {
                 let Some(c) = present.iter().find(|c| c.service == service.name()) else {

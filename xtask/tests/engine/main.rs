@@ -12,6 +12,7 @@ mod db;
 mod migration;
 mod preflight;
 mod runs;
+mod warm;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
