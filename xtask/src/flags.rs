@@ -162,6 +162,10 @@ pub struct Bench {
     /// Repetitions of each measurement (the database one runs five times as many).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// A checkout of the old version (for example `git worktree add ../genesis-a2230f8 a2230f8`)
+    /// whose `cargo xtask test --both-modes` runs alternately with this one's main job.
+    #[arg(long, value_name = "CHECKOUT")]
+    pub baseline: Option<std::path::PathBuf>,
     /// Measure nothing: render the table of this bench.json (for example to update the README).
     #[arg(long, value_name = "BENCH_JSON")]
     pub from: Option<std::path::PathBuf>,

@@ -144,3 +144,24 @@ impl Running<'_> {
         Ok(())
     }
 }
+
+impl super::Stack {
+    /// Removes this stack's warm services (`test --keep`) and leaves every other container;
+    /// the names of the services removed.
+    pub fn remove_warm(
+        &self,
+        sh: &Shell,
+        compose: &super::compose::Compose,
+    ) -> Result<Vec<String>> {
+        let names: Vec<String> = self
+            .containers(sh)?
+            .into_iter()
+            .filter(|c| c.warm_recipe().is_some())
+            .map(|c| c.service)
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.remove(sh, compose, &refs)?;
+        self.remove_network_if_empty(sh)?;
+        Ok(names)
+    }
+}
