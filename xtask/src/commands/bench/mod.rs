@@ -141,8 +141,7 @@ impl flags::Bench {
         );
 
         eprintln!(
-            "3/5 the edit-and-rerun loop: touch {}, then test --both-modes -- auth::login, cold and warm (--keep) ({reps} reps each)",
-            "tests/auth.rs"
+            "3/5 the edit-and-rerun loop: touch tests/auth.rs, then test --both-modes -- auth::login, cold and warm (--keep) ({reps} reps each)"
         );
         let edit = edit_loop::bench_loop(sh, &compose, stack, &xtask, reps)?;
         rows.push((
