@@ -42,7 +42,7 @@ impl flags::DbUp {
         let env = self.env.model();
         let services = services(env, &self.with)?;
 
-        preflight::docker_client(sh)?;
+        preflight::docker_installed()?;
         preflight::docker_daemon(sh)?;
         let compose = Compose::detect(sh)?;
         pg::pg_tool(sh, "psql")?;
@@ -149,7 +149,7 @@ impl flags::DbDown {
             Scope::All => Vec::new(),
             Scope::Env(env) => services(*env, &self.with)?,
         };
-        preflight::docker_client(sh)?;
+        preflight::docker_installed()?;
         preflight::docker_daemon(sh)?;
         let compose = Compose::detect(sh)?;
 
@@ -259,7 +259,7 @@ struct VolumeStatus {
 
 impl flags::DbStatus {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
-        preflight::docker_client(sh)?;
+        preflight::docker_installed()?;
         preflight::docker_daemon(sh)?;
         let status = status(sh, stack)?;
         if self.json {
@@ -389,7 +389,7 @@ impl flags::DbLogs {
                 known.join(", ")
             )));
         }
-        preflight::docker_client(sh)?;
+        preflight::docker_installed()?;
         preflight::docker_daemon(sh)?;
         let compose = Compose::detect(sh)?;
         let logs = stack.logs(sh, &compose, self.follow, self.tail, &self.services);

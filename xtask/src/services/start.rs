@@ -10,7 +10,7 @@ use genesis_settings::redact;
 use xshell::{Shell, cmd};
 
 use super::certs;
-use super::compose::Compose;
+use super::compose::{Compose, Flavour};
 use super::container::Container;
 use super::images;
 use super::ports::check_port_free;
@@ -47,8 +47,11 @@ impl Stack {
             ports: BTreeMap::new(),
             containers: BTreeMap::new(),
         };
-        self.reclaim_orphans(sh, compose)?;
+        // One listing serves the reclaim and the start, unless the reclaim removed something.
         let mut present = self.containers(sh)?;
+        if self.reclaim_orphans(sh, compose, &present)? {
+            present = self.containers(sh)?;
+        }
         // Warm services (`test --keep`): reused while their recipe holds, restarted otherwise.
         let warm_here = present.iter().any(|c| c.warm_recipe().is_some());
         let recipe = if lifetime == Lifetime::Warm || warm_here {
@@ -122,12 +125,20 @@ impl Stack {
             eprintln!("starting {} (stack {})", names.join(", "), self.name());
             // Recorded before `up`, so a failure or Ctrl-C half-way still removes what was made.
             running.started = missing.clone();
-            let before = self.volumes(sh)?;
-            running.created_volumes = self
-                .model_volumes()
-                .into_iter()
-                .filter(|v| !before.contains(v))
-                .collect();
+            // Compose v1 creates every volume of the file on any `up`, v2 only the started
+            // services' own: with v2 and no service on a volume, `up` makes none to track.
+            let makes_volumes = compose.flavour == Flavour::V1
+                || missing
+                    .iter()
+                    .any(|s| matches!(s.storage(), Storage::Volume(_)));
+            if makes_volumes {
+                let before = self.volumes(sh)?;
+                running.created_volumes = self
+                    .model_volumes()
+                    .into_iter()
+                    .filter(|v| !before.contains(v))
+                    .collect();
+            }
         }
         if !missing.is_empty() {
             let names: Vec<&str> = missing.iter().map(|s| s.name()).collect();
@@ -205,15 +216,20 @@ impl Stack {
         )))
     }
 
-    /// Removes the containers of this stack whose run died, with what they were started for.
-    fn reclaim_orphans(&self, sh: &Shell, compose: &Compose) -> Result<()> {
-        let orphans: Vec<Container> = self
-            .containers(sh)?
-            .into_iter()
+    /// Removes the containers of this stack (`present`) whose run died, with what they were
+    /// started for; whether there were any.
+    fn reclaim_orphans(
+        &self,
+        sh: &Shell,
+        compose: &Compose,
+        present: &[Container],
+    ) -> Result<bool> {
+        let orphans: Vec<&Container> = present
+            .iter()
             .filter(|c| c.owner() == Owner::Dead)
             .collect();
         if orphans.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let names: Vec<&str> = orphans.iter().map(|c| c.service.as_str()).collect();
         eprintln!(
@@ -222,6 +238,7 @@ impl Stack {
             self.name(),
             if names.len() == 1 { "it" } else { "them" }
         );
-        self.remove(sh, compose, &names)
+        self.remove(sh, compose, &names)?;
+        Ok(true)
     }
 }
