@@ -159,9 +159,13 @@ pub fn run_suites_with(
         )
         .run()
         .context("build genesis-api")?;
+        // The archive built here stays on this machine: zstd's fastest level halves the
+        // archiving (0.45 s against 0.9-1.2 s on 2 loaded cores, for 62 MB against 34 MB)
+        // and speeds the extraction; an archive for other machines is built with
+        // `cargo nextest archive` and given with --archive.
         cmd!(
             sh,
-            "cargo nextest archive --cargo-quiet -p genesis-api --target-dir {target} --archive-file {archive}"
+            "cargo nextest archive --cargo-quiet -p genesis-api --target-dir {target} --archive-file {archive} --zstd-level=-7"
         )
         .quiet()
         .run()
