@@ -144,7 +144,12 @@ impl Stack {
             let names: Vec<&str> = missing.iter().map(|s| s.name()).collect();
             self.up(sh, compose, &lifetime.label(recipe.as_deref()), &names)?;
         }
-        let containers = self.containers(sh)?;
+        // Nothing started: the listing read before still holds.
+        let containers = if missing.is_empty() {
+            present
+        } else {
+            self.containers(sh)?
+        };
         for service in wanted {
             let container = containers
                 .iter()
@@ -156,7 +161,8 @@ impl Stack {
             running.ports.insert(*service, port);
             running.containers.insert(*service, container.id.clone());
         }
-        for service in wanted {
+        // A reused warm service answered its probe a moment ago.
+        for service in wanted.iter().filter(|s| !reused_warm.contains(s)) {
             running.wait_ready(*service, timeout)?;
         }
         if !missing.is_empty() {

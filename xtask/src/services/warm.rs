@@ -90,58 +90,81 @@ pub(super) fn fits(container: &Container, recipe: &str) -> Result<(), String> {
 
 impl Running<'_> {
     /// Leaves a reused test database and Redis as a fresh start would: drops every database
-    /// but the maintenance ones and the templates, makes `test_db` anew, flushes Redis.
+    /// but the maintenance ones and the templates, makes `test_db` anew, flushes Redis (at
+    /// the same time as the database is scrubbed).
     pub(super) fn scrub(&self, reused: &[Service]) -> Result<()> {
-        if reused.contains(&Service::TestDb) {
-            let db = model::TEST_DB;
-            let (name, user) = (db.name, db.user);
-            // One statement per database: DROP DATABASE runs in no transaction block. `\gexec`
-            // runs each generated statement on its own.
-            let sql = format!(
-                "select format('drop database %I with (force)', datname) from pg_database \
-                 where not datistemplate and datname not in ('postgres') \\gexec\n\
-                 create database {name} owner {user};\n"
-            );
-            let options = vec!["-i".to_owned()];
-            let out = super::docker::exec(self.sh, &options, self.container(Service::TestDb))
-                .args([
-                    "psql",
-                    "-X",
-                    "-q",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-U",
-                    user,
-                    "-d",
-                    "postgres",
-                ])
-                .stdin(sql)
-                .quiet()
-                .ignore_status()
-                .output()
-                .context("scrub the warm test database")?;
-            if !out.status.success() {
-                return Err(check_failed(format!(
-                    "could not scrub the warm test database: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
-        }
-        if reused.contains(&Service::Redis) {
-            let out = super::docker::exec(self.sh, &[], self.container(Service::Redis))
+        let flush = if reused.contains(&Service::Redis) {
+            let cmd = super::docker::exec(self.sh, &[], self.container(Service::Redis))
                 .args(["redis-cli", "FLUSHALL"])
-                .quiet()
-                .ignore_status()
-                .output()
-                .context("flush the warm Redis")?;
-            if !out.status.success() {
-                return Err(check_failed(format!(
-                    "could not flush the warm Redis: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
+                .quiet();
+            Some(
+                std::process::Command::from(cmd)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .context("flush the warm Redis")?,
+            )
+        } else {
+            None
+        };
+        let scrubbed = if reused.contains(&Service::TestDb) {
+            self.scrub_test_db()
+        } else {
+            Ok(())
+        };
+        // Waited for whatever the database said, so that no flush outlives the command.
+        let flushed = match flush {
+            Some(flush) => {
+                let out = flush.wait_with_output().context("flush the warm Redis")?;
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(check_failed(format!(
+                        "could not flush the warm Redis: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )))
+                }
             }
+            None => Ok(()),
+        };
+        scrubbed.and(flushed)
+    }
+
+    fn scrub_test_db(&self) -> Result<()> {
+        let db = model::TEST_DB;
+        let (name, user) = (db.name, db.user);
+        // One statement per database: DROP DATABASE runs in no transaction block, and
+        // `\gexec` runs each generated statement on its own.
+        let sql = format!(
+            "select format('drop database %I with (force)', datname) from pg_database \
+             where not datistemplate and datname not in ('postgres') \\gexec\n\
+             create database {name} owner {user};\n"
+        );
+        let options = vec!["-i".to_owned()];
+        let out = super::docker::exec(self.sh, &options, self.container(Service::TestDb))
+            .args([
+                "psql",
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                user,
+                "-d",
+                "postgres",
+            ])
+            .stdin(sql)
+            .quiet()
+            .ignore_status()
+            .output()
+            .context("scrub the warm test database")?;
+        if out.status.success() {
+            return Ok(());
         }
-        Ok(())
+        Err(check_failed(format!(
+            "could not scrub the warm test database: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
     }
 }
 
