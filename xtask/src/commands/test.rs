@@ -187,9 +187,10 @@ pub fn run_suites_with(
 
     crate::tools::util::check_interrupted()?;
 
+    let mut nextest_changed = false;
     if needs_container {
         // The container runs the host's nextest binary from the mounted workspace.
-        copy_if_changed(&nextest, &dir.join("bin/cargo-nextest"))?;
+        nextest_changed = copy_if_changed(&nextest, &dir.join("bin/cargo-nextest"))?;
     }
     // Ctrl-C from here on stops the runs and the guard removes the services this run started.
     let started = stack
@@ -205,7 +206,8 @@ pub fn run_suites_with(
             crate::services::READY_TIMEOUT,
         )
         .and_then(|guard| {
-            if needs_container {
+            // A reused warm container ran this nextest binary in the run that kept it.
+            if needs_container && (nextest_changed || !guard.reused(Service::Api)) {
                 check_container_runs_host_binaries(sh, guard.container(Service::Api))?;
             }
             Ok(guard)
@@ -556,13 +558,15 @@ fn wait_all(runs: &mut [ModeRun]) -> Result<()> {
     }
 }
 
-fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
+/// Copies `from` over `to` unless they have the same size; whether it copied.
+fn copy_if_changed(from: &Path, to: &Path) -> Result<bool> {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
-    if size(from) != size(to) {
-        std::fs::copy(from, to)
-            .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
+    if size(from) == size(to) {
+        return Ok(false);
     }
-    Ok(())
+    std::fs::copy(from, to)
+        .with_context(|| format!("copy {} to {}", from.display(), to.display()))?;
+    Ok(true)
 }
 
 fn host_user(sh: &Shell) -> Result<String> {

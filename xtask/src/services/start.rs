@@ -46,6 +46,7 @@ impl Stack {
             created_volumes: Vec::new(),
             ports: BTreeMap::new(),
             containers: BTreeMap::new(),
+            reused: Vec::new(),
         };
         // One listing serves the reclaim and the start, unless the reclaim removed something.
         let mut present = self.containers(sh)?;
@@ -191,6 +192,7 @@ impl Stack {
         // A reused service is scrubbed only once every service answers, so that what a
         // previous run wrote is gone before the suites start.
         running.scrub(&reused_warm)?;
+        running.reused = reused_warm;
         if lifetime == Lifetime::Warm {
             // Left for the next run: the guard removes what it started only until here.
             running.started.clear();
