@@ -10,7 +10,7 @@ use genesis_settings::redact;
 use xshell::{Shell, cmd};
 
 use super::certs;
-use super::compose::{Compose, Flavour};
+use super::compose::Compose;
 use super::container::Container;
 use super::images;
 use super::ports::check_port_free;
@@ -126,20 +126,14 @@ impl Stack {
             eprintln!("starting {} (stack {})", names.join(", "), self.name());
             // Recorded before `up`, so a failure or Ctrl-C half-way still removes what was made.
             running.started = missing.clone();
-            // Compose v1 creates every volume of the file on any `up`, v2 only the started
-            // services' own: with v2 and no service on a volume, `up` makes none to track.
-            let makes_volumes = compose.flavour == Flavour::V1
-                || missing
-                    .iter()
-                    .any(|s| matches!(s.storage(), Storage::Volume(_)));
-            if makes_volumes {
-                let before = self.volumes(sh)?;
-                running.created_volumes = self
-                    .model_volumes()
-                    .into_iter()
-                    .filter(|v| !before.contains(v))
-                    .collect();
-            }
+            // Both compose flavours create every volume of the file on `up` (v2 too, as
+            // measured): what this `up` makes is told from what was there before it.
+            let before = self.volumes(sh)?;
+            running.created_volumes = self
+                .model_volumes()
+                .into_iter()
+                .filter(|v| !before.contains(v))
+                .collect();
         }
         if !missing.is_empty() {
             let names: Vec<&str> = missing.iter().map(|s| s.name()).collect();
@@ -167,7 +161,7 @@ impl Stack {
             running.wait_ready(*service, timeout)?;
         }
         if !missing.is_empty() {
-            // Compose v1 creates every volume of the file on any `up`: the ones no started
+            // Compose creates every volume of the file on any `up`: the ones no started
             // service uses go at once, so `db-up --env test` leaves no dev volume behind.
             let used: Vec<String> = missing
                 .iter()
