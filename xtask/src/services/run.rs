@@ -95,5 +95,9 @@ mod tests {
         assert_eq!(owner_of(&format!("run:{host}:{pid}:1")), Owner::Dead);
         assert_eq!(owner_of(&format!("run:{host}:4194305:1")), Owner::Dead);
         assert_eq!(owner_of("run:another-host:1:1"), Owner::Alive);
+        // Warm services outlive their run on purpose: never reclaimed as orphans.
+        let warm = Lifetime::Warm.label(Some("0123abcd"));
+        assert_eq!(warm, "warm:0123abcd");
+        assert_eq!(owner_of(&warm), Owner::Kept);
     }
 }
