@@ -249,6 +249,8 @@ struct ServiceStatus {
     /// `healthy`, `starting`, `unhealthy`, or none without a container or a healthcheck.
     health: Option<String>,
     ports: Vec<String>,
+    /// Kept warm by `test --keep` for the next run on the stack.
+    warm: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -276,7 +278,11 @@ impl flags::DbStatus {
             .map(|s| {
                 [
                     s.service.clone(),
-                    s.state.clone(),
+                    if s.warm {
+                        format!("{} (warm)", s.state)
+                    } else {
+                        s.state.clone()
+                    },
                     s.health.clone().unwrap_or_else(|| "-".to_owned()),
                     if s.ports.is_empty() {
                         "-".to_owned()
@@ -309,6 +315,13 @@ impl flags::DbStatus {
                 if volume.present { "present" } else { "absent" }
             );
         }
+        if status.services.iter().any(|s| s.warm) {
+            println!(
+                "warm: kept by `cargo xtask test --keep` for the next run on this stack; \
+                 `cargo xtask db-down --all{}` removes it",
+                stack.flag()
+            );
+        }
         if status.services.iter().any(|s| s.state == "orphaned") {
             println!(
                 "orphaned: the run that started it died; the next run on this stack reclaims it, \
@@ -333,6 +346,7 @@ fn status(sh: &Shell, stack: &Stack) -> Result<Status> {
                 state: "absent".to_owned(),
                 health: None,
                 ports: Vec::new(),
+                warm: false,
             });
         }
         for c in mine {
@@ -350,6 +364,7 @@ fn status(sh: &Shell, stack: &Stack) -> Result<Status> {
                     .iter()
                     .map(|(inner, ip, port)| format!("{ip}:{port}->{inner}"))
                     .collect(),
+                warm: c.warm_recipe().is_some(),
             });
         }
     }

@@ -24,6 +24,7 @@ fn a_warm_run_sees_nothing_of_the_last_and_a_changed_recipe_restarts() {
         "{first:#?}"
     );
     assert!(running("test-db") && running("redis"));
+    assert_eq!(service_status("test-db")["warm"], true);
 
     // What a test that writes could leave: a table in test_db, a database of its own, a key.
     let leftover_db = unique("genesis_t_left");
