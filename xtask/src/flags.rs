@@ -130,6 +130,11 @@ pub struct Test {
     /// run: a machine as loaded as a shared CI runner.
     #[arg(long)]
     pub cpu_load: bool,
+    /// Keep the services warm for the next `test --keep` on this stack, which reuses them while
+    /// their recipe (compose file, images, certificates) holds, scrubbed as a fresh start
+    /// would leave them; `cargo xtask db-down --all` removes them.
+    #[arg(long)]
+    pub keep: bool,
     /// Test name filters, passed to nextest after `--` (`cargo xtask test -- login health::`).
     #[arg(last = true, value_name = "FILTERS")]
     pub filters: Vec<String>,
@@ -201,6 +206,10 @@ pub struct Bench {
     /// Repetitions of each measurement (the database one runs five times as many).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// A checkout of the old version (for example `git worktree add ../genesis-a2230f8 a2230f8`)
+    /// whose `cargo xtask test --both-modes` runs alternately with this one's main job.
+    #[arg(long, value_name = "CHECKOUT")]
+    pub baseline: Option<std::path::PathBuf>,
     /// Measure nothing: render the table of this bench.json (for example to update the docs).
     #[arg(long, value_name = "BENCH_JSON")]
     pub from: Option<std::path::PathBuf>,

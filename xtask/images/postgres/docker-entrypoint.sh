@@ -49,6 +49,12 @@ run_sql() {
 # file: superuser `postgres` without a password.
 SEED=/usr/lib/genesis/pgdata-seed.tar
 
+# The second build-time cluster (Dockerfile): the test environment's public
+# role, password and database, set already, with the host line; and what it
+# was made for: user, database, SHA-256 of the password, one per line.
+TEST_SEED=/usr/lib/genesis/pgdata-test.tar
+TEST_SEED_ID=/usr/lib/genesis/pgdata-test.id
+
 require_password() {
     if [ -z "$POSTGRES_PASSWORD" ] && [ "$POSTGRES_HOST_AUTH_METHOD" != trust ]; then
         {
@@ -80,6 +86,26 @@ can_seed() {
         [ -z "${POSTGRES_INITDB_WALDIR:-}" ] &&
         [[ "$POSTGRES_USER$POSTGRES_PASSWORD$POSTGRES_DB" != *$'\n'* ]] &&
         [ -z "$(ls -A "$PGDATA")" ]
+}
+
+# Whether the test cluster is exactly what the official first start would
+# make: the first seed could be used, the values are the ones it was made for,
+# the host line would be the one it has (no POSTGRES_HOST_AUTH_METHOD, no
+# argument touching password_encryption or the configuration files), and no
+# init script waits for a temporary server.
+can_seed_test() {
+    [ -s "$TEST_SEED" ] && [ -s "$TEST_SEED_ID" ] && can_seed &&
+        [ -z "$POSTGRES_HOST_AUTH_METHOD" ] &&
+        [ -z "$(ls -A /docker-entrypoint-initdb.d/ 2>/dev/null)" ] || return 1
+    local arg
+    for arg; do
+        case $arg in
+            *password_encryption* | *config_file* | *hba_file*) return 1 ;;
+        esac
+    done
+    local sum
+    sum=$(printf '%s' "$POSTGRES_PASSWORD" | sha256sum)
+    [ "$(printf '%s\n%s\n%s' "$POSTGRES_USER" "$POSTGRES_DB" "${sum%% *}")" = "$(<"$TEST_SEED_ID")" ]
 }
 
 # $1 as an SQL string literal (standard_conforming_strings is on).
@@ -123,6 +149,14 @@ init_cluster() {
     require_password
     local args=("$@")
     [ "${args[0]}" = postgres ] && args=("${args[@]:1}")
+
+    if can_seed_test "${args[@]}"; then
+        tar -C "$PGDATA" --preserve-permissions -xf "$TEST_SEED"
+        echo
+        echo 'PostgreSQL init process complete (from the build-time test cluster); ready for start up.'
+        echo
+        return
+    fi
 
     local seeded=
     if can_seed; then

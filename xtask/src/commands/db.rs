@@ -42,7 +42,7 @@ impl flags::DbUp {
         let env = self.env.model();
         let services = services(env, &self.with)?;
 
-        preflight::docker_client(sh)?;
+        preflight::docker_installed()?;
         preflight::docker_daemon(sh)?;
         let compose = Compose::detect(sh)?;
         pg::pg_tool(sh, "psql")?;
@@ -152,7 +152,7 @@ impl flags::DbDown {
             Scope::All => Vec::new(),
             Scope::Env(env) => services(*env, &self.with)?,
         };
-        preflight::docker_client(sh)?;
+        preflight::docker_installed()?;
         preflight::docker_daemon(sh)?;
         let compose = Compose::detect(sh)?;
 
@@ -257,6 +257,8 @@ struct ServiceStatus {
     /// Where the host reaches it while it runs: the test password is public and shown, the
     /// dev password masked.
     url: Option<String>,
+    /// Kept warm by `test --keep` for the next run on the stack.
+    warm: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -267,7 +269,7 @@ struct VolumeStatus {
 
 impl flags::DbStatus {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
-        preflight::docker_client(sh)?;
+        preflight::docker_installed()?;
         preflight::docker_daemon(sh)?;
         let status = status(sh, stack)?;
         for env in [Env::Test, Env::Dev] {
@@ -287,7 +289,11 @@ impl flags::DbStatus {
             .map(|s| {
                 [
                     s.service.clone(),
-                    s.state.clone(),
+                    if s.warm {
+                        format!("{} (warm)", s.state)
+                    } else {
+                        s.state.clone()
+                    },
                     s.health.clone().unwrap_or_else(|| "-".to_owned()),
                     s.url.clone().unwrap_or_else(|| {
                         if s.ports.is_empty() {
@@ -324,6 +330,13 @@ impl flags::DbStatus {
         }
         for leftover in &status.leftovers {
             println!("left behind: {leftover}");
+        }
+        if status.services.iter().any(|s| s.warm) {
+            println!(
+                "warm: kept by `cargo xtask test --keep` for the next run on this stack; \
+                 `cargo xtask db-down --all{}` removes it",
+                stack.flag()
+            );
         }
         if status.services.iter().any(|s| s.state == "orphaned") {
             println!(
@@ -362,6 +375,7 @@ fn status(sh: &Shell, stack: &Stack) -> Result<Status> {
                 health: None,
                 ports: Vec::new(),
                 url: None,
+                warm: false,
             });
         }
         for c in mine {
@@ -384,6 +398,7 @@ fn status(sh: &Shell, stack: &Stack) -> Result<Status> {
                     .then(|| c.host_port(service.container_port()))
                     .flatten()
                     .map(|port| service_url(service, port)),
+                warm: c.warm_recipe().is_some(),
             });
         }
     }
@@ -497,7 +512,7 @@ impl flags::DbLogs {
                 known.join(", ")
             )));
         }
-        preflight::docker_client(sh)?;
+        preflight::docker_installed()?;
         preflight::docker_daemon(sh)?;
         let compose = Compose::detect(sh)?;
         // Compose prints "Attaching to" and succeeds on a project without a container.

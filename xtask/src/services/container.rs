@@ -30,6 +30,11 @@ impl Container {
         self.state == "running"
     }
 
+    /// The run label: who started the container (see [`super::run`]).
+    pub(super) fn run_label(&self) -> Option<&str> {
+        self.run.as_deref()
+    }
+
     pub fn owner(&self) -> Owner {
         self.run.as_deref().map_or(Owner::Kept, owner_of)
     }

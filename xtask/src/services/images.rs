@@ -105,6 +105,9 @@ fn recipe_hash() -> Result<String> {
         MMDEBSTRAP_ARGS.join(" "),
         IMPORT_CHANGES.join("\n")
     );
+    for (_, folder) in DROP_INS {
+        input.push_str(&format!("{folder}: {}\n", build_args(folder).join(" ")));
+    }
     for file in &files {
         let executable = std::fs::metadata(file)?.permissions().mode() & 0o111 != 0;
         let sum = sha256_file(file).context("hash the image recipe")?;
@@ -112,6 +115,23 @@ fn recipe_hash() -> Result<String> {
         input.push_str(&format!("{} {executable} {}\n", relative.display(), sum));
     }
     Ok(sha256_hex(input.as_bytes()))
+}
+
+/// The build arguments of a drop-in's folder: the postgres image gets the test environment's
+/// public role, database and password for its second build-time cluster (`postgres/Dockerfile`).
+fn build_args(folder: &str) -> Vec<String> {
+    if folder != "postgres" {
+        return Vec::new();
+    }
+    let db = model::TEST_DB;
+    [
+        ("GENESIS_TEST_SEED_USER", db.user),
+        ("GENESIS_TEST_SEED_DB", db.name),
+        ("GENESIS_TEST_SEED_PASSWORD", model::TEST_DB_PASSWORD),
+    ]
+    .iter()
+    .flat_map(|(name, value)| ["--build-arg".to_owned(), format!("{name}={value}")])
+    .collect()
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -177,7 +197,11 @@ pub fn build(sh: &Shell, force: bool) -> Result<()> {
         let context = images_dir().join(folder);
         let tag = image.local;
         let log = xtask_dir().join(format!("images/{folder}.log"));
-        let build = cmd!(sh, "docker build --quiet --force-rm -t {tag} {context}");
+        let args = build_args(folder);
+        let build = cmd!(
+            sh,
+            "docker build --quiet --force-rm {args...} -t {tag} {context}"
+        );
         builds.push((tag, log.clone(), child::background(build, &log)?));
     }
     for (tag, log, mut build) in builds {

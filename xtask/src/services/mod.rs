@@ -5,7 +5,9 @@
 //! needs, discovers the host ports, waits on one readiness probe per service and returns a
 //! [`Running`] guard that removes what it started on error, on drop and on Ctrl-C (`db-up`
 //! keeps it). Every container carries the identity of the run that started it, so a run that
-//! died (`kill -9`) leaves containers that the next run reclaims instead of adopting.
+//! died (`kill -9`) leaves containers that the next run reclaims instead of adopting; a run
+//! that keeps its services warm (`test --keep`) labels them with their recipe, and the next run
+//! reuses them only while that recipe holds ([`warm`]).
 
 pub mod api;
 pub mod certs;
@@ -23,6 +25,7 @@ pub mod run;
 pub mod running;
 pub mod stack;
 pub mod start;
+pub mod warm;
 
 pub use genesis_model::Service;
 pub use http::http_request;

@@ -10,7 +10,15 @@ use super::ports::port_holder;
 use super::stack::Stack;
 use crate::tools::util::usage;
 
-/// The Docker client is installed.
+/// The Docker client is on the PATH, found without running it (each `docker` run costs a
+/// process start; the daemon check that follows runs it anyway).
+pub fn docker_installed() -> Result<()> {
+    which::which("docker").map(drop).map_err(|_| {
+        usage("the docker client is not installed: `apt-get install docker.io` (or Docker's own packages)")
+    })
+}
+
+/// The Docker client is installed; returns its version (for `doctor`).
 pub fn docker_client(sh: &Shell) -> Result<String> {
     cmd!(sh, "docker --version")
         .quiet()

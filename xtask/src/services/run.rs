@@ -8,13 +8,18 @@ pub enum Lifetime {
     ThisRun,
     /// Left running on purpose (`db-up`); never an orphan.
     Kept,
+    /// Left running for the next run to reuse (`test --keep`), labelled with its recipe
+    /// (see [`super::warm`]); never an orphan.
+    Warm,
 }
 
 impl Lifetime {
-    pub(super) fn label(self) -> String {
-        match self {
-            Lifetime::ThisRun => this_run(),
-            Lifetime::Kept => KEPT.to_owned(),
+    /// The run label of what this lifetime starts; `recipe` is the warm services' recipe.
+    pub(super) fn label(self, recipe: Option<&str>) -> String {
+        match (self, recipe) {
+            (Lifetime::ThisRun, _) => this_run(),
+            (Lifetime::Warm, Some(recipe)) => super::warm::label(recipe),
+            _ => KEPT.to_owned(),
         }
     }
 }
@@ -90,5 +95,9 @@ mod tests {
         assert_eq!(owner_of(&format!("run:{host}:{pid}:1")), Owner::Dead);
         assert_eq!(owner_of(&format!("run:{host}:4194305:1")), Owner::Dead);
         assert_eq!(owner_of("run:another-host:1:1"), Owner::Alive);
+        // Warm services outlive their run on purpose: never reclaimed as orphans.
+        let warm = Lifetime::Warm.label(Some("0123abcd"));
+        assert_eq!(warm, "warm:0123abcd");
+        assert_eq!(owner_of(&warm), Owner::Kept);
     }
 }

@@ -29,6 +29,8 @@ pub struct Running<'a> {
     pub(super) ports: BTreeMap<Service, u16>,
     /// The container id of each service waited for.
     pub(super) containers: BTreeMap<Service, String>,
+    /// The warm services (`test --keep`) this run reused, scrubbed.
+    pub(super) reused: Vec<Service>,
 }
 
 impl Running<'_> {
@@ -41,6 +43,11 @@ impl Running<'_> {
     /// few milliseconds where `compose exec` v1 takes half a second).
     pub fn container(&self, service: Service) -> &str {
         &self.containers[&service]
+    }
+
+    /// Whether this run reused `service` warm, as a previous `test --keep` left it.
+    pub fn reused(&self, service: Service) -> bool {
+        self.reused.contains(&service)
     }
 
     /// Whether this run started `service` (and so removes it when the guard goes).

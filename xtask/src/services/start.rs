@@ -17,12 +17,19 @@ use super::ports::check_port_free;
 use super::run::{Lifetime, Owner};
 use super::running::Running;
 use super::stack::Stack;
+use super::warm;
 use crate::tools::util::check_failed;
 use genesis_model::Service;
 
+/// How long a warm service that fits its recipe may take to answer its probe before it is
+/// restarted: it has been up since the last run, so it answers at once or not at all.
+const WARM_PROBE: Duration = Duration::from_secs(10);
+
 impl Stack {
     /// Starts the services of `wanted` that do not run yet, reclaims the ones a dead run left,
-    /// waits until each is ready and returns the guard that removes what it started.
+    /// restarts warm ones whose recipe changed or that do not answer (and scrubs the reused
+    /// ones), waits until each is ready and returns the guard that removes what it started
+    /// (nothing, once ready, for [`Lifetime::Warm`]).
     pub fn start<'a>(
         &self,
         sh: &'a Shell,
@@ -39,9 +46,67 @@ impl Stack {
             created_volumes: Vec::new(),
             ports: BTreeMap::new(),
             containers: BTreeMap::new(),
+            reused: Vec::new(),
         };
-        self.reclaim_orphans(sh, compose)?;
-        let present = self.containers(sh)?;
+        // One listing serves the reclaim and the start, unless the reclaim removed something.
+        let mut present = self.containers(sh)?;
+        if self.reclaim_orphans(sh, compose, &present)? {
+            present = self.containers(sh)?;
+        }
+        // Warm services (`test --keep`): reused while their recipe holds, restarted otherwise.
+        let warm_here = present.iter().any(|c| c.warm_recipe().is_some());
+        let recipe = if lifetime == Lifetime::Warm || warm_here {
+            Some(warm::recipe(sh)?)
+        } else {
+            None
+        };
+        let mut reused_warm: Vec<Service> = Vec::new();
+        if let Some(recipe) = &recipe {
+            let mut stale: Vec<(String, String)> = Vec::new();
+            for c in present.iter().filter(|c| c.warm_recipe().is_some()) {
+                match warm::fits(c, recipe) {
+                    Ok(()) => {
+                        if let Some(service) = wanted.iter().find(|s| s.name() == c.service) {
+                            reused_warm.push(*service);
+                        }
+                    }
+                    Err(why) => stale.push((c.service.clone(), why)),
+                }
+            }
+            reused_warm.sort_by_key(|s| wanted.iter().position(|w| w == s));
+            // A warm service that fits must also answer its probe, briefly.
+            for service in reused_warm.clone() {
+                let Some(c) = present.iter().find(|c| c.service == service.name()) else {
+                    continue;
+                };
+                let Some(port) = c.host_port(service.container_port()) else {
+                    stale.push((c.service.clone(), "it publishes no port".to_owned()));
+                    reused_warm.retain(|s| *s != service);
+                    continue;
+                };
+                running.ports.insert(service, port);
+                running.containers.insert(service, c.id.clone());
+                if let Err(err) = running.wait_ready(service, WARM_PROBE) {
+                    crate::tools::util::check_interrupted()?;
+                    let first = err.to_string();
+                    let first = first.lines().next().unwrap_or_default().to_owned();
+                    stale.push((c.service.clone(), format!("it does not answer ({first})")));
+                    reused_warm.retain(|s| *s != service);
+                }
+            }
+            if !stale.is_empty() {
+                for (service, why) in &stale {
+                    eprintln!("restarting warm {service} (stack {}): {why}", self.name());
+                }
+                let names: Vec<&str> = stale.iter().map(|(s, _)| s.as_str()).collect();
+                self.remove(sh, compose, &names)?;
+                present = self.containers(sh)?;
+            }
+            if !reused_warm.is_empty() {
+                let names: Vec<&str> = reused_warm.iter().map(|s| s.name()).collect();
+                eprintln!("reusing warm {} (stack {})", names.join(", "), self.name());
+            }
+        }
         let missing: Vec<Service> = wanted
             .iter()
             .copied()
@@ -61,6 +126,8 @@ impl Stack {
             eprintln!("starting {} (stack {})", names.join(", "), self.name());
             // Recorded before `up`, so a failure or Ctrl-C half-way still removes what was made.
             running.started = missing.clone();
+            // Both compose flavours create every volume of the file on `up` (v2 too, as
+            // measured): what this `up` makes is told from what was there before it.
             let before = self.volumes(sh)?;
             running.created_volumes = self
                 .model_volumes()
@@ -70,9 +137,14 @@ impl Stack {
         }
         if !missing.is_empty() {
             let names: Vec<&str> = missing.iter().map(|s| s.name()).collect();
-            self.up(sh, compose, lifetime, &names)?;
+            self.up(sh, compose, &lifetime.label(recipe.as_deref()), &names)?;
         }
-        let containers = self.containers(sh)?;
+        // Nothing started: the listing read before still holds.
+        let containers = if missing.is_empty() {
+            present
+        } else {
+            self.containers(sh)?
+        };
         for service in wanted {
             let container = containers
                 .iter()
@@ -84,11 +156,12 @@ impl Stack {
             running.ports.insert(*service, port);
             running.containers.insert(*service, container.id.clone());
         }
-        for service in wanted {
+        // A reused warm service answered its probe a moment ago.
+        for service in wanted.iter().filter(|s| !reused_warm.contains(s)) {
             running.wait_ready(*service, timeout)?;
         }
         if !missing.is_empty() {
-            // Compose v1 creates every volume of the file on any `up`: the ones no started
+            // Compose creates every volume of the file on any `up`: the ones no started
             // service uses go at once, so `db-up --env test` leaves no dev volume behind.
             let used: Vec<String> = missing
                 .iter()
@@ -109,6 +182,15 @@ impl Stack {
                     .ignore_stderr()
                     .run();
             }
+        }
+        // A reused service is scrubbed only once every service answers, so that what a
+        // previous run wrote is gone before the suites start.
+        running.scrub(&reused_warm)?;
+        running.reused = reused_warm;
+        if lifetime == Lifetime::Warm {
+            // Left for the next run: the guard removes what it started only until here.
+            running.started.clear();
+            running.created_volumes.clear();
         }
         Ok(running)
     }
@@ -135,10 +217,10 @@ impl Stack {
     /// `compose up -d` of `names`, labelled with this run. Nothing waits on healthchecks
     /// (the compose file's dependencies are `service_started`): the probes of [`Stack::start`]
     /// poll each service far more often than a healthcheck runs.
-    fn up(&self, sh: &Shell, compose: &Compose, lifetime: Lifetime, names: &[&str]) -> Result<()> {
+    fn up(&self, sh: &Shell, compose: &Compose, label: &str, names: &[&str]) -> Result<()> {
         let out = compose
             .cmd(sh, self)
-            .env(model::RUN_VAR, lifetime.label())
+            .env(model::RUN_VAR, label)
             .args(["up", "-d", "--no-recreate"])
             .args(names)
             .quiet()
@@ -155,15 +237,20 @@ impl Stack {
         )))
     }
 
-    /// Removes the containers of this stack whose run died, with what they were started for.
-    fn reclaim_orphans(&self, sh: &Shell, compose: &Compose) -> Result<()> {
-        let orphans: Vec<Container> = self
-            .containers(sh)?
-            .into_iter()
+    /// Removes the containers of this stack (`present`) whose run died, with what they were
+    /// started for; whether there were any.
+    fn reclaim_orphans(
+        &self,
+        sh: &Shell,
+        compose: &Compose,
+        present: &[Container],
+    ) -> Result<bool> {
+        let orphans: Vec<&Container> = present
+            .iter()
             .filter(|c| c.owner() == Owner::Dead)
             .collect();
         if orphans.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let names: Vec<&str> = orphans.iter().map(|c| c.service.as_str()).collect();
         eprintln!(
@@ -172,6 +259,7 @@ impl Stack {
             self.name(),
             if names.len() == 1 { "it" } else { "them" }
         );
-        self.remove(sh, compose, &names)
+        self.remove(sh, compose, &names)?;
+        Ok(true)
     }
 }

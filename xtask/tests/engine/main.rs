@@ -13,6 +13,7 @@ mod faults;
 mod migration;
 mod preflight;
 mod runs;
+mod warm;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};

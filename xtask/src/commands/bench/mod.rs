@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: how fast the workflow is, each figure measured side by side with its
 //! baseline, interleaved in one run so that ratios hold on a noisy machine.
 
+mod edit_loop;
 mod table;
 
 use std::path::Path;
@@ -73,7 +74,7 @@ impl flags::Bench {
         let mut out = serde_json::Map::new();
 
         eprintln!(
-            "1/4 db-up to ready, xtask against raw compose + psql loop and the engine's floor ({reps} reps each)"
+            "1/5 db-up to ready, xtask against raw compose + psql loop and the engine's floor ({reps} reps each)"
         );
         let (xt, raw, floor, xt_v2) = bench_db_up(sh, &compose, stack, &xtask, reps)?;
         rows.push(row("db-up to ready (s)", "xtask", &xt, "raw", &raw));
@@ -106,7 +107,7 @@ impl flags::Bench {
         out.insert("engine_floor_s".into(), serde_json::to_value(&floor)?);
 
         eprintln!(
-            "2/4 one isolated test database: template clone against migrations ({} each)",
+            "2/5 one isolated test database: template clone against migrations ({} each)",
             reps * 5
         );
         let cost = bench_test_db(sh, &compose, stack, reps * 5)?;
@@ -139,8 +140,37 @@ impl flags::Bench {
             }),
         );
 
-        eprintln!("3/4 suite wall time: host, container, both modes ({reps} reps each)");
-        let suites = bench_suites(sh, stack, &xtask, reps)?;
+        eprintln!(
+            "3/5 the edit-and-rerun loop: touch tests/auth.rs, then test --both-modes -- auth::login, cold and warm (--keep) ({reps} reps each)"
+        );
+        let edit = edit_loop::bench_loop(sh, &compose, stack, &xtask, reps)?;
+        rows.push((
+            "loop, cold (s)".into(),
+            format!("loop {}", show(&edit.cold)),
+            format!("build + slower mode {}", show(&edit.cold_floor)),
+            format!("{:.2}x", edit.cold.median / edit.cold_floor.median),
+        ));
+        rows.push((
+            "loop, warm --keep (s)".into(),
+            format!("loop {}", show(&edit.warm)),
+            format!("build + slower mode {}", show(&edit.warm_floor)),
+            format!("{:.2}x", edit.warm.median / edit.warm_floor.median),
+        ));
+        out.insert(
+            "loop_s".into(),
+            json!({
+                "cold": edit.cold,
+                "warm": edit.warm,
+                "cold_floor": edit.cold_floor,
+                "warm_floor": edit.warm_floor,
+                "ratio_warm_to_floor": edit.warm.median / edit.warm_floor.median,
+                "ratio_cold_to_floor": edit.cold.median / edit.cold_floor.median,
+                "definition": "touch crates/genesis-api/tests/auth.rs, then `cargo xtask test --both-modes -- auth::login` (warm: with --keep, services kept by the previous run); floor = the run's own build time + its slower mode's run time",
+            }),
+        );
+
+        eprintln!("4/5 suite wall time: host, container, both modes ({reps} reps each)");
+        let suites = bench_suites(sh, stack, &xtask, reps, self.baseline.as_deref())?;
         let (host, container, both) = (suites.host, suites.container, suites.both);
         let slower = host.median.max(container.median);
         rows.push(row(
@@ -175,6 +205,19 @@ impl flags::Bench {
             json!({ "host": host, "container": container, "both": both, "ratio_both_to_slower": both.median / slower }),
         );
         out.insert("main_job_s".into(), serde_json::to_value(&both)?);
+        if let Some(baseline) = &suites.baseline {
+            rows.push(row(
+                "main job against the baseline (s)",
+                "this",
+                &both,
+                "baseline",
+                baseline,
+            ));
+            out.insert(
+                "main_job_baseline_s".into(),
+                json!({ "stats": baseline, "checkout": self.baseline.as_ref().map(|p| p.display().to_string()), "ratio": both.median / baseline.median }),
+            );
+        }
         out.insert("harness_share".into(), suites.harness_share.into());
         out.insert(
             "harness".into(),
@@ -189,7 +232,7 @@ impl flags::Bench {
             out.insert("test_db_ms_suites".into(), json!({ "handout": handout }));
         }
 
-        eprintln!("4/4 the xtask's cold build ({reps} reps)");
+        eprintln!("5/5 the xtask's cold build ({reps} reps)");
         let (build, crates) = bench_cold_build(sh, reps)?;
         rows.push((
             "xtask cold build (s)".into(),
@@ -430,10 +473,31 @@ struct Suites {
     harness_share: f64,
     /// Every hand-out of a test database in the host runs (the support code records them).
     handout: Option<Stats>,
+    /// `cargo xtask test --both-modes` of the baseline checkout, alternated with this one's.
+    baseline: Option<Stats>,
 }
 
-/// Wall time of the three test commands, interleaved.
-fn bench_suites(sh: &Shell, stack: &Stack, xtask: &Path, reps: usize) -> Result<Suites> {
+/// The baseline checkout's own `cargo xtask test --both-modes`, run in it as its README says.
+fn baseline_main_job(sh: &Shell, checkout: &Path) -> Result<()> {
+    let _dir = sh.push_dir(checkout);
+    cmd!(sh, "cargo xtask test --both-modes")
+        .env_remove(model::STACK_VAR)
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .with_context(|| format!("the main job of the baseline {}", checkout.display()))
+}
+
+/// Wall time of the three test commands, interleaved, and of the baseline's main job (a
+/// checkout of the old version) alternated with this one's.
+fn bench_suites(
+    sh: &Shell,
+    stack: &Stack,
+    xtask: &Path,
+    reps: usize,
+    baseline: Option<&Path>,
+) -> Result<Suites> {
     // One untimed run builds everything, so every timed run measures running, not compiling.
     cmd!(sh, "{xtask} test --host")
         .quiet()
@@ -441,6 +505,10 @@ fn bench_suites(sh: &Shell, stack: &Stack, xtask: &Path, reps: usize) -> Result<
         .ignore_stderr()
         .run()
         .context("warm-up run of the suites")?;
+    if let Some(checkout) = baseline {
+        baseline_main_job(sh, checkout)?;
+    }
+    let mut old = Vec::new();
     let handouts = xtask_dir().join("bench-handouts.txt");
     let _ = std::fs::remove_file(&handouts);
     let (mut host, mut container, mut both) = (Vec::new(), Vec::new(), Vec::new());
@@ -463,6 +531,10 @@ fn bench_suites(sh: &Shell, stack: &Stack, xtask: &Path, reps: usize) -> Result<
             samples.push(timed(run)?);
         }
         last_both = both[rep];
+        if let Some(checkout) = baseline {
+            old.push(timed(|| baseline_main_job(sh, checkout))?);
+            eprintln!("  rep {}: baseline both {:.1} s", rep + 1, old[rep]);
+        }
         eprintln!(
             "  rep {}: host {:.1} s, container {:.1} s, both {:.1} s",
             rep + 1,
@@ -496,6 +568,7 @@ fn bench_suites(sh: &Shell, stack: &Stack, xtask: &Path, reps: usize) -> Result<
         parallelism,
         harness_share: harness_share(last_both, bodies_s, parallelism),
         handout,
+        baseline: (!old.is_empty()).then(|| Stats::of(old)),
     })
 }
 
