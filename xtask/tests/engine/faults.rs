@@ -53,6 +53,7 @@ fn a_restore_of_another_source_is_refused_and_disagreeing_counts_roll_it_back() 
     let target = file.to_str().unwrap();
     xtask(&[
         "db-restore",
+        "--yes",
         "--env",
         "test",
         "--url",
@@ -65,6 +66,7 @@ fn a_restore_of_another_source_is_refused_and_disagreeing_counts_roll_it_back() 
     let from = source.name.as_str();
     xtask(&[
         "db-restore",
+        "--yes",
         "--env",
         "test",
         "--url",
@@ -193,6 +195,7 @@ fn a_killed_restore_takes_its_tools_along_and_commits_nothing() {
     let url = db.url();
     let (mut child, log) = spawn_xtask(&[
         "db-restore",
+        "--yes",
         "--env",
         "test",
         "--url",
@@ -329,7 +332,7 @@ fn a_reset_killed_after_its_backup_is_reported_with_the_way_back() {
         "{status:#?}"
     );
     assert!(status.stderr.contains(&restore_line), "{status:#?}");
-    let run = xtask(&["db-restore", "--env", "dev", &backup]).ok();
+    let run = xtask(&["db-restore", "--yes", "--env", "dev", &backup]).ok();
     assert!(run.stderr.contains(&restore_line), "{run:#?}");
     assert_eq!(count(&url, "kept"), 77);
     assert!(!marker.exists(), "the restore clears the report");
