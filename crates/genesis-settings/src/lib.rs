@@ -8,6 +8,9 @@
 
 mod env_file;
 mod error;
+#[cfg(any(test, feature = "libpq-oracle"))]
+#[doc(hidden)]
+pub mod libpq_oracle;
 mod rules;
 mod secret;
 mod sources;

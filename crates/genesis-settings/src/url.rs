@@ -8,8 +8,8 @@
 //! the URL's own parts. The decoded parts are what this type holds; [`ServiceUrl::expose`]
 //! renders them with every reserved character percent-encoded, so that libpq and the
 //! application's driver read the same user, password, hosts, ports, database and parameters
-//! whatever characters they hold. `tests/libpq_oracle.rs`-style checks in this crate compare
-//! the reading with libpq's `PQconninfoParse` itself.
+//! whatever characters they hold. The tests compare the reading with libpq's `PQconninfoParse`
+//! itself (`crate::libpq_oracle`).
 
 mod params;
 mod parse;
