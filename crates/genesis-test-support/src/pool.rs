@@ -34,7 +34,7 @@ use tokio::runtime::Handle;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use super::{DB_PREFIX, HINT, ident, settings, sweep, template, unique_suffix};
+use crate::{DB_PREFIX, HINT, ident, settings, sweep, template, unique_suffix};
 
 /// The prefix of ready clones; the template's digest follows it.
 pub const POOL_PREFIX: &str = "genesis_p_";
@@ -72,7 +72,7 @@ pub fn target() -> usize {
 pub async fn checkout(start: Instant) -> Handout {
     if let Some(socket) = server_socket() {
         // The server hands out clones of its own build's template: they must be this one's.
-        let request = format!("checkout {}", super::template_digest());
+        let request = format!("checkout {}", crate::template_digest());
         match ask_async(&socket, &request).await {
             Ok(reply) => {
                 let mut words = reply.split_whitespace();
@@ -407,7 +407,7 @@ async fn drop_each_on(
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        super::drop_database(client, &name).await;
+        crate::drop_database(client, &name).await;
     }
 }
 
@@ -423,7 +423,7 @@ async fn answer(server: Server, stream: tokio::net::UnixStream) {
     }
     let line = line.trim_end();
     let reply = match line.split_once(' ').unwrap_or((line, "")) {
-        ("checkout", digest) if digest != super::template_digest() => {
+        ("checkout", digest) if digest != crate::template_digest() => {
             format!(
                 "error: this server hands out clones of template {}",
                 server.pool.template
@@ -468,6 +468,7 @@ pub fn keep_failed() -> bool {
 }
 
 /// This process's view of the pool.
+#[derive(Debug)]
 pub struct Pool {
     handout: Client,
     worker: Arc<OnceLock<Client>>,
@@ -478,6 +479,7 @@ pub struct Pool {
 }
 
 /// A database handed out, and how.
+#[derive(Debug)]
 pub struct Handout {
     pub name: String,
     /// Whether a ready clone was there (otherwise the template was cloned while waiting).
@@ -523,7 +525,7 @@ impl Pool {
                     let _ = tx.send(started.map(|(handout, template)| Pool {
                         prefix: format!(
                             "{POOL_PREFIX}{}_",
-                            &template[super::TEMPLATE_PREFIX.len()..]
+                            &template[crate::TEMPLATE_PREFIX.len()..]
                         ),
                         handout,
                         worker: worker.clone(),
@@ -685,7 +687,7 @@ impl Pool {
                     let sql = format!(
                         "comment on database {} is {}",
                         ident(&name),
-                        super::literal(&format!("genesis kept: {why}"))
+                        crate::literal(&format!("genesis kept: {why}"))
                     );
                     if let Err(err) = client.batch_execute(&sql).await {
                         eprintln!(
@@ -694,7 +696,7 @@ impl Pool {
                         );
                     }
                 }
-                None => super::drop_database(client, &name).await,
+                None => crate::drop_database(client, &name).await,
             }
             let _ = tx.send(());
         });

@@ -13,8 +13,6 @@
 //! Everything is found through `Settings::load_for(Env::Test)`; an unreachable service fails
 //! the test with the command that starts it. Nothing here writes to the source tree.
 
-#![allow(dead_code)] // Each suite uses its own part of this module.
-
 pub mod pool;
 
 use std::net::SocketAddr;
