@@ -12,14 +12,11 @@
 //! JSON line it prints: `{"handout": [ms...], "handout_misses": n, "handout_own_pool": [ms...],
 //! "handout_in_process": [ms...], "template_clone": [ms...], "migrations": [ms...]}`.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use support::TestDb;
+use genesis_test_support::{self as support, TestDb};
 
 const CHILD: &str = "--one-handout";
 

@@ -1,13 +1,12 @@
 //! The pool server `cargo xtask test` runs beside the suites: one process that hands out the
 //! per-test databases of every test process of the run over a Unix socket, so that a test
 //! waits for a rename on a connection already open, not for a login of its own
-//! (`tests/support/pool.rs`). `test_db_pool SOCKET`: prints `ready` once it serves, and exits
+//! (`genesis_test_support::pool`). `test_db_pool SOCKET`: prints `ready` once it serves, and exits
 //! when its standard input ends.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::path::PathBuf;
+
+use genesis_test_support as support;
 
 fn main() {
     let Some(socket) = std::env::args_os().nth(1).map(PathBuf::from) else {

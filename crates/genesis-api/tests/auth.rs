@@ -3,10 +3,10 @@
 
 #[path = "auth/emails.rs"]
 mod emails;
-mod support;
 
 use genesis_api::AppState;
 use genesis_settings::Secret;
+use genesis_test_support as support;
 use serde_json::{Value, json};
 use support::TestApp;
 

@@ -10,8 +10,8 @@ use xshell::{Shell, cmd};
 
 use super::compose::Compose;
 use super::stack::Stack;
+use crate::tools::child::run_checked;
 use crate::tools::pg;
-use crate::tools::util::check_failed;
 use genesis_model::Service;
 
 // ---- a running stack ----------------------------------------------------------------------
@@ -160,23 +160,14 @@ impl Stack {
         if names.is_empty() {
             return Ok(());
         }
-        let out = compose
+        let rm = compose
             .cmd(sh, self)
             .args(["rm", "--stop", "--force", "-v"])
             .args(names)
-            .quiet()
-            .ignore_status()
-            .output()
-            .context("run compose rm")?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(check_failed(format!(
-                "compose could not remove {}: {}",
-                names.join(", "),
-                redact(String::from_utf8_lossy(&out.stderr).trim())
-            )))
-        }
+            .quiet();
+        let failed = format!("compose could not remove {}", names.join(", "));
+        run_checked(rm, "run compose rm", failed)?;
+        Ok(())
     }
 
     /// Every container, the network and, with `volumes`, every volume of the stack.
@@ -185,17 +176,7 @@ impl Stack {
         if volumes {
             down = down.arg("--volumes");
         }
-        let out = down
-            .quiet()
-            .ignore_status()
-            .output()
-            .context("run compose down")?;
-        if !out.status.success() {
-            return Err(check_failed(format!(
-                "compose down failed: {}",
-                redact(String::from_utf8_lossy(&out.stderr).trim())
-            )));
-        }
+        run_checked(down.quiet(), "run compose down", "compose down failed")?;
         // Containers of services no longer in the compose file, by the stack's own label.
         let left: Vec<String> = self.containers(sh)?.into_iter().map(|c| c.id).collect();
         if !left.is_empty() {

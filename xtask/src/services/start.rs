@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use genesis_model::{self as model, Storage};
-use genesis_settings::redact;
 use xshell::{Shell, cmd};
 
 use super::certs;
@@ -18,7 +17,7 @@ use super::run::{Lifetime, Owner};
 use super::running::Running;
 use super::stack::Stack;
 use super::warm;
-use crate::tools::util::check_failed;
+use crate::tools::child::run_checked;
 use genesis_model::Service;
 
 /// How long a warm service that fits its recipe may take to answer its probe before it is
@@ -218,23 +217,15 @@ impl Stack {
     /// (the compose file's dependencies are `service_started`): the probes of [`Stack::start`]
     /// poll each service far more often than a healthcheck runs.
     fn up(&self, sh: &Shell, compose: &Compose, label: &str, names: &[&str]) -> Result<()> {
-        let out = compose
+        let up = compose
             .cmd(sh, self)
             .env(model::RUN_VAR, label)
             .args(["up", "-d", "--no-recreate"])
             .args(names)
-            .quiet()
-            .ignore_status()
-            .output()
-            .context("run compose up")?;
-        if out.status.success() {
-            return Ok(());
-        }
-        Err(check_failed(format!(
-            "compose could not start {}: {}",
-            names.join(", "),
-            redact(String::from_utf8_lossy(&out.stderr).trim())
-        )))
+            .quiet();
+        let failed = format!("compose could not start {}", names.join(", "));
+        run_checked(up, "run compose up", failed)?;
+        Ok(())
     }
 
     /// Removes the containers of this stack (`present`) whose run died, with what they were

@@ -16,7 +16,8 @@ use super::certs;
 use super::container::Container;
 use super::images;
 use super::running::Running;
-use crate::tools::util::{check_failed, project_root};
+use crate::tools::child::{check_output, run_checked};
+use crate::tools::util::project_root;
 use genesis_model::Service;
 
 /// The run label's prefix of a kept, reusable service.
@@ -116,14 +117,7 @@ impl Running<'_> {
         let flushed = match flush {
             Some(flush) => {
                 let out = flush.wait_with_output().context("flush the warm Redis")?;
-                if out.status.success() {
-                    Ok(())
-                } else {
-                    Err(check_failed(format!(
-                        "could not flush the warm Redis: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )))
-                }
+                check_output(&out, "could not flush the warm Redis")
             }
             None => Ok(()),
         };
@@ -141,7 +135,7 @@ impl Running<'_> {
              create database {name} owner {user};\n"
         );
         let options = vec!["-i".to_owned()];
-        let out = super::docker::exec(self.sh, &options, self.container(Service::TestDb))
+        let scrub = super::docker::exec(self.sh, &options, self.container(Service::TestDb))
             .args([
                 "psql",
                 "-X",
@@ -154,17 +148,13 @@ impl Running<'_> {
                 "postgres",
             ])
             .stdin(sql)
-            .quiet()
-            .ignore_status()
-            .output()
-            .context("scrub the warm test database")?;
-        if out.status.success() {
-            return Ok(());
-        }
-        Err(check_failed(format!(
-            "could not scrub the warm test database: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
+            .quiet();
+        run_checked(
+            scrub,
+            "scrub the warm test database",
+            "could not scrub the warm test database",
+        )?;
+        Ok(())
     }
 }
 

@@ -10,10 +10,37 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Output, Stdio};
 
 use anyhow::{Context, Result};
+use genesis_settings::redact;
 use xshell::{Cmd, Shell};
+
+use crate::tools::util::check_failed;
+
+/// Runs `cmd` with its output captured. `running` is the context of an error starting it; a
+/// child that fails is a failed check (exit 1) reading `{failed}: {stderr}`, its stderr
+/// trimmed and redacted. The output is returned for its stdout.
+pub fn run_checked(cmd: Cmd<'_>, running: &str, failed: impl std::fmt::Display) -> Result<Output> {
+    let out = cmd
+        .ignore_status()
+        .output()
+        .with_context(|| running.to_owned())?;
+    check_output(&out, failed)?;
+    Ok(out)
+}
+
+/// A failed check reading `{failed}: {stderr}` (stderr trimmed and redacted) when `out` is a
+/// failure, for a child run by other means than [`run_checked`].
+pub fn check_output(out: &Output, failed: impl std::fmt::Display) -> Result<()> {
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(check_failed(format!(
+        "{failed}: {}",
+        redact(String::from_utf8_lossy(&out.stderr).trim())
+    )))
+}
 
 /// The signal a [`tied`] child gets when this process dies.
 #[derive(Clone, Copy, Debug)]
@@ -151,9 +178,7 @@ pub fn stream_lines(cmd: Cmd<'_>, mut each: impl FnMut(&str)) -> Result<ExitStat
         if crate::tools::util::interrupted() {
             stop(&mut child, std::time::Duration::from_secs(2));
             let _ = reader.join();
-            return Err(crate::tools::util::check_failed(format!(
-                "interrupted; {what} was stopped"
-            )));
+            return Err(check_failed(format!("interrupted; {what} was stopped")));
         }
     }
     let _ = reader.join();

@@ -2,9 +2,6 @@
 //! test has a database of its own (cloned from the migrated template) and a Redis namespace of
 //! its own, so the suite runs in parallel, and beside another run, on the host or in a container.
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod concurrency;
 mod constraints;
 mod health;
@@ -24,6 +21,7 @@ use genesis_api::migrate::{self, MIGRATIONS, Migration};
 use genesis_api::{MigrateError, Server};
 use genesis_model::Env;
 use genesis_settings::{Runtime, Scheme, ServiceUrl, Settings};
+use genesis_test_support as support;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use support::{RedisNs, TestApp, TestDb};

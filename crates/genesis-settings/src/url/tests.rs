@@ -2,11 +2,9 @@
 //! application's driver.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use super::*;
+use crate::libpq_oracle::Oracle;
 
 fn check(raw: &str, expected_exposed: &str, expected_shown: &str) {
     let url = ServiceUrl::parse(raw, Scheme::Postgres).unwrap();
@@ -256,86 +254,6 @@ fn corpus() -> Vec<String> {
         .collect()
 }
 
-/// What libpq's `PQconninfoParse` made of a string: its options, or its error.
-type Reading = Result<BTreeMap<String, String>, String>;
-
-/// The oracle program, compiled for this test run; `None` (outside CI) when no C compiler or
-/// no libpq.so.5 is at hand. In CI (`CI=true`) a missing oracle fails the test.
-fn oracle() -> Option<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("genesis-libpq-oracle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = dir.join("libpq-oracle");
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/src/url/libpq_oracle.c");
-    let built = Command::new("cc")
-        .arg("-o")
-        .arg(&bin)
-        .arg(source)
-        .arg("-l:libpq.so.5")
-        .output();
-    match built {
-        Ok(out) if out.status.success() => Some(bin),
-        other => {
-            let _ = std::fs::remove_dir_all(&dir);
-            let why = match other {
-                Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
-                Err(err) => err.to_string(),
-            };
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "the libpq oracle cannot be built (install gcc and libpq5): {why}"
-            );
-            eprintln!("note: libpq oracle skipped outside CI: {why}");
-            None
-        }
-    }
-}
-
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> String {
-    let bytes: Vec<u8> = (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-fn libpq_read(bin: &PathBuf, inputs: &[String]) -> Vec<Reading> {
-    let mut child = Command::new(bin)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for input in inputs {
-        writeln!(stdin, "{}", hex(input)).unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let readings: Vec<Reading> = text
-        .lines()
-        .map(|line| match line.strip_prefix("ERR ") {
-            Some(err) => Err(unhex(err).trim().to_owned()),
-            None => Ok(line
-                .trim_start_matches("OK")
-                .split_whitespace()
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap();
-                    (k.to_owned(), unhex(v))
-                })
-                .collect()),
-        })
-        .collect();
-    assert_eq!(
-        readings.len(),
-        inputs.len(),
-        "the oracle answered every line"
-    );
-    readings
-}
-
 /// Our reading in libpq's terms: the options libpq would hold.
 fn as_libpq(url: &ServiceUrl) -> BTreeMap<String, String> {
     let mut map: BTreeMap<String, String> = url.params().iter().cloned().collect();
@@ -387,7 +305,9 @@ fn with_default_ports(map: &BTreeMap<String, String>) -> BTreeMap<String, String
 
 #[test]
 fn libpq_reads_every_url_of_the_corpus_as_we_do() {
-    let Some(bin) = oracle() else { return };
+    let Some(oracle) = Oracle::build() else {
+        return;
+    };
     let corpus = corpus();
     assert!(corpus.len() >= 130, "the corpus shrank");
     // The spellings the settings normalise (`postgresql+asyncpg://`) are given to libpq
@@ -402,7 +322,7 @@ fn libpq_reads_every_url_of_the_corpus_as_we_do() {
             _ => raw.clone(),
         })
         .collect();
-    let theirs = libpq_read(&bin, &normalised);
+    let theirs = oracle.read(&normalised);
     let ours: Vec<Result<ServiceUrl, UrlProblem>> = corpus
         .iter()
         .map(|raw| ServiceUrl::parse(raw, Scheme::Postgres))
@@ -411,7 +331,7 @@ fn libpq_reads_every_url_of_the_corpus_as_we_do() {
         .iter()
         .filter_map(|o| o.as_ref().ok().map(ServiceUrl::expose))
         .collect();
-    let reread = libpq_read(&bin, &rendered);
+    let reread = oracle.read(&rendered);
     let mut reread = reread.into_iter();
 
     let (mut both, mut stricter, mut disagreements) = (0, 0, Vec::new());
@@ -454,7 +374,7 @@ fn libpq_reads_every_url_of_the_corpus_as_we_do() {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(bin.parent().unwrap());
+    drop(oracle);
     eprintln!(
         "libpq oracle: {} URLs, {both} read by both, {stricter} refused only by us, {} disagreements",
         corpus.len(),

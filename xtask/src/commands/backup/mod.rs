@@ -24,7 +24,7 @@ use xshell::{Shell, cmd};
 
 use crate::flags;
 use crate::services::Stack;
-use crate::tools::child::{OnOurDeath, Session, tied};
+use crate::tools::child::{OnOurDeath, Session, check_output, run_checked, tied};
 use crate::tools::pg::{self, ROW_COUNTS_SQL, TableRows, Target};
 use crate::tools::util;
 use crate::tools::util::{check_failed, confirm, project_root, sha256_file, usage, utc_timestamp};
@@ -468,12 +468,7 @@ fn dump_in_one_snapshot(
         .context("run pg_dump")?;
     session.send("commit;\n")?;
     session.finish().context("close the snapshot session")?;
-    if !out.status.success() {
-        return Err(check_failed(format!(
-            "pg_dump failed: {}",
-            redact(String::from_utf8_lossy(&out.stderr).trim())
-        )));
-    }
+    check_output(&out, "pg_dump failed")?;
     Ok((counts, identity))
 }
 
@@ -498,16 +493,11 @@ fn verify_archive(sh: &Shell, file: &Path, empty_database: bool) -> Result<usize
             header.get(10).copied().unwrap_or_default()
         )));
     }
-    let list = cmd!(sh, "pg_restore --list {file}")
-        .quiet()
-        .ignore_status()
-        .output()?;
-    if !list.status.success() {
-        return Err(check_failed(format!(
-            "{name} has an unreadable table of contents: {}",
-            String::from_utf8_lossy(&list.stderr).trim()
-        )));
-    }
+    let list = run_checked(
+        cmd!(sh, "pg_restore --list {file}").quiet(),
+        "run pg_restore --list",
+        format!("{name} has an unreadable table of contents"),
+    )?;
     let entries = String::from_utf8_lossy(&list.stdout)
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
@@ -518,16 +508,11 @@ fn verify_archive(sh: &Shell, file: &Path, empty_database: bool) -> Result<usize
         )));
     }
     // Reading every entry, data included, is what finds a dump cut short or rewritten.
-    let full = cmd!(sh, "pg_restore --file /dev/null {file}")
-        .quiet()
-        .ignore_status()
-        .output()?;
-    if !full.status.success() {
-        return Err(check_failed(format!(
-            "{name} cannot be read to its end: {}",
-            String::from_utf8_lossy(&full.stderr).trim()
-        )));
-    }
+    run_checked(
+        cmd!(sh, "pg_restore --file /dev/null {file}").quiet(),
+        "run pg_restore",
+        format!("{name} cannot be read to its end"),
+    )?;
     Ok(entries)
 }
 
@@ -573,7 +558,7 @@ fn verify_by_restoring(
         name: name.clone(),
     };
     let db = target.with_database(&name);
-    let out = db
+    let restore = db
         .tool(sh, "pg_restore")
         .args([
             "--single-transaction",
@@ -581,16 +566,12 @@ fn verify_by_restoring(
             "--no-owner",
             "--no-acl",
         ])
-        .arg(file)
-        .ignore_status()
-        .output()
-        .context("run pg_restore")?;
-    if !out.status.success() {
-        return Err(check_failed(format!(
-            "the dump does not restore into a scratch database: {}",
-            redact(String::from_utf8_lossy(&out.stderr).trim())
-        )));
-    }
+        .arg(file);
+    run_checked(
+        restore,
+        "run pg_restore",
+        "the dump does not restore into a scratch database",
+    )?;
     let restored = pg::row_counts(sh, &db)?;
     drop(scratch);
     let problems = count_differences(expected, &restored, true);

@@ -21,7 +21,7 @@ use crate::services::{docker, images};
 use crate::tools::util::{check_interrupted, usage, xtask_dir};
 
 /// The variable the suites' support code reads to record each database hand-out
-/// (`crates/genesis-api/tests/support/pool.rs`).
+/// (`crates/genesis-test-support/src/pool.rs`).
 const TIMINGS_VAR: &str = "GENESIS_TEST_DB_TIMINGS";
 
 #[derive(Debug, Serialize)]

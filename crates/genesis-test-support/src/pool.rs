@@ -34,7 +34,10 @@ use tokio::runtime::Handle;
 use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
-use super::{DB_PREFIX, HINT, ident, settings, sweep, template, unique_suffix};
+mod server;
+
+pub use self::server::serve;
+use crate::{DB_PREFIX, HINT, ident, settings, sweep, template, unique_suffix};
 
 /// The prefix of ready clones; the template's digest follows it.
 pub const POOL_PREFIX: &str = "genesis_p_";
@@ -72,7 +75,7 @@ pub fn target() -> usize {
 pub async fn checkout(start: Instant) -> Handout {
     if let Some(socket) = server_socket() {
         // The server hands out clones of its own build's template: they must be this one's.
-        let request = format!("checkout {}", super::template_digest());
+        let request = format!("checkout {}", crate::template_digest());
         match ask_async(&socket, &request).await {
             Ok(reply) => {
                 let mut words = reply.split_whitespace();
@@ -142,319 +145,6 @@ async fn ask_async(socket: &Path, request: &str) -> std::io::Result<String> {
     Ok(reply.trim_end().to_owned())
 }
 
-/// The pool server: listens on `socket`, calls `ready` once it can hand out, and serves until
-/// `until` completes (for `examples/test_db_pool.rs`, until its standard input
-/// ends: the xtask that started it closes it, or dies).
-/// Requests: `checkout <template digest>` → `ok <name> hit|miss` (or an error when the
-/// client's migrations are not the server's); `release <name>` → `ok` at once, the database
-/// being dropped behind the answer; `keep <name> <why>` → `ok` once the database is marked.
-///
-/// The server's ready clones are its own, named as tests' databases from the start and kept
-/// in memory: a hand-out takes the next one, without a query. Clones are made by workers on
-/// connections of their own, and drops run on another, after the test's own connections are
-/// gone (a `DROP DATABASE ... WITH (FORCE)` that has to end a session waits 100 ms in the
-/// server); the server drops what is pending and what no test took before it exits.
-pub async fn serve(
-    socket: &Path,
-    ready: impl FnOnce(),
-    until: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    DEFAULT.store(SERVER_TARGET, Ordering::Relaxed);
-    let pool = pool();
-    let server = Server::start(pool).await;
-    let _ = std::fs::remove_file(socket);
-    let listener = tokio::net::UnixListener::bind(socket)?;
-    ready();
-    tokio::pin!(until);
-    loop {
-        tokio::select! {
-            () = &mut until => break,
-            accepted = listener.accept() => {
-                let (stream, _) = accepted?;
-                tokio::spawn(answer(server.clone(), stream));
-            }
-        }
-    }
-    let _ = std::fs::remove_file(socket);
-    server.finish().await;
-    Ok(())
-}
-
-/// What the pool server holds beside the process's [`Pool`]: its ready clones, the workers
-/// that make them, and the queue of databases to drop.
-#[derive(Clone)]
-struct Server {
-    pool: &'static Pool,
-    /// Ready clones, oldest first; a hand-out that finds none waits here for the next one.
-    ready_tx: tokio::sync::mpsc::UnboundedSender<String>,
-    ready_rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>>,
-    /// Clones ready, and ready or being made.
-    ready: Arc<AtomicUsize>,
-    stock: Arc<AtomicUsize>,
-    /// Wakes a worker when a clone was taken.
-    wanted: Arc<tokio::sync::Notify>,
-    /// Set when the server stops: the workers make no more clones, the dropper no longer waits.
-    stopping: Arc<AtomicBool>,
-    /// `None` once the server stops: the dropper then ends with the last queued drop.
-    drops: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>>,
-    dropper: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
-}
-
-/// Connections that make clones: a test run takes databases faster than one can copy them.
-const FILL_WORKERS: usize = 2;
-/// How long a hand-out waits for the workers before it makes its clone itself.
-const FILL_WAIT: Duration = Duration::from_secs(30);
-/// How often a waiting hand-out looks whether the server's connection is still there.
-const CONNECTION_CHECK_EVERY: Duration = Duration::from_millis(100);
-/// The pool server's answer once its connection to the test database is gone.
-const LOST: &str = "the pool server lost its connection to the test database (stopped or killed?)";
-
-impl Server {
-    /// Fills the pool to its target before answering, then keeps it filled.
-    async fn start(pool: &'static Pool) -> Server {
-        let (drops, queue) = tokio::sync::mpsc::unbounded_channel();
-        let (ready_tx, ready_rx) = tokio::sync::mpsc::unbounded_channel();
-        let server = Server {
-            pool,
-            ready_tx,
-            ready_rx: Arc::new(tokio::sync::Mutex::new(ready_rx)),
-            ready: Arc::new(AtomicUsize::new(0)),
-            stock: Arc::new(AtomicUsize::new(0)),
-            wanted: Arc::new(tokio::sync::Notify::new()),
-            stopping: Arc::new(AtomicBool::new(false)),
-            drops: Arc::new(std::sync::Mutex::new(Some(drops))),
-            dropper: Arc::new(tokio::sync::Mutex::new(None)),
-        };
-        let url = settings().test_database_url;
-        let mut workers = 0;
-        for _ in 0..FILL_WORKERS {
-            if let Ok(client) = db::connect(&url).await {
-                tokio::spawn(server.clone().fill(client));
-                workers += 1;
-            }
-        }
-        let dropper = match db::connect(&url).await {
-            Ok(client) => tokio::spawn(server.clone().drop_each(client, queue)),
-            // Without a connection of its own the dropper shares a hand-out one.
-            Err(_) => tokio::spawn(drop_each_on(&pool.handout, queue, None)),
-        };
-        *server.dropper.lock().await = Some(dropper);
-        // The first hand-outs of a run come all at once, one per test slot of both modes.
-        let deadline = Instant::now() + FILL_WAIT;
-        while workers > 0
-            && server.ready.load(Ordering::Acquire) < target()
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        server
-    }
-
-    fn add_ready(&self, name: String) {
-        self.ready.fetch_add(1, Ordering::AcqRel);
-        let _ = self.ready_tx.send(name);
-    }
-
-    /// Clones the template on its own connection whenever the pool is below its target.
-    async fn fill(self, client: Client) {
-        while !self.stopping.load(Ordering::Acquire) {
-            if self.stock.fetch_add(1, Ordering::AcqRel) >= target() {
-                self.stock.fetch_sub(1, Ordering::AcqRel);
-                self.wanted.notified().await;
-                continue;
-            }
-            // Named as a test's database from the start: the server's clones are its own, so
-            // a hand-out needs no claim (no rename) on the way.
-            let name = format!("{DB_PREFIX}{}", unique_suffix());
-            self.pool.clone_template(&client, &name).await;
-            self.add_ready(name);
-        }
-    }
-
-    /// The next ready clone. When none is ready the hand-out waits for the workers' next one
-    /// (the clone being made is no slower than one made now, and a clone made on the hand-out
-    /// connection would hold up every other hand-out behind it).
-    /// A lost connection to the test database is an error at once, not a wait for workers
-    /// that cannot clone any more.
-    async fn checkout(&self, start: Instant) -> Result<Handout, String> {
-        if self.pool.handout.is_closed() {
-            return Err(LOST.to_owned());
-        }
-        let mut ready = self.ready_rx.lock().await;
-        let (name, hit) = match ready.try_recv() {
-            Ok(name) => (name, true),
-            Err(_) => {
-                let since = Instant::now();
-                let mut next = None;
-                while next.is_none() && since.elapsed() < FILL_WAIT {
-                    if self.pool.handout.is_closed() {
-                        return Err(LOST.to_owned());
-                    }
-                    match tokio::time::timeout(CONNECTION_CHECK_EVERY, ready.recv()).await {
-                        Ok(Some(name)) => next = Some(name),
-                        Ok(None) => break,
-                        Err(_) => {}
-                    }
-                }
-                match next {
-                    Some(name) => (name, false),
-                    // No worker answers: make it here.
-                    None => {
-                        let name = format!("{DB_PREFIX}{}", unique_suffix());
-                        self.pool.clone_template(&self.pool.handout, &name).await;
-                        return Ok(Handout {
-                            name,
-                            hit: false,
-                            elapsed: start.elapsed(),
-                        });
-                    }
-                }
-            }
-        };
-        self.ready.fetch_sub(1, Ordering::AcqRel);
-        self.stock.fetch_sub(1, Ordering::AcqRel);
-        self.wanted.notify_one();
-        Ok(Handout {
-            name,
-            hit,
-            elapsed: start.elapsed(),
-        })
-    }
-
-    /// Drops the given-back databases on `client`, after the pool is full again: making the
-    /// next hand-outs comes first.
-    async fn drop_each(self, client: Client, queue: tokio::sync::mpsc::UnboundedReceiver<String>) {
-        drop_each_on(&client, queue, Some(&self)).await;
-    }
-
-    /// Drops what is still queued and the clones no test took, for up to [`FINISH_WITHIN`];
-    /// nothing when the test database goes away with the run ([`DISPOSABLE_VAR`]).
-    async fn finish(self) {
-        if std::env::var(DISPOSABLE_VAR).is_ok_and(|v| v == "1") {
-            self.stopping.store(true, Ordering::Release);
-            return;
-        }
-        let dropper = self.dropper.lock().await.take();
-        self.stopping.store(true, Ordering::Release);
-        self.wanted.notify_waiters();
-        // The clones being made are dropped with the others once they are ready.
-        let since = Instant::now();
-        while self.stock.load(Ordering::Acquire) > self.ready.load(Ordering::Acquire)
-            && since.elapsed() < FINISH_WITHIN
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        {
-            let mut ready = self.ready_rx.lock().await;
-            ready.close();
-            let drops = self.drops.lock().expect("the drop queue");
-            while let Ok(name) = ready.try_recv() {
-                if let Some(queue) = drops.as_ref() {
-                    let _ = queue.send(name);
-                }
-            }
-        }
-        self.drops.lock().expect("the drop queue").take();
-        if let Some(dropper) = dropper
-            && tokio::time::timeout(FINISH_WITHIN, dropper).await.is_err()
-        {
-            eprintln!(
-                "warning: the test database pool server stopped with drops pending; \
-                 the next run sweeps them"
-            );
-        }
-    }
-}
-
-/// How long a stopping pool server keeps dropping the databases given back last.
-const FINISH_WITHIN: Duration = Duration::from_secs(20);
-/// How long a drop waits for the test's own sessions to end before it ends them.
-const SESSIONS_GRACE: Duration = Duration::from_secs(2);
-/// How long a drop gives way to the workers filling the pool.
-const DROP_YIELDS: Duration = Duration::from_millis(250);
-
-async fn drop_each_on(
-    client: &Client,
-    mut queue: tokio::sync::mpsc::UnboundedReceiver<String>,
-    server: Option<&Server>,
-) {
-    while let Some(name) = queue.recv().await {
-        if let Some(server) = server {
-            let since = Instant::now();
-            while server.ready.load(Ordering::Acquire) < target()
-                && !server.stopping.load(Ordering::Acquire)
-                && since.elapsed() < DROP_YIELDS
-            {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-        // The test process closes its connections as it ends; dropping before that would
-        // end them by force, which PostgreSQL follows with a 100 ms sleep.
-        let since = Instant::now();
-        while since.elapsed() < SESSIONS_GRACE {
-            let sessions: i64 = match client
-                .query_one(
-                    "select count(*) from pg_stat_activity where datname = $1",
-                    &[&name],
-                )
-                .await
-            {
-                Ok(row) => row.get(0),
-                Err(_) => break,
-            };
-            if sessions == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        super::drop_database(client, &name).await;
-    }
-}
-
-async fn answer(server: Server, stream: tokio::net::UnixStream) {
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    if tokio::io::BufReader::new(read)
-        .read_line(&mut line)
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let line = line.trim_end();
-    let reply = match line.split_once(' ').unwrap_or((line, "")) {
-        ("checkout", digest) if digest != super::template_digest() => {
-            format!(
-                "error: this server hands out clones of template {}",
-                server.pool.template
-            )
-        }
-        ("checkout", _) => match server.checkout(Instant::now()).await {
-            Ok(handout) => {
-                let how = if handout.hit { "hit" } else { "miss" };
-                format!("ok {} {how}", handout.name)
-            }
-            Err(why) => format!("error: {why}"),
-        },
-        ("release", name) if name.starts_with(DB_PREFIX) => {
-            let queue = server.drops.lock().expect("the drop queue");
-            match queue.as_ref().map(|q| q.send(name.to_owned())) {
-                Some(Ok(())) => "ok".to_owned(),
-                _ => "error: the server is stopping".to_owned(),
-            }
-        }
-        ("keep", rest) if rest.starts_with(DB_PREFIX) => {
-            let (name, why) = rest.split_once(' ').unwrap_or((rest, "kept"));
-            let (name, why) = (name.to_owned(), why.to_owned());
-            let pool = server.pool;
-            let _ = tokio::task::spawn_blocking(move || pool.release(name, Some(why))).await;
-            "ok".to_owned()
-        }
-        _ => format!("error: unknown request {line:?}"),
-    };
-    let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
-}
-
 /// Whether [`KEEP_VAR`] asks to keep failed tests' databases.
 pub fn keep_failed() -> bool {
     match std::env::var(KEEP_VAR) {
@@ -468,6 +158,7 @@ pub fn keep_failed() -> bool {
 }
 
 /// This process's view of the pool.
+#[derive(Debug)]
 pub struct Pool {
     handout: Client,
     worker: Arc<OnceLock<Client>>,
@@ -478,6 +169,7 @@ pub struct Pool {
 }
 
 /// A database handed out, and how.
+#[derive(Debug)]
 pub struct Handout {
     pub name: String,
     /// Whether a ready clone was there (otherwise the template was cloned while waiting).
@@ -523,7 +215,7 @@ impl Pool {
                     let _ = tx.send(started.map(|(handout, template)| Pool {
                         prefix: format!(
                             "{POOL_PREFIX}{}_",
-                            &template[super::TEMPLATE_PREFIX.len()..]
+                            &template[crate::TEMPLATE_PREFIX.len()..]
                         ),
                         handout,
                         worker: worker.clone(),
@@ -685,7 +377,7 @@ impl Pool {
                     let sql = format!(
                         "comment on database {} is {}",
                         ident(&name),
-                        super::literal(&format!("genesis kept: {why}"))
+                        crate::literal(&format!("genesis kept: {why}"))
                     );
                     if let Err(err) = client.batch_execute(&sql).await {
                         eprintln!(
@@ -694,7 +386,7 @@ impl Pool {
                         );
                     }
                 }
-                None => super::drop_database(client, &name).await,
+                None => crate::drop_database(client, &name).await,
             }
             let _ = tx.send(());
         });
