@@ -31,10 +31,11 @@ pub use crate::env_file::{
 pub use crate::error::{ConfigError, Source};
 pub use crate::rules::{MIN_SECRET_BITS, MIN_SECRET_LEN, PASSWORD_HASH_COST, secret_bits};
 pub use crate::secret::{MASK, Secret, install_panic_hook, redact};
+use crate::sources::parse_bool;
 use crate::sources::{Vars, process_env, register_file_secrets};
 pub use crate::sources::{find_env_file, is_secret_key, workspace_root};
 pub use crate::url::{APP_PARAMETERS, AppValues, LIBPQ_KEYWORDS, Scheme, ServiceUrl, UrlProblem};
-use crate::values::{assemble_database_url, parse_app_url, parse_bool, parse_url, to_network};
+use crate::values::{assemble_database_url, parse_app_url, parse_url, to_network};
 
 /// Whether the process runs on the host or inside a container of the compose network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

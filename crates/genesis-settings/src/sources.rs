@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use genesis_model as model;
 
-use crate::values::parse_bool;
 use crate::{ConfigError, PASSWORD_HASH_COST, Resolved, Source, secret};
 
 /// The process environment as text. A variable the settings read whose value is not UTF-8
@@ -210,5 +209,19 @@ impl Vars {
                 Ok(default)
             }
         }
+    }
+}
+
+/// A boolean setting as the settings accept it: `1`/`true`/`yes`/`on` or `0`/`false`/`no`/`off`/empty.
+pub(crate) fn parse_bool(var: &str, value: &str, origin: &Source) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError::InvalidValue {
+            var: var.into(),
+            origin: origin.clone(),
+            value: value.into(),
+            expected: "true or false",
+        }),
     }
 }

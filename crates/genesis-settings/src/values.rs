@@ -75,19 +75,6 @@ pub(crate) fn parse_url(
     })
 }
 
-pub(crate) fn parse_bool(var: &str, value: &str, origin: &Source) -> Result<bool, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" | "" => Ok(false),
-        _ => Err(ConfigError::InvalidValue {
-            var: var.into(),
-            origin: origin.clone(),
-            value: value.into(),
-            expected: "true or false",
-        }),
-    }
-}
-
 pub(crate) fn assemble_database_url(
     vars: &Vars,
     server: &str,

@@ -63,7 +63,7 @@ impl flags::DbUp {
         }
 
         if services.iter().any(|s| s.env() == Some(env)) {
-            crate::commands::reset::warn_after_killed_reset(stack, env);
+            crate::services::reset_marker::warn_after_killed_reset(stack, env);
         }
         let started = Instant::now();
         let timeout = Duration::from_secs(self.timeout);
@@ -273,7 +273,7 @@ impl flags::DbStatus {
         preflight::docker_daemon(sh)?;
         let status = status(sh, stack)?;
         for env in [Env::Test, Env::Dev] {
-            crate::commands::reset::warn_after_killed_reset(stack, env);
+            crate::services::reset_marker::warn_after_killed_reset(stack, env);
         }
         if self.json {
             println!("{}", serde_json::to_string_pretty(&status)?);

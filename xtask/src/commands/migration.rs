@@ -85,7 +85,7 @@ impl flags::DbMigrate {
             &self.server,
             "db-migrate changes the schema of that database",
         )?;
-        crate::commands::reset::warn_after_killed_reset(stack, env);
+        crate::services::reset_marker::warn_after_killed_reset(stack, env);
         let report = Migrator::build(sh)?.migrate(sh, &target)?;
         if self.json {
             let out = serde_json::json!({

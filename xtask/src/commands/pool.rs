@@ -5,8 +5,6 @@ use anyhow::{Context, Result, bail};
 use genesis_model as model;
 use xshell::{Shell, cmd};
 
-use crate::commands::parity::Target;
-use crate::commands::test::Store;
 use crate::services::{Running, Service};
 use crate::tools::child;
 use crate::tools::util::target_dir;
@@ -23,13 +21,14 @@ pub const POOL_SOCKET: &str = "test-db-pool.sock";
 /// Starts the pool server on the host, against the test database as host-mode tests see it,
 /// and waits until it serves. `None` (the tests then use pools of their own) where a Unix
 /// socket path would be too long.
+/// `sockets` is the socket as the host's tests reach it, then as the container's do.
 pub fn start_pool_server(
     sh: &Shell,
     running: &Running<'_>,
-    store: &Store,
+    sockets: [String; 2],
 ) -> Result<Option<child::Session>> {
-    let socket = store.pool_socket(Target::Host);
-    if socket.len() > 100 || store.pool_socket(Target::Container).len() > 100 {
+    let [socket, in_container] = sockets;
+    if socket.len() > 100 || in_container.len() > 100 {
         eprintln!("note: {socket} is too long for a Unix socket; no shared test database pool");
         return Ok(None);
     }

@@ -20,14 +20,11 @@ use crate::commands::backup;
 use crate::commands::migration::{self, Migrator};
 use crate::flags;
 use crate::services::Stack;
-use crate::tools::pg::Target;
+use crate::tools::pg::{MAINTENANCE_DB, Target, create_database, ident};
 use crate::tools::util::{check_failed, project_root, usage};
 
 /// Where the seed files are, relative to the workspace root: `<env>.sql` (`test.sql`, `dev.sql`).
 pub const SEEDS_DIR: &str = "crates/genesis-api/seeds";
-
-/// The database `db-reset` connects to while it drops and recreates the target's.
-const MAINTENANCE_DB: &str = "postgres";
 
 /// The server's own databases: never reset, whatever a `--url` says.
 const SERVER_DATABASES: &[&str] = &["postgres", "template0", "template1"];
@@ -95,7 +92,7 @@ impl flags::DbReset {
     }
 }
 
-pub use crate::services::reset_marker::{Marker, after_killed_reset, warn_after_killed_reset};
+pub use crate::services::reset_marker::{Marker, warn_after_killed_reset};
 
 /// The database to reset, or why it may not be: the refusals need nothing but the target.
 fn resolve(sh: &Shell, stack: &Stack, env: Env, url: Option<&str>) -> Result<Target> {
@@ -183,11 +180,6 @@ fn shown(path: &Path) -> String {
         .to_string()
 }
 
-/// A name written into SQL as a quoted identifier.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 /// Drops `target`'s database (`FORCE`: its sessions are ended) and creates it again, owned by
 /// the connection's user, from the maintenance database of the same server. Two statements:
 /// neither may run inside a transaction.
@@ -202,31 +194,7 @@ fn recreate(sh: &Shell, target: &Target) -> Result<()> {
                 target.database
             ))
         })?;
-    create(sh, target)
-}
-
-/// Creates `target`'s database, owned by the connection's user, from the maintenance database
-/// of the same server: the second half of a reset, and what a restore after a killed reset
-/// needs first.
-pub fn create(sh: &Shell, target: &Target) -> Result<()> {
-    let server = target.with_database(MAINTENANCE_DB);
-    let db = ident(&target.database);
-    server
-        .query(
-            sh,
-            &format!(
-                "create database {db} owner {} template template0",
-                ident(&target.user)
-            ),
-        )
-        .map_err(|err| {
-            check_failed(format!(
-                "{} was dropped but could not be created again (through {MAINTENANCE_DB}): \
-                 {err}; `cargo xtask db-reset` again once the cause is fixed",
-                target.database
-            ))
-        })?;
-    Ok(())
+    create_database(sh, target)
 }
 
 /// Runs the seed file in one transaction that stops on its first error.

@@ -9,11 +9,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use serde::Serialize;
-use xshell::Shell;
 
 use crate::commands::parity::{Outcome, Report, Target, TestId};
-use crate::commands::test::{Selection, run_suites_with};
-use crate::flags::Suite;
 use crate::services::Stack;
 use crate::tools::util::{check_failed, interrupted};
 
@@ -44,14 +41,13 @@ pub struct Flaky {
 }
 
 /// Runs the suites `rounds` times on `stack` (Ctrl-C stops after the round it interrupts).
+/// `run_round` runs the suites once and returns their report.
 pub fn repeat(
-    sh: &Shell,
     stack: &Stack,
     targets: &[Target],
-    suite: Suite,
-    selection: &Selection,
     rounds: usize,
     cpu_load: bool,
+    mut run_round: impl FnMut() -> Result<Report>,
 ) -> Result<Flakes> {
     let load = cpu_load.then(CpuLoad::start);
     let mut flakes = Flakes {
@@ -66,7 +62,7 @@ pub fn repeat(
             if cpu_load { ", beside a CPU load" } else { "" }
         );
         let started = Instant::now();
-        let result = run_suites_with(sh, stack, targets, suite, selection);
+        let result = run_round();
         flakes.seconds.push(started.elapsed().as_secs_f64());
         flakes.rounds = round;
         if interrupted() {

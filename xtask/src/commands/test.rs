@@ -48,13 +48,11 @@ impl flags::Test {
         };
         if self.repeat > 1 || self.cpu_load {
             let flakes = crate::commands::stress::repeat(
-                sh,
                 stack,
                 &targets,
-                self.suite,
-                &selection,
                 self.repeat as usize,
                 self.cpu_load,
+                || run_suites_with(sh, stack, &targets, self.suite, &selection),
             )?;
             let json = serde_json::to_string_pretty(&flakes)?;
             let file = stack.state_dir().join("flakes.json");
@@ -286,7 +284,14 @@ pub fn run_suites_with(
     // own (slower hand-outs, same results). A Ctrl-C reaches the server too (one process
     // group): its death is then the interruption, not a failure of its own.
     let pool_server = match selection.archive {
-        None => match start_pool_server(sh, &guard, &store) {
+        None => match start_pool_server(
+            sh,
+            &guard,
+            [
+                store.pool_socket(Target::Host),
+                store.pool_socket(Target::Container),
+            ],
+        ) {
             Ok(server) => server,
             Err(_) if interrupted() => {
                 bail!("interrupted; the services this run started were stopped")

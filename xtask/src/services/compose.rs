@@ -93,7 +93,7 @@ impl Compose {
                 model::TEST_DB_TLS.dir_var,
                 crate::services::dotenv::tls_dir_value(),
             )
-            .env(model::USER_VAR, checkout_owner(&root))
+            .env(model::USER_VAR, super::dotenv::checkout_owner(&root))
             .env_remove(model::RUN_VAR)
             .args(["-p", stack.project(), "-f"])
             .arg(file)
@@ -244,16 +244,6 @@ fn interpreter_line(script: &std::path::Path) -> Result<String> {
                 script.display()
             ))
         })
-}
-
-/// `uid:gid` of the checkout's owner, whom the `genesis-api` container runs as.
-pub(crate) fn checkout_owner(root: &std::path::Path) -> String {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(root) {
-        Ok(meta) => format!("{}:{}", meta.uid(), meta.gid()),
-        // Unreadable root: compose's own default (root) rather than a guess.
-        Err(_) => "0:0".to_owned(),
-    }
 }
 
 /// The compose oracle of the tests: every installed flavour, each with a shell that runs it.

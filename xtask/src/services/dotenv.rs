@@ -39,10 +39,7 @@ fn compose_vars(sh: &Shell, root: &Path) -> Vec<(&'static str, String)> {
             Stack::default_stack().project().to_owned(),
         ),
         (model::CHECKOUT_VAR, root.display().to_string()),
-        (
-            model::USER_VAR,
-            crate::services::compose::checkout_owner(root),
-        ),
+        (model::USER_VAR, checkout_owner(root)),
         (model::TEST_DB_TLS.dir_var, tls_dir_value()),
     ];
     for image in IMAGES {
@@ -163,6 +160,16 @@ pub fn sync(sh: &Shell) -> Result<()> {
     }
     *done = true;
     Ok(())
+}
+
+/// `uid:gid` of the checkout's owner, whom the `genesis-api` container runs as.
+pub(crate) fn checkout_owner(root: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(root) {
+        Ok(meta) => format!("{}:{}", meta.uid(), meta.gid()),
+        // Unreadable root: compose's own default (root) rather than a guess.
+        Err(_) => "0:0".to_owned(),
+    }
 }
 
 #[cfg(test)]

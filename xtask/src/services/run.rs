@@ -18,7 +18,7 @@ impl Lifetime {
     pub(super) fn label(self, recipe: Option<&str>) -> String {
         match (self, recipe) {
             (Lifetime::ThisRun, _) => this_run(),
-            (Lifetime::Warm, Some(recipe)) => super::warm::label(recipe),
+            (Lifetime::Warm, Some(recipe)) => warm_label(recipe),
             _ => KEPT.to_owned(),
         }
     }
@@ -79,6 +79,14 @@ pub fn owner_of(label: &str) -> Owner {
         }
         _ => Owner::Kept,
     }
+}
+
+/// The run label's prefix of a kept, reusable service (see [`super::warm`]).
+pub(super) const WARM: &str = "warm:";
+
+/// The run label of a warm service made from `recipe`.
+pub(super) fn warm_label(recipe: &str) -> String {
+    format!("{WARM}{recipe}")
 }
 
 #[cfg(test)]

@@ -15,18 +15,11 @@ use xshell::{Shell, cmd};
 use super::certs;
 use super::container::Container;
 use super::images;
+use super::run::WARM;
 use super::running::Running;
 use crate::tools::child::{check_output, run_checked};
 use crate::tools::util::project_root;
 use genesis_model::Service;
-
-/// The run label's prefix of a kept, reusable service.
-const WARM: &str = "warm:";
-
-/// The run label of a warm service made from `recipe`.
-pub(super) fn label(recipe: &str) -> String {
-    format!("{WARM}{recipe}")
-}
 
 impl Container {
     /// The recipe a warm service was started from; `None` for any other container.

@@ -13,7 +13,7 @@ use xshell::{Cmd, Shell, cmd};
 
 use crate::tools::child::{OnOurDeath, tied};
 pub use crate::tools::devpass::{PasswordSource, ensure_dev_password_here as ensure_dev_password};
-use crate::tools::util::{project_root, usage};
+use crate::tools::util::{check_failed, project_root, usage};
 
 /// Seconds libpq waits for a connection before it gives up (`connect_timeout`), unless the URL
 /// says otherwise.
@@ -462,6 +462,38 @@ pub fn pg_tool(sh: &Shell, tool: &str) -> Result<(String, u32)> {
         found.push((tool.to_owned(), known.clone()));
     }
     Ok(known)
+}
+
+/// The database `db-reset` connects to while it drops and recreates the target's.
+pub const MAINTENANCE_DB: &str = "postgres";
+
+/// A name written into SQL as a quoted identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Creates `target`'s database, owned by the connection's user, from the maintenance database
+/// of the same server: the second half of a reset, and what a restore after a killed reset
+/// needs first.
+pub fn create_database(sh: &Shell, target: &Target) -> Result<()> {
+    let server = target.with_database(MAINTENANCE_DB);
+    let db = ident(&target.database);
+    server
+        .query(
+            sh,
+            &format!(
+                "create database {db} owner {} template template0",
+                ident(&target.user)
+            ),
+        )
+        .map_err(|err| {
+            check_failed(format!(
+                "{} was dropped but could not be created again (through {MAINTENANCE_DB}): \
+                 {err}; `cargo xtask db-reset` again once the cause is fixed",
+                target.database
+            ))
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]

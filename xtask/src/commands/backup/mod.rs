@@ -270,7 +270,7 @@ impl flags::DbBackup {
             &self.server,
             "verifying a backup creates, fills and drops a scratch database on the server it backs up",
         )?;
-        crate::commands::reset::warn_after_killed_reset(stack, env);
+        crate::services::reset_marker::warn_after_killed_reset(stack, env);
         let output = self.output.as_deref().map(user_path).transpose()?;
         let taken = take(sh, &target, output)?;
         println!(

@@ -58,14 +58,14 @@ impl flags::DbRestore {
         verify_checksum(&file, &sidecar, &meta)?;
         let toc_entries =
             verify_archive(sh, &file, meta.tables.is_empty() && meta.toc_entries == 0)?;
-        crate::commands::reset::warn_after_killed_reset(stack, env);
+        crate::services::reset_marker::warn_after_killed_reset(stack, env);
         if let pg::Probe::Missing(_) = target.probe(sh)
             && target.origin == pg::Origin::Model
-            && crate::commands::reset::after_killed_reset(stack, env).is_some()
+            && crate::services::reset_marker::after_killed_reset(stack, env).is_some()
         {
             // The reset was killed between its drop and its create: the restore brings the
             // database back too.
-            crate::commands::reset::create(sh, &target)?;
+            pg::create_database(sh, &target)?;
             eprintln!("created {} again, empty, to restore into", target.database);
         }
         let (server_version, _) = reach(sh, &target)?;
@@ -75,7 +75,7 @@ impl flags::DbRestore {
 
         let started = Instant::now();
         let restored = restore_in_one_transaction(sh, &target, &file, &meta.tables)?;
-        crate::commands::reset::Marker::clear(stack, &target);
+        crate::services::reset_marker::Marker::clear(stack, &target);
         println!(
             "restored {} ({toc_entries} entries, sha256 verified) into {} (PostgreSQL {server_version}) in {:.1} s",
             file.display(),
