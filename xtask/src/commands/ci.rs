@@ -160,7 +160,7 @@ impl Drop for PrivateStack<'_> {
             );
         }
         // Its build (the archive, extracted) is of no use to any later run; its reports stay.
-        test::remove_build(&self.stack);
+        crate::commands::run_state::remove_build(&self.stack);
     }
 }
 

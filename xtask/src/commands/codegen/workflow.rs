@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use genesis_model::{self as model, GITHUB_CI};
 
-use crate::commands::test::{API_BINARY_PATH, ARCHIVE_PATH};
+use crate::commands::archive::{API_BINARY_PATH, ARCHIVE_PATH};
 
 /// The workflow's path from the workspace root.
 pub const PATH: &str = ".github/workflows/ci.yml";
@@ -364,7 +364,7 @@ mod tests {
             GITHUB_CI.shards as usize,
             "one report per shard"
         );
-        assert!(ARCHIVE_PATH.ends_with(crate::commands::test::ARCHIVE));
+        assert!(ARCHIVE_PATH.ends_with(crate::commands::archive::ARCHIVE));
     }
 
     /// The emitted YAML means what it was emitted from.

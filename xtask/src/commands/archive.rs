@@ -1,0 +1,167 @@
+//! The suites' nextest archive: built once (or given, and checked before anything is touched),
+//! listed, and identified by its binaries so that shards built apart still merge.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use xshell::{Shell, cmd};
+
+use crate::commands::parity;
+use crate::commands::pool::POOL_SERVER;
+use crate::services::preflight;
+use crate::tools::util::{project_root, target_dir, usage, xtask_dir};
+
+pub const ARCHIVE: &str = "genesis-tests.tar.zst";
+
+/// Where `--build-archive-only` leaves the archive, from the workspace root.
+pub const ARCHIVE_PATH: &str = "target/xtask/genesis-tests.tar.zst";
+
+/// The application binary the container serves, which a shard needs beside the archive.
+pub const API_BINARY_PATH: &str = "target/debug/genesis-api";
+
+/// How hard the archive is compressed: the fastest level for one that stays on this machine
+/// (it halves the archiving, 0.45 s against 0.9-1.2 s on 2 loaded cores, for 62 MB against
+/// 34 MB, and speeds the extraction); nextest's default for one that other machines download.
+#[derive(Debug, Clone, Copy)]
+pub enum Zstd {
+    Fastest,
+    Default,
+}
+
+/// Builds the application, the pool server and the suites' nextest archive at `archive`,
+/// showing cargo's own progress (a first build takes minutes).
+pub fn build_archive(sh: &Shell, archive: &Path, zstd: Zstd) -> Result<()> {
+    let level = match zstd {
+        Zstd::Fastest => "-7",
+        Zstd::Default => "0",
+    };
+    let target = target_dir();
+    let started = Instant::now();
+    eprintln!("building the suites (one archive for every mode)");
+    let cargo = crate::tools::util::cargo();
+    cmd!(
+        sh,
+        "{cargo} build -p genesis-api --bin genesis-api --example {POOL_SERVER} --target-dir {target}"
+    )
+    .quiet()
+    .run()
+    .context("build genesis-api")?;
+    cmd!(
+        sh,
+        "cargo nextest archive -p genesis-api --target-dir {target} --archive-file {archive} --zstd-level={level}"
+    )
+    .quiet()
+    .run()
+    .context("build the test archive")?;
+    eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `test --build-archive-only`: what a shard on another machine needs, built once here: the
+/// suites' archive and the application binary the container serves (`target/debug/genesis-api`).
+pub fn build_only(sh: &Shell) -> Result<()> {
+    preflight::nextest()?;
+    let dir = xtask_dir();
+    std::fs::create_dir_all(&dir).context("create target/xtask")?;
+    let archive = dir.join(ARCHIVE);
+    build_archive(sh, &archive, Zstd::Default)?;
+    println!(
+        "built {} and {}: run them elsewhere with `cargo xtask test --archive {ARCHIVE_PATH} --partition slice:M/N`",
+        archive.display(),
+        target_dir().join("debug/genesis-api").display()
+    );
+    Ok(())
+}
+
+/// Every test the run selects from the archive, and this partition's share, from
+/// `cargo nextest list` (which needs no services).
+pub fn list_archive(
+    sh: &Shell,
+    archive: &Path,
+    extract: &Path,
+    filter: &str,
+    partition: Option<String>,
+    filters: &[String],
+) -> Result<parity::ArchiveTests> {
+    let root = project_root();
+    std::fs::create_dir_all(extract)?;
+    let partition_args = partition
+        .as_ref()
+        .map(|p| vec!["--partition".to_owned(), p.clone()])
+        .unwrap_or_default();
+    let out = cmd!(sh, "cargo nextest list --archive-file {archive} --workspace-remap {root} --extract-to {extract} --extract-overwrite -E {filter} {partition_args...} --message-format json -- {filters...}")
+        .quiet()
+        .ignore_status()
+        .output()
+        .context("list the tests of the archive")?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let why: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        bail!(
+            "`cargo nextest list` cannot read {}: {}",
+            archive.display(),
+            why.join(" ")
+        );
+    }
+    let json = String::from_utf8_lossy(&out.stdout);
+    let (tests, shard) = parity::parse_list(&json)?;
+    let binaries = binaries_digest(sh, &parity::list_binaries(&json)?)?;
+    let mut all_filters = vec![filter.to_owned()];
+    all_filters.extend(filters.iter().cloned());
+    Ok(parity::ArchiveTests {
+        file: archive
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned()),
+        bytes: std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0),
+        binaries,
+        partition,
+        filters: all_filters,
+        tests,
+        shard,
+    })
+}
+
+/// One SHA-256 over the test binaries' own digests, each beside its binary id: what two
+/// archives of the same build share, whatever their tar headers say.
+pub fn binaries_digest(sh: &Shell, binaries: &[(String, String)]) -> Result<String> {
+    let paths: Vec<&str> = binaries.iter().map(|(_, path)| path.as_str()).collect();
+    let sums = cmd!(sh, "sha256sum --binary {paths...}")
+        .quiet()
+        .read()
+        .context("checksum the test binaries")?;
+    let mut lines = Vec::new();
+    for ((id, _), line) in binaries.iter().zip(sums.lines()) {
+        let sum = line.split_whitespace().next().unwrap_or_default();
+        lines.push(format!("{sum}  {id}\n"));
+    }
+    let all = cmd!(sh, "sha256sum")
+        .quiet()
+        .stdin(lines.concat())
+        .read()
+        .context("checksum the test binaries")?;
+    Ok(all.split_whitespace().next().unwrap_or_default().to_owned())
+}
+
+/// Refuses a file that is not a nextest archive before anything is replaced or started: its
+/// first bytes (zstd's frame), then its listing (which reads every binary's test list).
+pub fn check_archive_file(given: &Path) -> Result<()> {
+    const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    let mut head = [0u8; 4];
+    let read = std::fs::File::open(given)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .with_context(|| format!("read {}", given.display()))?;
+    if read < head.len() || head != ZSTD_MAGIC {
+        return Err(usage(format!(
+            "{} is not a nextest archive (not a .tar.zst: it does not start with zstd's \
+             magic number); make one with `cargo nextest archive -p genesis-api \
+             --archive-file FILE`; nothing was replaced or started",
+            given.display()
+        )));
+    }
+    Ok(())
+}
