@@ -8,7 +8,6 @@
 //! (`backup::take`), the database is dropped with `FORCE` and recreated from the maintenance
 //! database with the connection's user as owner, migrated, and seeded in one transaction.
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -21,7 +20,7 @@ use crate::commands::migration::{self, Migrator};
 use crate::flags;
 use crate::services::Stack;
 use crate::tools::pg::{MAINTENANCE_DB, Target, create_database, ident};
-use crate::tools::util::{check_failed, project_root, usage};
+use crate::tools::util::{check_failed, confirm as util_confirm, project_root, usage};
 
 /// Where the seed files are, relative to the workspace root: `<env>.sql` (`test.sql`, `dev.sql`).
 pub const SEEDS_DIR: &str = "crates/genesis-api/seeds";
@@ -130,39 +129,21 @@ fn refusal(target: &Target, env: &dyn Fn(&str) -> Option<String>) -> Option<Stri
     None
 }
 
-/// `--yes`, or a "y" typed on the terminal; without a terminal and without `--yes`, exit 2.
+/// Asks before the drop, or needs `--yes` without a terminal (`util::confirm`).
 fn confirm(target: &Target, yes: bool, backup: bool) -> Result<()> {
-    if yes {
-        return Ok(());
-    }
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(usage(format!(
-            "db-reset would drop {} and everything in it; there is no terminal to ask on: pass \
-             --yes",
-            target.masked_url()
-        )));
-    }
     let first = if backup {
-        "after a verified backup, "
+        "take a verified backup, then "
     } else {
         ""
     };
-    eprint!(
-        "{first}drop and recreate {} (everything in it is lost)? [y/N] ",
-        target.masked_url()
-    );
-    std::io::stderr().flush().ok();
-    let mut answer = String::new();
-    stdin
-        .lock()
-        .read_line(&mut answer)
-        .context("read the answer")?;
-    if matches!(answer.trim(), "y" | "Y" | "yes") {
-        Ok(())
-    } else {
-        Err(usage("not confirmed: nothing was touched"))
-    }
+    util_confirm(
+        &format!(
+            "db-reset would {first}drop and recreate {} (everything in it is lost)",
+            target.masked_url()
+        ),
+        yes,
+        "nothing was touched",
+    )
 }
 
 /// `crates/genesis-api/seeds/<env>.sql`, when it exists.
