@@ -10,7 +10,7 @@ use xshell::{Shell, cmd};
 use crate::commands::parity;
 use crate::commands::pool::POOL_SERVER;
 use crate::services::preflight;
-use crate::tools::util::{project_root, target_dir, usage, xtask_dir};
+use crate::tools::util::{one_line, project_root, target_dir, usage, xtask_dir};
 
 pub const ARCHIVE: &str = "genesis-tests.tar.zst";
 
@@ -96,16 +96,10 @@ pub fn list_archive(
         .output()
         .context("list the tests of the archive")?;
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let why: Vec<&str> = stderr
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
         bail!(
             "`cargo nextest list` cannot read {}: {}",
             archive.display(),
-            why.join(" ")
+            one_line(&out.stderr)
         );
     }
     let json = String::from_utf8_lossy(&out.stdout);

@@ -20,7 +20,7 @@ use crate::commands::migration::{self, Migrator};
 use crate::flags;
 use crate::services::Stack;
 use crate::tools::pg::{MAINTENANCE_DB, Target, create_database, ident};
-use crate::tools::util::{check_failed, confirm as util_confirm, project_root, usage};
+use crate::tools::util::{check_failed, confirm as util_confirm, one_line, project_root, usage};
 
 /// Where the seed files are, relative to the workspace root: `<env>.sql` (`test.sql`, `dev.sql`).
 pub const SEEDS_DIR: &str = "crates/genesis-api/seeds";
@@ -189,16 +189,10 @@ fn run_seed(sh: &Shell, target: &Target, seed: &Path) -> Result<()> {
         .output()
         .context("run psql")?;
     if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let why: Vec<&str> = stderr
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
         return Err(check_failed(format!(
             "the seed {} failed and was rolled back (the database is migrated, not seeded): {}",
             shown(seed),
-            redact(&why.join(" "))
+            redact(&one_line(&out.stderr))
         )));
     }
     Ok(())

@@ -13,7 +13,7 @@ use xshell::{Cmd, Shell, cmd};
 
 use crate::tools::child::{OnOurDeath, tied};
 pub use crate::tools::devpass::{PasswordSource, ensure_dev_password_here as ensure_dev_password};
-use crate::tools::util::{check_failed, project_root, usage};
+use crate::tools::util::{check_failed, one_line, project_root, usage};
 
 /// Seconds libpq waits for a connection before it gives up (`connect_timeout`), unless the URL
 /// says otherwise.
@@ -341,16 +341,11 @@ pub fn program(sh: &Shell, tool: &str) -> String {
 
 /// psql's error, on one line.
 fn psql_error(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    if lines.is_empty() {
+    let line = one_line(stderr);
+    if line.is_empty() {
         "psql failed without a message".to_owned()
     } else {
-        lines.join(" ")
+        line
     }
 }
 

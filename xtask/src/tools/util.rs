@@ -146,6 +146,16 @@ pub fn confirm(action: &str, yes: bool, nothing: &str) -> Result<()> {
     }
 }
 
+/// A child's stderr on one line: its non-empty lines, trimmed and joined by a space.
+pub fn one_line(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A failed check (exit 1).
 pub fn check_failed(msg: impl Into<String>) -> anyhow::Error {
     Failure::Check(msg.into()).into()

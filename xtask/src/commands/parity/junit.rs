@@ -43,8 +43,7 @@ pub fn parse_junit(xml: &str) -> Result<Outcomes> {
             .with_context(|| format!("malformed JUnit near byte {}", reader.buffer_position()))?;
         match event {
             Event::Start(tag) | Event::Empty(tag) if tag.name().as_ref() == b"testsuite" => {
-                let name = attribute(&tag, "name")?;
-                suite = Some(name.rsplit("::").next().unwrap_or(&name).to_owned());
+                suite = Some(suite_name(&tag)?);
             }
             Event::Start(tag) if tag.name().as_ref() == b"testcase" => {
                 case = Some((test_id(&tag, suite.as_deref())?, Outcome::Passed));
@@ -89,8 +88,7 @@ pub fn failures(xml: &str) -> Result<Vec<(TestId, String)>> {
             .with_context(|| format!("malformed JUnit near byte {}", reader.buffer_position()))?;
         match event {
             Event::Start(tag) | Event::Empty(tag) if tag.name().as_ref() == b"testsuite" => {
-                let name = attribute(&tag, "name")?;
-                suite = Some(name.rsplit("::").next().unwrap_or(&name).to_owned());
+                suite = Some(suite_name(&tag)?);
             }
             Event::Start(tag) if tag.name().as_ref() == b"testcase" => {
                 case = Some(test_id(&tag, suite.as_deref())?);
@@ -158,6 +156,12 @@ pub fn body_seconds(xml: &str) -> Result<f64> {
             _ => {}
         }
     }
+}
+/// A `<testsuite>`'s suite: nextest names it after the test binary (`genesis-api::auth` →
+/// `auth`).
+fn suite_name(tag: &BytesStart<'_>) -> Result<String> {
+    let name = attribute(tag, "name")?;
+    Ok(name.rsplit("::").next().unwrap_or(&name).to_owned())
 }
 
 fn attribute(tag: &BytesStart<'_>, key: &str) -> Result<String> {
