@@ -45,7 +45,7 @@ impl flags::DbUp {
         preflight::docker_installed()?;
         preflight::docker_daemon(sh)?;
         let compose = Compose::detect(sh)?;
-        pg::pg_tool(sh, "psql")?;
+        pg::prefetch("psql")?;
         if let Password::FromEnv(_) = env.database().password {
             let (_, source) = pg::ensure_dev_password(&project_root())?;
             if let PasswordSource::Generated(path) = source {

@@ -1,6 +1,9 @@
 //! Docker Compose, v2 (`docker compose`) or v1 (`docker-compose`), detected at run time, and
 //! aimed at one stack.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result};
 use genesis_model::{self as model, IMAGES};
 use xshell::{Cmd, Shell, cmd};
@@ -26,14 +29,19 @@ pub enum Flavour {
 #[derive(Clone, Debug)]
 pub struct Compose {
     pub flavour: Flavour,
-    /// The v2 plugin's version, which its probe prints anyway; v1's is asked only when shown.
+    /// The v2 plugin's version, where its probe printed it; otherwise asked only when shown.
     version: Option<String>,
+    /// The v2 plugin's own program, where it was found where the `docker` client looks for
+    /// it: run directly, it is the same Compose without the client's start in front of every
+    /// call (about 50 ms each).
+    plugin: Option<PathBuf>,
 }
 
 impl Compose {
-    /// Probes `docker compose version` first (`which` cannot see the v2 plugin), then looks
-    /// for `docker-compose` on the PATH. v1 is a Python program that takes a quarter of a
-    /// second to start, so it is not run just to be found.
+    /// Looks for the v2 plugin where the `docker` client does (its configuration folder's
+    /// `cli-plugins`, then the system's), else asks `docker compose version`, then looks for
+    /// `docker-compose` on the PATH. v1 is a Python program that takes a quarter of a second
+    /// to start, so it is not run just to be found.
     pub fn detect(sh: &Shell) -> Result<Compose> {
         let compose = Compose::find(sh)?;
         // What compose typed by hand in the checkout reads too (see `dotenv`).
@@ -41,7 +49,24 @@ impl Compose {
         Ok(compose)
     }
 
+    /// Compose v2 as the `docker` client with the configuration folder `config` finds it,
+    /// if that folder or the system holds the plugin (`bench` measures it beside v1).
+    pub fn v2_of(config: &Path) -> Option<Compose> {
+        v2_plugin(config).map(|plugin| Compose {
+            flavour: Flavour::V2,
+            version: None,
+            plugin: Some(plugin),
+        })
+    }
+
     fn find(sh: &Shell) -> Result<Compose> {
+        if let Some(plugin) = v2_plugin(&client_config_dir()) {
+            return Ok(Compose {
+                flavour: Flavour::V2,
+                version: None,
+                plugin: Some(plugin),
+            });
+        }
         if let Ok(version) = cmd!(sh, "docker compose version --short")
             .quiet()
             .ignore_stderr()
@@ -50,12 +75,14 @@ impl Compose {
             return Ok(Compose {
                 flavour: Flavour::V2,
                 version: Some(version.trim().to_owned()),
+                plugin: None,
             });
         }
         if which::which("docker-compose").is_ok() {
             return Ok(Compose {
                 flavour: Flavour::V1,
                 version: None,
+                plugin: None,
             });
         }
         Err(usage(
@@ -113,10 +140,23 @@ impl Compose {
     /// whether the program found on the PATH works.
     pub fn describe(&self, sh: &Shell) -> Result<String> {
         match (self.flavour, &self.version) {
-            (Flavour::V2, version) => Ok(format!(
-                "docker compose {} (v2)",
-                version.as_deref().unwrap_or("?")
-            )),
+            (Flavour::V2, Some(version)) => Ok(format!("docker compose {version} (v2)")),
+            (Flavour::V2, None) => {
+                let version = self
+                    .program(sh)
+                    .args(["version", "--short"])
+                    .quiet()
+                    .ignore_stderr()
+                    .read()
+                    .map_err(|_| {
+                        usage(format!(
+                            "the Compose v2 plugin {} does not run: reinstall it \
+                             (`apt-get install --reinstall docker-compose-plugin`)",
+                            self.plugin.as_deref().unwrap_or(Path::new("?")).display()
+                        ))
+                    })?;
+                Ok(format!("docker compose {} (v2)", version.trim()))
+            }
             (Flavour::V1, _) => {
                 let version = cmd!(sh, "docker-compose version --short").quiet().ignore_stderr().read().map_err(|_| {
                     usage("docker-compose is on the PATH but does not run: reinstall it (`apt-get install --reinstall docker-compose`)")
@@ -164,9 +204,10 @@ impl Compose {
 
     /// `docker compose` or `docker-compose`, with nothing else set.
     fn program<'a>(&self, sh: &'a Shell) -> Cmd<'a> {
-        match self.flavour {
-            Flavour::V2 => cmd!(sh, "docker compose"),
-            Flavour::V1 => cmd!(sh, "docker-compose"),
+        match (self.flavour, &self.plugin) {
+            (Flavour::V2, Some(plugin)) => cmd!(sh, "{plugin}"),
+            (Flavour::V2, None) => cmd!(sh, "docker compose"),
+            (Flavour::V1, _) => cmd!(sh, "docker-compose"),
         }
     }
 
@@ -193,6 +234,46 @@ impl Compose {
         };
         serde_json::from_str(&json).context("compose config printed no JSON")
     }
+}
+
+/// The `docker` client's configuration folder: `DOCKER_CONFIG`, else `~/.docker`.
+pub(super) fn client_config_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    std::env::home_dir()
+        .unwrap_or_else(|| PathBuf::from("/root"))
+        .join(".docker")
+}
+
+/// The Compose v2 plugin where the `docker` client finds it on Linux: `cli-plugins` of its
+/// configuration folder, the extra folders its `config.json` names (`cliPluginsExtraDirs`),
+/// then the system's folders, in that order.
+fn v2_plugin(config: &Path) -> Option<PathBuf> {
+    #[derive(serde::Deserialize)]
+    struct Config {
+        #[serde(rename = "cliPluginsExtraDirs", default)]
+        extra: Vec<PathBuf>,
+    }
+    let extra = std::fs::read(config.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_slice::<Config>(&text).ok())
+        .map(|c| c.extra)
+        .unwrap_or_default();
+    let system = [
+        "/usr/local/lib/docker/cli-plugins",
+        "/usr/local/libexec/docker/cli-plugins",
+        "/usr/lib/docker/cli-plugins",
+        "/usr/libexec/docker/cli-plugins",
+    ];
+    std::iter::once(config.join("cli-plugins"))
+        .chain(extra)
+        .chain(system.iter().map(PathBuf::from))
+        .map(|dir| dir.join("docker-compose"))
+        .find(|program| {
+            std::fs::metadata(program)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// `yaml` as JSON, read by PyYAML under the Python interpreter of the `docker-compose` script
@@ -222,7 +303,7 @@ fn v1_yaml_to_json(sh: &Shell, yaml: &str) -> Result<String> {
 }
 
 /// The `#!` line of `script` (without the `#!`), or an error saying it is no script.
-fn interpreter_line(script: &std::path::Path) -> Result<String> {
+fn interpreter_line(script: &Path) -> Result<String> {
     use std::io::Read;
 
     let mut head = Vec::new();
@@ -279,6 +360,7 @@ pub(crate) mod oracle {
                     let compose = Compose {
                         flavour,
                         version: Some(v.trim().to_owned()),
+                        plugin: None,
                     };
                     found.push((sh, compose));
                 }

@@ -2,11 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use genesis_model::{self as model};
 use serde::Deserialize;
-use xshell::{Shell, cmd};
 
+use super::engine::Engine;
 use super::run::{Owner, owner_of};
 
 /// A container as `docker inspect` describes it.
@@ -78,19 +78,17 @@ impl Container {
     }
 }
 
-pub(super) fn inspect(sh: &Shell, ids: &[&str]) -> Result<Vec<Container>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
+/// The containers of `ids` as the engine describes them now. A container removed between
+/// the listing and the inspection is simply not there.
+pub(super) fn inspect(ids: &[&str]) -> Result<Vec<Container>> {
+    let engine = Engine::get()?;
+    let mut found = Vec::new();
+    for id in ids {
+        if let Some(c) = engine.inspect_container::<Inspect>(id)? {
+            found.push(Container::from_inspect(c));
+        }
     }
-    let out = cmd!(sh, "docker inspect {ids...}")
-        .quiet()
-        .ignore_stderr()
-        .ignore_status()
-        .read()
-        .context("inspect the containers")?;
-    // A container removed between the listing and the inspection is simply not there.
-    let list: Vec<Inspect> = serde_json::from_str(&out).unwrap_or_default();
-    Ok(list.into_iter().map(Container::from_inspect).collect())
+    Ok(found)
 }
 
 /// The part of `docker inspect`'s JSON that the xtask reads (Docker Engine API, `ContainerInspect`).

@@ -4,22 +4,20 @@
 use anyhow::{Context, Result};
 use xshell::{Cmd, Shell, cmd};
 
+use super::engine::Engine;
+
 /// Whether a volume of that exact name exists.
-pub fn volume_exists(sh: &Shell, name: &str) -> bool {
-    cmd!(sh, "docker volume inspect {name}")
-        .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()
-        .is_ok()
+pub fn volume_exists(_sh: &Shell, name: &str) -> bool {
+    Engine::get()
+        .and_then(|e| e.volume_exists(name))
+        .unwrap_or(false)
 }
 
 /// Removes the volume of that exact name.
-pub fn remove_volume(sh: &Shell, name: &str) -> Result<()> {
-    cmd!(sh, "docker volume rm {name}")
-        .quiet()
-        .ignore_stdout()
-        .run()
+pub fn remove_volume(_sh: &Shell, name: &str) -> Result<()> {
+    Engine::get()?
+        .remove_volume(name)
+        .map(drop)
         .with_context(|| format!("remove volume {name}"))
 }
 

@@ -1,5 +1,5 @@
 //! A minimal HTTP/1.1 client on the loopback interface, for the API's own endpoints (`/health`,
-//! `/auth/*` before a load run). Kept by hand on purpose: it talks only to our own server on
+//! `/auth/*` before a load run) and the Docker engine's socket ([`super::engine`]). Kept by hand on purpose: it talks only to our own server on
 //! 127.0.0.1, with `Connection: close`, no TLS, no redirects and no proxy, which is ~60 lines;
 //! a client crate (ureq without TLS) would add more to the xtask's build than it saves. The
 //! answer is read to the end and a chunked body is decoded (hyper chunks a streamed body).
@@ -30,8 +30,21 @@ pub fn http_request(
     read_timeout: Duration,
 ) -> Result<(u16, String)> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
     stream.set_read_timeout(Some(read_timeout))?;
+    let (status, body) = exchange(stream, method, path, body)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// One HTTP/1.1 request with `Connection: close` on a connected stream (TCP, or the Docker
+/// engine's Unix socket), a JSON body when `body` is given; the status and the whole body of
+/// the answer. The caller sets the stream's timeouts.
+pub(super) fn exchange(
+    mut stream: impl Read + Write,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, Vec<u8>)> {
     let content = match body {
         Some(body) => format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -49,7 +62,7 @@ pub fn http_request(
 }
 
 /// The status and the body of a whole HTTP/1.1 answer, a chunked body decoded.
-fn parse_response(response: &[u8]) -> Result<(u16, String)> {
+fn parse_response(response: &[u8]) -> Result<(u16, Vec<u8>)> {
     let split = response
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -72,7 +85,7 @@ fn parse_response(response: &[u8]) -> Result<(u16, String)> {
     } else {
         body.to_vec()
     };
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((status, body))
 }
 
 /// A chunked body (RFC 9112, section 7.1) as its bytes; trailers are ignored.
@@ -106,12 +119,12 @@ mod tests {
     #[test]
     fn answers_are_read_with_or_without_chunks() {
         let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-        assert_eq!(parse_response(plain).unwrap(), (200, "ok".to_owned()));
+        assert_eq!(parse_response(plain).unwrap(), (200, b"ok".to_vec()));
         let chunked = b"HTTP/1.1 503 Service Unavailable\r\ntransfer-encoding: chunked\r\n\r\n\
             4\r\n{\"a\"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n";
         assert_eq!(
             parse_response(chunked).unwrap(),
-            (503, "{\"a\":1}".to_owned())
+            (503, b"{\"a\":1}".to_vec())
         );
         assert!(
             parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err()

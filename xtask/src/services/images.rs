@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use genesis_model::{self as model, Image};
 use xshell::{Shell, cmd};
 
+use super::engine::Engine;
 use super::preflight;
 use crate::tools::child;
 use crate::tools::util::{project_root, usage};
@@ -147,15 +148,9 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// The recipe label and id of a local image, if it exists.
-fn inspect(sh: &Shell, image: &str) -> Option<(String, String)> {
-    let format = format!("{{{{index .Config.Labels \"{LABEL}\"}}}} {{{{.Id}}}}");
-    let out = cmd!(sh, "docker image inspect --format {format} {image}")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .ok()?;
-    let (label, id) = out.trim().rsplit_once(' ')?;
-    Some((label.to_owned(), id.to_owned()))
+fn inspect(_sh: &Shell, image: &str) -> Option<(String, String)> {
+    let found = Engine::get().ok()?.image(image).ok()??;
+    Some((found.label(LABEL).unwrap_or_default().to_owned(), found.id))
 }
 
 pub fn build(sh: &Shell, force: bool) -> Result<()> {
@@ -217,13 +212,10 @@ pub fn build(sh: &Shell, force: bool) -> Result<()> {
         tags.join(", "),
         step.elapsed().as_secs_f64()
     );
+    let engine = Engine::get()?;
     for id in previous {
         // Refused while a container still uses it; then it stays, as it should.
-        let _ = cmd!(sh, "docker rmi {id}")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run();
+        let _ = engine.remove_image(&id);
     }
     println!(
         "images ready in {:.1} s (recipe {}); compose uses them while the public images are missing",
@@ -299,45 +291,20 @@ fn build_rootfs(sh: &Shell, hash: &str, force: bool) -> Result<()> {
 }
 
 /// Whether an image is present in the local engine.
-pub fn image_present(sh: &Shell, image: &str) -> bool {
+pub fn image_present(_sh: &Shell, image: &str) -> bool {
     // Every compose command asks for the images it may use; an image found once stays for
-    // the rest of the command (each answer costs a `docker` call, ~40 ms).
-    static PRESENT: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
-    let Ok(mut present) = PRESENT.lock() else {
-        return false;
-    };
-    // The first question asks for every image of the model at once (one docker call), which
-    // prints the tags of those it has and fails for the others.
-    let present = present.get_or_insert_with(|| {
-        let names: Vec<&str> = genesis_model::IMAGES
-            .iter()
-            .flat_map(|i| [i.local, i.public])
-            .collect();
-        let format = "{{json .RepoTags}}";
-        let asked = names.clone();
-        let out = cmd!(sh, "docker image inspect --format {format} {asked...}")
-            .quiet()
-            .ignore_stderr()
-            .ignore_status()
-            .read()
-            .unwrap_or_default();
-        out.lines()
-            .filter_map(|line| serde_json::from_str::<Vec<String>>(line).ok())
-            .flatten()
-            .filter(|tag| names.contains(&tag.as_str()))
-            .collect()
-    });
-    if present.iter().any(|p| p == image) {
+    // the rest of the command.
+    static PRESENT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    if PRESENT
+        .lock()
+        .is_ok_and(|present| present.iter().any(|p| p == image))
+    {
         return true;
     }
-    let format = "{{.Id}}";
-    let found = cmd!(sh, "docker image inspect --format {format} {image}")
-        .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()
-        .is_ok();
-    if found {
+    let found = Engine::get()
+        .and_then(|engine| engine.image(image))
+        .is_ok_and(|found| found.is_some());
+    if found && let Ok(mut present) = PRESENT.lock() {
         present.push(image.to_owned());
     }
     found

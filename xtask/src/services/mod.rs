@@ -15,6 +15,7 @@ pub mod compose;
 pub mod container;
 pub mod docker;
 pub mod dotenv;
+pub mod engine;
 pub mod http;
 pub mod images;
 pub mod ports;

@@ -4,9 +4,10 @@ use std::net::{Ipv4Addr, TcpListener};
 
 use anyhow::Result;
 use genesis_model::{self as model, Env};
-use xshell::{Shell, cmd};
+use xshell::Shell;
 
 use super::container::{Container, inspect};
+use super::engine::Engine;
 use super::stack::Stack;
 use crate::tools::pg;
 use crate::tools::util::usage;
@@ -51,15 +52,13 @@ pub(super) fn check_port_free(sh: &Shell, service: Service, stack: &Stack) -> Re
 }
 
 /// The container that publishes `port` on the host, if one does.
-pub fn port_holder(sh: &Shell, port: u16) -> Option<Container> {
-    let filter = format!("publish={port}");
-    let ids = cmd!(sh, "docker ps -q --filter {filter}")
-        .quiet()
-        .ignore_stderr()
-        .read()
+pub fn port_holder(_sh: &Shell, port: u16) -> Option<Container> {
+    let listed = Engine::get()
+        .ok()?
+        .containers(&[], Some(port), false)
         .ok()?;
-    let ids: Vec<&str> = ids.lines().collect();
-    inspect(sh, &ids).ok()?.into_iter().next()
+    let ids: Vec<&str> = listed.iter().map(|c| c.id.as_str()).collect();
+    inspect(&ids).ok()?.into_iter().next()
 }
 
 impl Stack {

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, TcpListener};
 use anyhow::Result;
 use xshell::{Shell, cmd};
 
+use super::engine::Engine;
 use super::ports::port_holder;
 use super::stack::Stack;
 use crate::tools::util::usage;
@@ -28,28 +29,9 @@ pub fn docker_client(sh: &Shell) -> Result<String> {
 }
 
 /// The Docker daemon answers; returns its version.
-pub fn docker_daemon(sh: &Shell) -> Result<String> {
-    let format = "{{.Server.Version}}";
-    let out = cmd!(sh, "docker version --format {format}")
-        .quiet()
-        .ignore_status()
-        .output()?;
-    if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned());
-    }
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_owned());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let why = stderr
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("no answer")
-        .trim()
-        .to_owned();
-    Err(usage(format!(
-        "the Docker daemon at {host} does not answer ({why}): start it (`systemctl start docker` or \
-         `dockerd &`), or point DOCKER_HOST at a running one"
-    )))
+/// Asked on the engine's socket, not through `docker version` (a process start).
+pub fn docker_daemon(_sh: &Shell) -> Result<String> {
+    Engine::get()?.version()
 }
 
 /// Who holds a host port of the default stack.

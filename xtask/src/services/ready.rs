@@ -20,13 +20,21 @@ use genesis_model::Service;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long the wait sleeps between two probes: briefly while a service usually comes up
 /// (a probe costs ~10 ms), then every 100 ms.
-fn poll_interval(waited: Duration) -> Duration {
-    if waited < Duration::from_secs(3) {
+fn poll_interval(waited: Duration, listening: bool) -> Duration {
+    if !listening {
+        // Nothing listens yet: the next look is a connection attempt, not a login.
+        LISTEN_POLL
+    } else if waited < Duration::from_secs(3) {
         Duration::from_millis(25)
     } else {
         Duration::from_millis(100)
     }
 }
+/// How often a database that does not listen yet is looked at again (a look costs ~1 ms).
+const LISTEN_POLL: Duration = Duration::from_millis(5);
+/// How long an accepted connection must stay open to tell a server from Docker's port proxy,
+/// which accepts for a port nobody listens on yet and closes at once.
+const PROXY_GRACE: Duration = Duration::from_millis(20);
 /// How often the container's own state is looked at while waiting (a crash ends the wait).
 const STATE_EVERY: Duration = Duration::from_secs(2);
 /// How long a refused password may persist: a server that is still initialising can refuse
@@ -58,8 +66,15 @@ impl Running<'_> {
             (None, _) => Check::Http,
         };
         let mut refused_since: Option<Instant> = None;
-        let mut probe = || -> std::result::Result<Waiting, String> {
+        let mut listening: bool;
+        let mut probe = |listening: &mut bool| -> std::result::Result<Waiting, String> {
             match &check {
+                Check::Database(_) if !accepts(port) => {
+                    *listening = false;
+                    Ok(Waiting::NotYet(format!(
+                        "nothing listens on port {port} yet"
+                    )))
+                }
                 Check::Database(target) => match target.probe(self.sh) {
                     Probe::Ready => Ok(Waiting::Ready),
                     Probe::NotYet(why) => {
@@ -97,7 +112,8 @@ impl Running<'_> {
         let mut last_state_check = Instant::now();
         let mut last_error: String;
         let failure = loop {
-            match probe() {
+            listening = true;
+            match probe(&mut listening) {
                 Ok(Waiting::Ready) => {
                     progress.finish();
                     return Ok(());
@@ -127,7 +143,7 @@ impl Running<'_> {
                 );
             }
             progress.tick();
-            std::thread::sleep(poll_interval(started.elapsed()));
+            std::thread::sleep(poll_interval(started.elapsed(), listening));
         };
         progress.finish();
         let logs = self.stack.log_tail(self.sh, &self.compose, name, LOG_LINES);
@@ -153,6 +169,29 @@ impl Running<'_> {
             service.name(),
             target.user
         )
+    }
+}
+
+/// Whether a server accepts on the published `port`: a connection that Docker's port proxy
+/// accepts is closed at once while no server listens behind it, and stays open when one does.
+/// Nothing is sent, which PostgreSQL does not log. Only a first look: the login decides.
+fn accepts(port: u16) -> bool {
+    let address = (Ipv4Addr::LOCALHOST, port).into();
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(1)) else {
+        return false;
+    };
+    if stream.set_read_timeout(Some(PROXY_GRACE)).is_err() {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        // Closed by the proxy, or reset.
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(err) => matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
     }
 }
 
@@ -185,4 +224,20 @@ fn missing_database(stack: &Stack, service: Service, target: &pg::Target, why: &
         )
     });
     format!("{} answers, but {why}: {fix}", service.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_server_that_holds_the_connection_accepts_and_a_closed_port_does_not() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // The connection waits in the backlog, open and silent, as a server's does.
+        assert!(accepts(port));
+        drop(listener);
+        assert!(!accepts(port));
+    }
 }

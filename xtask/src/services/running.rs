@@ -6,15 +6,39 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use genesis_model::{self as model, Env, Storage};
 use genesis_settings::redact;
-use xshell::{Shell, cmd};
+use xshell::Shell;
 
 use super::compose::Compose;
+use super::engine::Engine;
 use super::stack::Stack;
 use crate::tools::child::run_checked;
 use crate::tools::pg;
 use genesis_model::Service;
 
 // ---- a running stack ----------------------------------------------------------------------
+
+/// How long a stopped database gets to shut down before it is killed (`docker stop`'s own).
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Removes containers with their anonymous volumes, all at once as `docker rm -f -v` does.
+fn remove_all_at_once(engine: &Engine, ids: &[&str]) -> Result<()> {
+    std::thread::scope(|scope| {
+        let removals: Vec<_> = ids
+            .iter()
+            .map(|id| scope.spawn(move || engine.remove_container(id)))
+            .collect();
+        let mut first = Ok(());
+        for removal in removals {
+            let done = removal
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a container removal panicked")));
+            if first.is_ok() {
+                first = done;
+            }
+        }
+        first
+    })
+}
 
 /// What a command started on a stack, and where the host reaches each service. Dropping it
 /// removes what it started (containers, their anonymous volumes, the network once empty, the
@@ -117,12 +141,10 @@ impl Drop for Running<'_> {
         }
         // Only volumes that this run's `up` created, and never one a container still uses.
         let existing = self.stack.volumes(self.sh).unwrap_or_default();
-        for volume in self.created_volumes.iter().filter(|v| existing.contains(v)) {
-            let _ = cmd!(self.sh, "docker volume rm {volume}")
-                .quiet()
-                .ignore_stdout()
-                .ignore_stderr()
-                .run();
+        if let Ok(engine) = Engine::get() {
+            for volume in self.created_volumes.iter().filter(|v| existing.contains(v)) {
+                let _ = engine.remove_volume(volume);
+            }
         }
     }
 }
@@ -132,25 +154,20 @@ impl Running<'_> {
     /// is stopped first (PostgreSQL shuts down cleanly), the others, whose data is a tmpfs the
     /// removal discards anyway, are removed at once.
     fn remove_started(&self, ids: &[&str]) -> Result<()> {
-        let sh = self.sh;
+        let engine = Engine::get()?;
         let graceful: Vec<&str> = self
             .started
             .iter()
             .filter(|s| matches!(s.storage(), Storage::Volume(_)))
             .filter_map(|s| self.containers.get(s).map(String::as_str))
             .collect();
-        if !graceful.is_empty() {
-            cmd!(sh, "docker stop {graceful...}")
-                .quiet()
-                .ignore_stdout()
-                .run()
+        for id in graceful {
+            // `docker stop`'s own grace.
+            engine
+                .stop_container(id, STOP_GRACE)
                 .context("stop the containers")?;
         }
-        cmd!(sh, "docker rm --force --volumes {ids...}")
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .context("remove the containers")
+        remove_all_at_once(engine, ids).context("remove the containers")
     }
 }
 
@@ -179,19 +196,13 @@ impl Stack {
         run_checked(down.quiet(), "run compose down", "compose down failed")?;
         // Containers of services no longer in the compose file, by the stack's own label.
         let left: Vec<String> = self.containers(sh)?.into_iter().map(|c| c.id).collect();
-        if !left.is_empty() {
-            cmd!(sh, "docker rm -f -v {left...}")
-                .quiet()
-                .ignore_stdout()
-                .run()
-                .context("remove the stack's containers")?;
-        }
+        let left: Vec<&str> = left.iter().map(String::as_str).collect();
+        let engine = Engine::get()?;
+        remove_all_at_once(engine, &left).context("remove the stack's containers")?;
         if volumes {
             for volume in self.volumes(sh)? {
-                cmd!(sh, "docker volume rm {volume}")
-                    .quiet()
-                    .ignore_stdout()
-                    .run()
+                engine
+                    .remove_volume(&volume)
                     .with_context(|| format!("remove volume {volume}"))?;
             }
         }

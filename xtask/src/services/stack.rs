@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use genesis_model::{self as model, COMPOSE_PROJECT, Env, Storage};
-use xshell::{Shell, cmd};
+use xshell::Shell;
 
 use super::container::{Container, inspect};
+use super::engine::Engine;
 use crate::tools::util::{project_root, usage};
 
 // ---- stacks -------------------------------------------------------------------------------
@@ -102,29 +103,25 @@ impl Stack {
         }
     }
 
-    fn project_filter(&self) -> String {
-        format!("label=com.docker.compose.project={}", self.project)
+    /// The label compose puts on everything of this stack.
+    fn project_label(&self) -> String {
+        format!("com.docker.compose.project={}", self.project)
     }
 
     /// The stack's containers, running or not, as `docker inspect` describes them.
-    pub fn containers(&self, sh: &Shell) -> Result<Vec<Container>> {
-        let filter = self.project_filter();
-        let ids = cmd!(sh, "docker ps -a -q --filter {filter}")
-            .quiet()
-            .read()
+    pub fn containers(&self, _sh: &Shell) -> Result<Vec<Container>> {
+        let listed = Engine::get()?
+            .containers(&[&self.project_label()], None, true)
             .context("list the stack's containers")?;
-        let ids: Vec<&str> = ids.lines().filter(|l| !l.trim().is_empty()).collect();
-        inspect(sh, &ids)
+        let ids: Vec<&str> = listed.iter().map(|c| c.id.as_str()).collect();
+        inspect(&ids)
     }
 
     /// The stack's volumes that exist now, by name.
-    pub fn volumes(&self, sh: &Shell) -> Result<Vec<String>> {
-        let filter = self.project_filter();
-        let out = cmd!(sh, "docker volume ls -q --filter {filter}")
-            .quiet()
-            .read()
-            .context("list the stack's volumes")?;
-        Ok(out.lines().map(str::to_owned).collect())
+    pub fn volumes(&self, _sh: &Shell) -> Result<Vec<String>> {
+        Engine::get()?
+            .volumes(&self.project_label())
+            .context("list the stack's volumes")
     }
 
     /// The name compose gives the model's volume `volume` in this stack.
@@ -144,14 +141,11 @@ impl Stack {
     }
 
     /// The names of the stack's networks.
-    pub fn networks(&self, sh: &Shell) -> Result<Vec<String>> {
-        let filter = self.project_filter();
-        let format = "{{.Name}}";
-        let names = cmd!(sh, "docker network ls --format {format} --filter {filter}")
-            .quiet()
-            .read()
+    pub fn networks(&self, _sh: &Shell) -> Result<Vec<String>> {
+        let networks = Engine::get()?
+            .networks(&self.project_label())
             .context("list the stack's networks")?;
-        Ok(names.split_whitespace().map(str::to_owned).collect())
+        Ok(networks.into_iter().map(|(_, name)| name).collect())
     }
 
     /// Removes the stack's network once no container is left in it, as `compose down` does.
@@ -159,17 +153,13 @@ impl Stack {
         if !self.containers(sh)?.is_empty() {
             return Ok(());
         }
-        let filter = self.project_filter();
-        let networks = cmd!(sh, "docker network ls -q --filter {filter}")
-            .quiet()
-            .read()
-            .context("list the stack's networks")?;
-        let networks: Vec<&str> = networks.split_whitespace().collect();
-        if !networks.is_empty() {
-            cmd!(sh, "docker network rm {networks...}")
-                .quiet()
-                .ignore_stdout()
-                .run()
+        let engine = Engine::get()?;
+        for (id, _) in engine
+            .networks(&self.project_label())
+            .context("list the stack's networks")?
+        {
+            engine
+                .remove_network(&id)
                 .context("remove the stack's network")?;
         }
         Ok(())
@@ -181,12 +171,7 @@ impl Stack {
         if !self.volumes(sh)?.contains(&name) {
             return Ok(false);
         }
-        cmd!(sh, "docker volume rm {name}")
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .with_context(|| format!("remove volume {name}"))?;
-        Ok(true)
+        Engine::get()?.remove_volume(&name)
     }
 }
 

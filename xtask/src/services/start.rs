@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use genesis_model::{self as model, Storage};
-use xshell::{Shell, cmd};
+use xshell::Shell;
 
 use super::certs;
 use super::compose::Compose;
 use super::container::Container;
+use super::engine::Engine;
 use super::images;
 use super::ports::check_port_free;
 use super::run::{Lifetime, Owner};
@@ -174,12 +175,9 @@ impl Stack {
                 .drain(..)
                 .partition(|v| used.contains(v));
             running.created_volumes = keep;
+            let engine = Engine::get()?;
             for volume in unused {
-                let _ = cmd!(sh, "docker volume rm {volume}")
-                    .quiet()
-                    .ignore_stdout()
-                    .ignore_stderr()
-                    .run();
+                let _ = engine.remove_volume(&volume);
             }
         }
         // A reused service is scrubbed only once every service answers, so that what a

@@ -10,7 +10,9 @@
 use anyhow::{Context, Result};
 use genesis_model::{self as model, IMAGES};
 use sha2::{Digest, Sha256};
-use xshell::{Shell, cmd};
+use xshell::Shell;
+
+use super::engine::Engine;
 
 use super::certs;
 use super::container::Container;
@@ -40,14 +42,14 @@ pub(super) fn recipe(sh: &Shell) -> Result<String> {
         .map(|image| images::image_available(sh, *image).unwrap_or_default())
         .filter(|name| !name.is_empty())
         .collect();
-    let format = "{{.Id}}";
-    let asked = chosen.clone();
-    let ids = cmd!(sh, "docker image inspect --format {format} {asked...}")
-        .quiet()
-        .ignore_stderr()
-        .ignore_status()
-        .read()
-        .unwrap_or_default();
+    let engine = Engine::get()?;
+    let mut ids = String::new();
+    for name in &chosen {
+        if let Some(image) = engine.image(name)? {
+            ids.push_str(&image.id);
+            ids.push('\n');
+        }
+    }
     hash.update(chosen.join("\n"));
     hash.update(ids);
     let dir = certs::ensure_test_db_certs(sh)?;

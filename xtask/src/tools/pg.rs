@@ -317,6 +317,46 @@ pub enum Probe {
 /// paid by every probe of a start. The version it picks is the one `tool --version` reports
 /// through it, so that version's binary is run directly; anything else is run as found.
 pub fn program(sh: &Shell, tool: &str) -> String {
+    await_prefetch(tool);
+    program_now(sh, tool)
+}
+
+/// Started by [`prefetch`], joined by the first caller that needs the answer.
+static PREFETCHED: std::sync::Mutex<Vec<(String, std::thread::JoinHandle<()>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Finds `tool` on the PATH now and asks its version (and the program to run) in the
+/// background: through Debian's `pg_wrapper` that costs 40 ms or more, which a command that
+/// starts a container pays while compose works instead of before. A tool that is missing is
+/// refused here, before anything starts; one that does not run is refused when first used.
+pub fn prefetch(tool: &'static str) -> Result<()> {
+    which::which(tool).map_err(|_| {
+        usage(format!(
+            "`{tool}` is not installed: `apt-get install postgresql-client` (version 15 or newer)"
+        ))
+    })?;
+    let handle = std::thread::spawn(move || {
+        if let Ok(sh) = Shell::new() {
+            let _ = program_now(&sh, tool);
+        }
+    });
+    if let Ok(mut pending) = PREFETCHED.lock() {
+        pending.push((tool.to_owned(), handle));
+    }
+    Ok(())
+}
+
+fn await_prefetch(tool: &str) {
+    let handle = PREFETCHED.lock().ok().and_then(|mut pending| {
+        let at = pending.iter().position(|(t, _)| t == tool)?;
+        Some(pending.remove(at).1)
+    });
+    if let Some(handle) = handle {
+        let _ = handle.join();
+    }
+}
+
+fn program_now(sh: &Shell, tool: &str) -> String {
     static PROGRAMS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
     if let Ok(programs) = PROGRAMS.lock()
         && let Some((_, program)) = programs.iter().find(|(t, _)| t == tool)
@@ -328,7 +368,7 @@ pub fn program(sh: &Shell, tool: &str) -> String {
         .and_then(|path| std::fs::canonicalize(path).ok())
         .is_some_and(|path| path.file_name().is_some_and(|name| name == "pg_wrapper"));
     let direct = wrapped
-        .then(|| pg_tool(sh, tool).ok())
+        .then(|| pg_tool_now(sh, tool).ok())
         .flatten()
         .map(|(_, major)| format!("/usr/lib/postgresql/{major}/bin/{tool}"))
         .filter(|path| std::path::Path::new(path).is_file());
@@ -429,6 +469,11 @@ pub fn compare_counts(
 
 /// A PostgreSQL client tool (`psql`, `pg_dump`, `pg_restore`) and its major version.
 pub fn pg_tool(sh: &Shell, tool: &str) -> Result<(String, u32)> {
+    await_prefetch(tool);
+    pg_tool_now(sh, tool)
+}
+
+fn pg_tool_now(sh: &Shell, tool: &str) -> Result<(String, u32)> {
     // Asked by the preflight and again to find the binary to run: once per command.
     static FOUND: std::sync::Mutex<Vec<(String, (String, u32))>> =
         std::sync::Mutex::new(Vec::new());

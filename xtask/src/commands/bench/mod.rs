@@ -76,7 +76,14 @@ impl flags::Bench {
         eprintln!(
             "1/5 db-up to ready, xtask against raw compose + psql loop and the engine's floor ({reps} reps each)"
         );
-        let (xt, raw, floor, xt_v2) = bench_db_up(sh, &compose, stack, &xtask, reps)?;
+        let DbUp {
+            xt,
+            raw,
+            floor,
+            xt_v2,
+            up,
+            up_v2,
+        } = bench_db_up(sh, &compose, stack, &xtask, reps)?;
         rows.push(row("db-up to ready (s)", "xtask", &xt, "raw", &raw));
         rows.push(row(
             "db-up against the floor (s)",
@@ -96,12 +103,12 @@ impl flags::Bench {
         }
         out.insert(
             "db_up_ready_s".into(),
-            json!({ "xtask": xt, "raw": raw, "ratio": xt.median / raw.median, "ratio_to_floor": xt.median / floor.median, "compose": compose.describe(sh)? }),
+            json!({ "xtask": xt, "raw": raw, "compose_up": up, "ratio": xt.median / raw.median, "ratio_to_floor": xt.median / floor.median, "compose": compose.describe(sh)? }),
         );
         if let Some(v2) = &xt_v2 {
             out.insert(
                 "db_up_ready_compose_v2_s".into(),
-                json!({ "xtask": v2, "ratio_to_floor": v2.median / floor.median }),
+                json!({ "xtask": v2, "compose_up": up_v2, "ratio_to_floor": v2.median / floor.median }),
             );
         }
         out.insert("engine_floor_s".into(), serde_json::to_value(&floor)?);
@@ -294,6 +301,22 @@ fn test_db_url(port: u16) -> String {
     )
 }
 
+/// What `db-up` costs, and what it is made of.
+struct DbUp {
+    /// `cargo xtask db-up --env test` to a real login, under the machine's compose.
+    xt: Stats,
+    /// `compose up -d test-db` and a `psql` loop to a real login.
+    raw: Stats,
+    /// The engine's own floor: `docker run --rm` of the image running `true`.
+    floor: Stats,
+    /// `cargo xtask db-up` under Compose v2, where it is at hand beside the machine's v1.
+    xt_v2: Option<Stats>,
+    /// `compose up -d test-db` alone, until compose returns, under the machine's compose.
+    up: Stats,
+    /// The same under Compose v2.
+    up_v2: Option<Stats>,
+}
+
 /// `cargo xtask db-up` against `compose up -d test-db` and a `psql -c 'select 1'` loop, each
 /// from a removed container, on a warm image; and the engine's own floor, `docker run --rm` of
 /// the same image running `true`.
@@ -303,7 +326,7 @@ fn bench_db_up(
     stack: &Stack,
     xtask: &Path,
     reps: usize,
-) -> Result<(Stats, Stats, Stats, Option<Stats>)> {
+) -> Result<DbUp> {
     let service = Service::TestDb.name();
     let image = images::image_available(sh, model::POSTGRES_IMAGE)?;
     let was_running = stack
@@ -328,7 +351,9 @@ fn bench_db_up(
         .then(|| std::env::var_os(crate::services::compose::V2_VAR))
         .flatten()
         .filter(|dir| !dir.is_empty());
+    let compose_v2 = v2.as_ref().and_then(|dir| Compose::v2_of(Path::new(dir)));
     let (mut xt, mut raw, mut floor, mut xt_v2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut up, mut up_v2) = (Vec::new(), Vec::new());
     for rep in 0..reps {
         floor.push(timed(|| docker::run_nothing(sh, &image))?);
         remove()?;
@@ -353,8 +378,14 @@ fn bench_db_up(
             })?);
             remove()?;
         }
+        if let Some(v2) = &compose_v2 {
+            up_v2.push(timed(|| stack.up_plain(sh, v2, &[service]))?);
+            remove()?;
+        }
         raw.push(timed(|| {
+            let started = Instant::now();
             stack.up_plain(sh, compose, &[service])?;
+            up.push(started.elapsed().as_secs_f64());
             let url = test_db_url(port(sh)?);
             let deadline = Instant::now() + Duration::from_secs(90);
             // The password in the environment, not on psql's command line.
@@ -393,8 +424,14 @@ fn bench_db_up(
             docker::remove_volume(sh, &volume)?;
         }
     }
-    let v2 = (!xt_v2.is_empty()).then(|| Stats::of(xt_v2));
-    Ok((Stats::of(xt), Stats::of(raw), Stats::of(floor), v2))
+    Ok(DbUp {
+        xt: Stats::of(xt),
+        raw: Stats::of(raw),
+        floor: Stats::of(floor),
+        xt_v2: (!xt_v2.is_empty()).then(|| Stats::of(xt_v2)),
+        up: Stats::of(up),
+        up_v2: (!up_v2.is_empty()).then(|| Stats::of(up_v2)),
+    })
 }
 
 /// What one test's database costs.

@@ -89,6 +89,31 @@ fn table(bench: &serde_json::Value) -> Result<String> {
         range(raw, "s"),
         xt.0 / raw.0
     ));
+    // What compose's own `up` takes of it, per flavour, against the same floor.
+    if bench.get("engine_floor_s").is_some() {
+        let floor = stats(&["engine_floor_s"])?;
+        let machine_compose = bench["db_up_ready_s"]["compose"]
+            .as_str()
+            .unwrap_or("the machine's compose");
+        for (key, flavour) in [
+            ("db_up_ready_s", machine_compose),
+            ("db_up_ready_compose_v2_s", "Compose v2"),
+        ] {
+            if bench
+                .get(key)
+                .and_then(|v| v.get("compose_up"))
+                .is_some_and(|v| !v.is_null())
+            {
+                let up = stats(&[key, "compose_up"])?;
+                out.push_str(&format!(
+                    "| `compose up -d test-db` alone, {flavour} | {} | engine floor: {} | {:.2}x | |\n",
+                    range(up, "s"),
+                    range(floor, "s"),
+                    up.0 / floor.0
+                ));
+            }
+        }
+    }
     let migrations = stats(&["test_db_ms", "migrations"])?;
     if bench["test_db_ms"].get("handout").is_some() {
         let handout = stats(&["test_db_ms", "handout"])?;
