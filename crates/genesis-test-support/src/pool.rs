@@ -53,6 +53,10 @@ pub const TIMINGS_VAR: &str = "GENESIS_TEST_DB_TIMINGS";
 /// Set to `1` when the test database goes away with the run (its container is removed): the
 /// pool server then leaves its databases to it instead of dropping them as it stops.
 pub const DISPOSABLE_VAR: &str = "GENESIS_TEST_DB_POOL_DISPOSABLE";
+/// Set to `1` when the test database stays for the next run (`cargo xtask test --keep`): the
+/// pool server then leaves its ready clones in it as the pool's (`genesis_p_...`), which the
+/// next run's server takes over instead of copying the template again.
+pub const LEAVE_READY_VAR: &str = "GENESIS_TEST_DB_POOL_LEAVE_READY";
 /// The variable naming the Unix socket of the run's pool server.
 pub const SOCKET_VAR: &str = "GENESIS_TEST_DB_POOL_SOCKET";
 /// The server keeps more ready clones: it alone refills them, for every process of a run.

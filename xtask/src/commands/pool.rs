@@ -16,16 +16,20 @@ pub const POOL_SERVER: &str = "test_db_pool";
 pub const POOL_SOCKET_VAR: &str = "GENESIS_TEST_DB_POOL_SOCKET";
 const POOL_TARGET_VAR: &str = "GENESIS_TEST_DB_POOL";
 const POOL_DISPOSABLE_VAR: &str = "GENESIS_TEST_DB_POOL_DISPOSABLE";
+const POOL_LEAVE_READY_VAR: &str = "GENESIS_TEST_DB_POOL_LEAVE_READY";
 pub const POOL_SOCKET: &str = "test-db-pool.sock";
 
 /// Starts the pool server on the host, against the test database as host-mode tests see it,
 /// and waits until it serves. `None` (the tests then use pools of their own) where a Unix
 /// socket path would be too long.
-/// `sockets` is the socket as the host's tests reach it, then as the container's do.
+/// `sockets` is the socket as the host's tests reach it, then as the container's do. With
+/// `keep` (the services stay warm for the next run) the server leaves its ready clones in the
+/// test database as it stops, and the next run's server takes them over.
 pub fn start_pool_server(
     sh: &Shell,
     running: &Running<'_>,
     sockets: [String; 2],
+    keep: bool,
 ) -> Result<Option<child::Session>> {
     let [socket, in_container] = sockets;
     if socket.len() > 100 || in_container.len() > 100 {
@@ -40,6 +44,9 @@ pub fn start_pool_server(
     if running.started(Service::TestDb) {
         // The run removes the test database with its container: nothing to drop at the end.
         cmd = cmd.env(POOL_DISPOSABLE_VAR, "1");
+    }
+    if keep {
+        cmd = cmd.env(POOL_LEAVE_READY_VAR, "1");
     }
     let cmd = cmd
         .env_remove(model::API.in_container_var)

@@ -285,6 +285,7 @@ pub fn run_suites_with(
                 store.pool_socket(Target::Host),
                 store.pool_socket(Target::Container),
             ],
+            selection.keep,
         ) {
             Ok(server) => server,
             Err(_) if interrupted() => {

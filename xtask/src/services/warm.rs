@@ -86,8 +86,10 @@ pub(super) fn fits(container: &Container, recipe: &str) -> Result<(), String> {
 
 impl Running<'_> {
     /// Leaves a reused test database and Redis as a fresh start would: drops every database
-    /// but the maintenance ones and the templates, makes `test_db` anew, flushes Redis (at
-    /// the same time as the database is scrubbed).
+    /// but the maintenance ones, the templates and the pool's ready clones, makes `test_db`
+    /// anew, flushes Redis (at the same time as the database is scrubbed). A ready clone
+    /// (`genesis_p_<template digest>_...`, `genesis_test_support::pool::POOL_PREFIX`) is a copy
+    /// of a template that no test has had: a hand-out renames it first, atomically.
     pub(super) fn scrub(&self, reused: &[Service]) -> Result<()> {
         let flush = if reused.contains(&Service::Redis) {
             let cmd = super::docker::exec(self.sh, &[], self.container(Service::Redis))
@@ -126,7 +128,8 @@ impl Running<'_> {
         // `\gexec` runs each generated statement on its own.
         let sql = format!(
             "select format('drop database %I with (force)', datname) from pg_database \
-             where not datistemplate and datname not in ('postgres') \\gexec\n\
+             where not datistemplate and datname not in ('postgres') \
+             and datname not like 'genesis\\_p\\_%' \\gexec\n\
              create database {name} owner {user};\n"
         );
         let options = vec!["-i".to_owned()];

@@ -26,6 +26,17 @@ fn a_warm_run_sees_nothing_of_the_last_and_a_changed_recipe_restarts() {
     assert!(running("test-db") && running("redis"));
     assert_eq!(service_status("test-db")["warm"], true);
 
+    // The pool server left its ready clones in the warm database as the pool's.
+    let ready_clones = || {
+        psql(
+            &test_url_on("postgres"),
+            "select string_agg(datname, ' ' order by datname) from pg_database \
+             where datname like 'genesis\\_p\\_%'",
+        )
+    };
+    let left_by_first = ready_clones();
+    assert!(!left_by_first.is_empty(), "no ready clone left warm");
+
     // What a test that writes could leave: a table in test_db, a database of its own, a key.
     let leftover_db = unique("genesis_t_left");
     psql(&test_url(), "create table written_by_a_warm_run (x int)");
@@ -56,6 +67,16 @@ fn a_warm_run_sees_nothing_of_the_last_and_a_changed_recipe_restarts() {
         "0"
     );
     assert_eq!(redis("GET written_by_a_warm_run"), "$-1");
+    // The second run's server took the first one's ready clones over (renamed them to its
+    // own), and left its own ready ones in turn.
+    let left_by_second = ready_clones();
+    assert!(!left_by_second.is_empty(), "no ready clone left warm");
+    for name in left_by_first.split_whitespace() {
+        assert!(
+            !left_by_second.split_whitespace().any(|n| n == name),
+            "{name} was not taken over: {left_by_second}"
+        );
+    }
     // The migrated template stays warm: that is what the next run saves.
     assert_eq!(
         psql(

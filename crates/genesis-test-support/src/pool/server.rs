@@ -11,7 +11,7 @@ use genesis_api::db;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_postgres::Client;
 
-use super::{DEFAULT, DISPOSABLE_VAR, Handout, Pool, SERVER_TARGET, pool, target};
+use super::{DEFAULT, DISPOSABLE_VAR, Handout, LEAVE_READY_VAR, Pool, SERVER_TARGET, pool, target};
 use crate::{DB_PREFIX, settings, unique_suffix};
 
 /// The pool server: listens on `socket`, calls `ready` once it can hand out, and serves until
@@ -97,6 +97,11 @@ impl Server {
             drops: Arc::new(std::sync::Mutex::new(Some(drops))),
             dropper: Arc::new(tokio::sync::Mutex::new(None)),
         };
+        // Ready clones a kept run left (`LEAVE_READY_VAR`) are this server's first.
+        for name in server.take_over().await {
+            server.stock.fetch_add(1, Ordering::AcqRel);
+            server.add_ready(name);
+        }
         let url = settings().test_database_url;
         let mut workers = 0;
         for _ in 0..FILL_WORKERS {
@@ -120,6 +125,67 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         server
+    }
+
+    /// Renames the pool's ready clones of this template (`genesis_p_<digest>_...`, left by
+    /// the previous run's server) to test databases of this server's, up to its target. A
+    /// rename is atomic, so a clone another claimant took first is simply not there.
+    async fn take_over(&self) -> Vec<String> {
+        let pattern = format!("{}%", self.pool.prefix.replace('_', "\\_"));
+        let Ok(rows) = self
+            .pool
+            .handout
+            .query(
+                "select datname from pg_database where datname like $1 and not datistemplate",
+                &[&pattern],
+            )
+            .await
+        else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        for row in rows.iter().take(target()) {
+            let candidate: String = row.get(0);
+            let name = format!("{DB_PREFIX}{}", unique_suffix());
+            let rename = format!(
+                "alter database {} rename to {}",
+                crate::ident(&candidate),
+                crate::ident(&name)
+            );
+            if self.pool.handout.batch_execute(&rename).await.is_ok() {
+                taken.push(name);
+            }
+        }
+        taken
+    }
+
+    /// Leaves the ready clones as the pool's (`genesis_p_<digest>_...`) for the next run's
+    /// server, once the workers stop: the database stays ([`LEAVE_READY_VAR`]).
+    async fn leave_ready(&self) {
+        let since = Instant::now();
+        while self.stock.load(Ordering::Acquire) > self.ready.load(Ordering::Acquire)
+            && since.elapsed() < FINISH_WITHIN
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut ready = self.ready_rx.lock().await;
+        ready.close();
+        while let Ok(name) = ready.try_recv() {
+            let Some(suffix) = name.strip_prefix(DB_PREFIX) else {
+                continue;
+            };
+            let rename = format!(
+                "alter database {} rename to {}",
+                crate::ident(&name),
+                crate::ident(&format!("{}{suffix}", self.pool.prefix))
+            );
+            if self.pool.handout.batch_execute(&rename).await.is_err() {
+                // Not left as the pool's: dropped with the others.
+                if let Some(queue) = self.drops.lock().expect("the drop queue").as_ref() {
+                    let _ = queue.send(name);
+                }
+            }
+        }
     }
 
     fn add_ready(&self, name: String) {
@@ -209,6 +275,9 @@ impl Server {
         let dropper = self.dropper.lock().await.take();
         self.stopping.store(true, Ordering::Release);
         self.wanted.notify_waiters();
+        if std::env::var(LEAVE_READY_VAR).is_ok_and(|v| v == "1") {
+            self.leave_ready().await;
+        }
         // The clones being made are dropped with the others once they are ready.
         let since = Instant::now();
         while self.stock.load(Ordering::Acquire) > self.ready.load(Ordering::Acquire)
