@@ -10,7 +10,7 @@ use xshell::{Shell, cmd};
 use crate::commands::parity;
 use crate::commands::pool::POOL_SERVER;
 use crate::services::preflight;
-use crate::tools::util::{one_line, project_root, target_dir, usage, xtask_dir};
+use crate::tools::util::{as_from_a_shell, one_line, project_root, target_dir, usage, xtask_dir};
 
 pub const ARCHIVE: &str = "genesis-tests.tar.zst";
 
@@ -40,17 +40,17 @@ pub fn build_archive(sh: &Shell, archive: &Path, zstd: Zstd) -> Result<()> {
     let started = Instant::now();
     eprintln!("building the suites (one archive for every mode)");
     let cargo = crate::tools::util::cargo();
-    cmd!(
+    as_from_a_shell(cmd!(
         sh,
         "{cargo} build -p genesis-api --bin genesis-api --example {POOL_SERVER} --target-dir {target}"
-    )
+    ))
     .quiet()
     .run()
     .context("build genesis-api")?;
-    cmd!(
+    as_from_a_shell(cmd!(
         sh,
         "cargo nextest archive -p genesis-api --target-dir {target} --archive-file {archive} --zstd-level={level}"
-    )
+    ))
     .quiet()
     .run()
     .context("build the test archive")?;

@@ -422,18 +422,18 @@ fn bench_test_db(sh: &Shell, compose: &Compose, stack: &Stack, count: usize) -> 
         READY_TIMEOUT,
     )?;
     let cargo = crate::tools::util::cargo();
-    cmd!(
+    crate::tools::util::as_from_a_shell(cmd!(
         sh,
         "{cargo} build --quiet -p genesis-api --example test_db_cost"
-    )
+    ))
     .run()
     .context("build the test_db_cost example")?;
     let count = count.to_string();
     let cargo = crate::tools::util::cargo();
-    let out = cmd!(
+    let out = crate::tools::util::as_from_a_shell(cmd!(
         sh,
         "{cargo} run --quiet -p genesis-api --example test_db_cost -- {count}"
-    )
+    ))
     .env_remove(model::API.in_container_var)
     .envs(running.host_settings()?)
     .read()
