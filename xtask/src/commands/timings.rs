@@ -43,6 +43,11 @@ pub struct Timings {
 impl Timings {
     /// One line: `time: checks 0.3 s, build 0.9 s, ...; total 9.0 s`.
     pub fn line(&self) -> String {
+        format!("time: {}", self.phases())
+    }
+
+    /// The phases as [`Timings::line`] shows them, without its `time: `.
+    pub fn phases(&self) -> String {
         let modes: Vec<String> = [("host", self.host), ("container", self.container)]
             .iter()
             .filter_map(|(name, s)| s.map(|s| format!("{name} {s:.1}")))
@@ -58,7 +63,7 @@ impl Timings {
             String::new()
         };
         format!(
-            "time: checks {:.2} s, build {:.1} s, services {:.1} s (beside the listing {:.1} s{wait}), \
+            "checks {:.2} s, build {:.1} s, services {:.1} s (beside the listing {:.1} s{wait}), \
              pool {:.2} s, suites {:.1} s{modes}, teardown {:.1} s, reports {:.2} s; total {:.1} s \
              (harness {:.1} s)",
             self.checks,
@@ -77,6 +82,45 @@ impl Timings {
     /// Everything but the suites' own run.
     pub fn harness(&self) -> f64 {
         (self.total - self.suites).max(0.0)
+    }
+
+    /// Each phase's median over `runs` (none: all zero).
+    pub fn median(runs: &[Timings]) -> Timings {
+        let median = |f: fn(&Timings) -> f64| {
+            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            match v.len() {
+                0 => 0.0,
+                n if n % 2 == 1 => v[n / 2],
+                n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+            }
+        };
+        let mode = |f: fn(&Timings) -> Option<f64>| {
+            let ran: Vec<Timings> = runs
+                .iter()
+                .filter_map(|t| {
+                    f(t).map(|total| Timings {
+                        total,
+                        ..Timings::default()
+                    })
+                })
+                .collect();
+            (!ran.is_empty()).then(|| Timings::median(&ran).total)
+        };
+        Timings {
+            checks: median(|t| t.checks),
+            build: median(|t| t.build),
+            services: median(|t| t.services),
+            listing: median(|t| t.listing),
+            listing_wait: median(|t| t.listing_wait),
+            pool: median(|t| t.pool),
+            suites: median(|t| t.suites),
+            host: mode(|t| t.host),
+            container: mode(|t| t.container),
+            teardown: median(|t| t.teardown),
+            reports: median(|t| t.reports),
+            total: median(|t| t.total),
+        }
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
@@ -150,7 +194,25 @@ mod tests {
             listing_wait: 0.4,
             ..t.clone()
         };
-        assert!(waited.line().contains("(beside the listing 1.0 s, then waited 0.4 s for it)"));
+        assert!(
+            waited
+                .line()
+                .contains("(beside the listing 1.0 s, then waited 0.4 s for it)")
+        );
+    }
+
+    #[test]
+    fn the_median_is_taken_phase_by_phase() {
+        let run = |build: f64, host: Option<f64>| Timings {
+            build,
+            host,
+            ..Timings::default()
+        };
+        let median = Timings::median(&[run(3.0, Some(1.0)), run(1.0, None), run(2.0, Some(2.0))]);
+        assert_eq!(median.build, 2.0);
+        assert_eq!(median.host, Some(1.5));
+        assert_eq!(median.container, None);
+        assert_eq!(Timings::median(&[]), Timings::default());
     }
 
     #[test]

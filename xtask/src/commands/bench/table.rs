@@ -155,6 +155,14 @@ fn table(bench: &serde_json::Value) -> Result<String> {
             both.0 / MAIN_JOB_BEFORE_S
         ));
     }
+    if let Some(median) = bench.pointer("/main_job_phases/median") {
+        let phases: crate::commands::timings::Timings =
+            serde_json::from_value(median.clone()).context("read main_job_phases")?;
+        out.push_str(&format!(
+            "| the main job, phase by phase (medians) | {} | | | |\n",
+            phases.phases()
+        ));
+    }
     let (host, container) = (
         stats(&["suite_wall_s", "host"])?,
         stats(&["suite_wall_s", "container"])?,
