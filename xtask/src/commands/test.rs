@@ -266,25 +266,17 @@ pub fn run_suites_with(
         nextest_changed = copy_if_changed(&nextest, &xtask_dir().join("bin/cargo-nextest"))?;
     }
     // Ctrl-C from here on stops the runs and the guard removes the services this run started.
-    let started = stack
-        .start(
-            sh,
-            &compose,
-            &wanted,
-            if selection.keep {
-                Lifetime::Warm
-            } else {
-                Lifetime::ThisRun
-            },
-            crate::services::READY_TIMEOUT,
-        )
-        .and_then(|guard| {
-            // A reused warm container ran this nextest binary in the run that kept it.
-            if needs_container && (nextest_changed || !guard.reused(Service::Api)) {
-                check_container_runs_host_binaries(sh, guard.container(Service::Api))?;
-            }
-            Ok(guard)
-        });
+    let started = stack.start(
+        sh,
+        &compose,
+        &wanted,
+        if selection.keep {
+            Lifetime::Warm
+        } else {
+            Lifetime::ThisRun
+        },
+        crate::services::READY_TIMEOUT,
+    );
     timings.services = clock.lap();
     // Joined whatever happened, so that no listing outlives the command.
     let (listed, listing) = lister
@@ -294,6 +286,22 @@ pub fn run_suites_with(
     let guard = started?;
     let listed = listed?;
 
+    // Beside the pool server's start (each waits on a service, not on the CPU): a reused warm
+    // container ran this nextest binary in the run that kept it.
+    let checker =
+        (needs_container && (nextest_changed || !guard.reused(Service::Api))).then(|| {
+            let container = guard.container(Service::Api).to_owned();
+            std::thread::spawn(move || {
+                let sh = Shell::new().context("a shell for the container's check")?;
+                check_container_runs_host_binaries(&sh, &container)
+            })
+        });
+    let checked = || match checker {
+        Some(checker) => checker
+            .join()
+            .map_err(|_| anyhow::anyhow!("the container's check panicked"))?,
+        None => Ok(()),
+    };
     // An archive built elsewhere comes without the pool server: its tests use pools of their
     // own (slower hand-outs, same results). A Ctrl-C reaches the server too (one process
     // group): its death is then the interruption, not a failure of its own.
@@ -307,13 +315,18 @@ pub fn run_suites_with(
             ],
         ) {
             Ok(server) => server,
-            Err(_) if interrupted() => {
-                bail!("interrupted; the services this run started were stopped")
+            Err(err) => {
+                // Joined whatever happened, so that no check outlives the command.
+                let _ = checked();
+                if interrupted() {
+                    bail!("interrupted; the services this run started were stopped")
+                }
+                return Err(err);
             }
-            Err(err) => return Err(err),
         },
         Some(_) => None,
     };
+    checked()?;
     timings.pool = clock.lap();
     let names: Vec<&str> = targets.iter().map(|t| t.name()).collect();
     eprintln!(

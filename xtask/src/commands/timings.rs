@@ -19,14 +19,14 @@ pub struct Timings {
     /// The build check of the application, the pool server and the archive (or the given
     /// archive's check, listing and copy).
     pub build: f64,
-    /// Starting the services until each answers, and the container's check of the host's
-    /// binaries.
+    /// Starting the services until each answers.
     pub services: f64,
     /// Extracting and listing the archive, on a thread beside `services`.
     pub listing: f64,
     /// What `services` waited for the listing after the services were up.
     pub listing_wait: f64,
-    /// Starting the pool server until it serves.
+    /// Starting the pool server until it serves, and beside it the container's check that it
+    /// runs the host's binaries.
     pub pool: f64,
     /// From the first mode's start until the last mode's end.
     pub suites: f64,
