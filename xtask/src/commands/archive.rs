@@ -61,7 +61,7 @@ pub fn build_archive(sh: &Shell, archive: &Path, zstd: Zstd) -> Result<()> {
         file_stamp(&preflight::nextest()?),
         built_from(&built)?
     );
-    let stamp = archive.with_extension("built-from");
+    let stamp = built_from_stamp(archive);
     let current = |inputs: &str| format!("{inputs}archive {}\n", file_stamp(archive));
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(current(&inputs).as_str()) {
         eprintln!(
@@ -159,36 +159,29 @@ pub fn list_archive(
     // extraction cut short is never there.
     let stamp = extract.join(".extracted-from");
     let archive_stamp = format!("{}\n", file_stamp(&std::fs::canonicalize(archive)?));
-    let kept = std::fs::read_to_string(&stamp)
+    let mut kept = std::fs::read_to_string(&stamp)
         .ok()
         .and_then(|text| Some(text.strip_prefix(&archive_stamp)?.trim().to_owned()))
         .filter(|digest| !digest.is_empty());
-    let source: Vec<OsString> = if kept.is_some() {
-        let extracted = extract.join("target");
-        let nextest = extracted.join("nextest");
-        vec![
-            "--binaries-metadata".into(),
-            nextest.join("binaries-metadata.json").into(),
-            "--cargo-metadata".into(),
-            nextest.join("cargo-metadata.json").into(),
-            "--target-dir-remap".into(),
-            extracted.into(),
-        ]
-    } else {
-        let _ = std::fs::remove_file(&stamp);
-        vec![
-            "--archive-file".into(),
-            archive.into(),
-            "--extract-to".into(),
-            extract.into(),
-            "--extract-overwrite".into(),
-        ]
+    let list = |kept: bool| {
+        let source = list_source(archive, extract, kept);
+        let partition_args = &partition_args;
+        cmd!(sh, "cargo nextest list {source...} --workspace-remap {root} -E {filter} {partition_args...} --message-format json -- {filters...}")
+            .quiet()
+            .ignore_status()
+            .output()
+            .context("list the tests of the archive")
     };
-    let out = cmd!(sh, "cargo nextest list {source...} --workspace-remap {root} -E {filter} {partition_args...} --message-format json -- {filters...}")
-        .quiet()
-        .ignore_status()
-        .output()
-        .context("list the tests of the archive")?;
+    if kept.is_none() {
+        let _ = std::fs::remove_file(&stamp);
+    }
+    let mut out = list(kept.is_some())?;
+    if !out.status.success() && kept.is_some() {
+        // An extraction touched since: extracted again.
+        let _ = std::fs::remove_file(&stamp);
+        kept = None;
+        out = list(false)?;
+    }
     if !out.status.success() {
         bail!(
             "`cargo nextest list` cannot read {}: {}",
@@ -220,6 +213,36 @@ pub fn list_archive(
         tests,
         shard,
     })
+}
+
+/// Where `cargo nextest list` finds the archive's binaries: `extract` as it is when `kept`,
+/// else the archive, extracted there first.
+fn list_source(archive: &Path, extract: &Path, kept: bool) -> Vec<OsString> {
+    if kept {
+        let extracted = extract.join("target");
+        let nextest = extracted.join("nextest");
+        vec![
+            "--binaries-metadata".into(),
+            nextest.join("binaries-metadata.json").into(),
+            "--cargo-metadata".into(),
+            nextest.join("cargo-metadata.json").into(),
+            "--target-dir-remap".into(),
+            extracted.into(),
+        ]
+    } else {
+        vec![
+            "--archive-file".into(),
+            archive.into(),
+            "--extract-to".into(),
+            extract.into(),
+            "--extract-overwrite".into(),
+        ]
+    }
+}
+
+/// The file beside an archive that says which build it was made from.
+pub fn built_from_stamp(archive: &Path) -> std::path::PathBuf {
+    archive.with_extension("built-from")
 }
 
 /// One SHA-256 over the test binaries' own digests, each beside its binary id: what two
