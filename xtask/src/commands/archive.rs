@@ -84,14 +84,18 @@ pub fn build_archive(sh: &Shell, archive: &Path, zstd: Zstd) -> Result<()> {
     Ok(())
 }
 
-/// Every executable of a build, one line each with its size and modification time, from
+/// Every executable of a build that the archive holds (the test binaries and the
+/// application, not the examples), one line each with its size and modification time, from
 /// cargo's JSON messages: what the archive holds changes only with one of them.
 fn built_from(messages: &str) -> Result<String> {
     let mut lines = Vec::new();
     for message in messages.lines().filter(|l| l.starts_with('{')) {
         let message: serde_json::Value =
             serde_json::from_str(message).context("read cargo's build messages")?;
-        if message["reason"] != "compiler-artifact" {
+        let example = message["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "example"));
+        if message["reason"] != "compiler-artifact" || example {
             continue;
         }
         if let Some(executable) = message["executable"].as_str() {
@@ -283,4 +287,46 @@ pub fn check_archive_file(given: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::built_from;
+
+    #[test]
+    fn the_archive_is_stamped_with_its_executables_not_the_examples() {
+        let dir = std::env::temp_dir().join(format!("xtask-built-from-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (auth, example) = (dir.join("auth-1"), dir.join("test_db_pool"));
+        std::fs::write(&auth, b"1234").unwrap();
+        std::fs::write(&example, b"12").unwrap();
+        let message = |kind: &str, name: &str, path: &std::path::Path| {
+            serde_json::json!({
+                "reason": "compiler-artifact",
+                "target": { "kind": [kind], "name": name },
+                "executable": path,
+            })
+            .to_string()
+        };
+        let messages = [
+            message("test", "auth", &auth),
+            message("example", "test_db_pool", &example),
+            message("bin", "genesis-api", &dir.join("gone")),
+            r#"{"reason":"build-finished","success":true}"#.to_owned(),
+        ]
+        .join("\n");
+        let stamp = built_from(&messages).unwrap();
+        let lines: Vec<&str> = stamp.lines().collect();
+        assert_eq!(lines.len(), 2, "{stamp}");
+        assert!(lines[0].starts_with(&format!("auth {} 4 ", auth.display())));
+        assert_eq!(
+            lines[1],
+            format!("genesis-api {} missing", dir.join("gone").display())
+        );
+        // A relinked binary changes the stamp.
+        std::fs::write(&auth, b"12345").unwrap();
+        assert_ne!(built_from(&messages).unwrap(), stamp);
+        assert!(built_from("").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
