@@ -73,7 +73,12 @@ fn start_server(socket: &Path) {
             let _ = tx.send(());
         };
         runtime
-            .block_on(support::pool::serve(&socket, ready, std::future::pending()))
+            .block_on(support::pool::serve(
+                &socket,
+                support::pool::Ready::Filled,
+                ready,
+                std::future::pending(),
+            ))
             .expect("the pool server");
     });
     rx.recv().expect("the pool server started");

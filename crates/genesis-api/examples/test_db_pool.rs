@@ -27,7 +27,14 @@ fn main() {
         println!("ready");
         let _ = std::io::Write::flush(&mut std::io::stdout());
     };
-    let served = runtime.block_on(support::pool::serve(&socket, ready, stdin_closed));
+    // Ready as soon as it listens: the clones are made while nextest starts the test
+    // processes, instead of before it starts them.
+    let served = runtime.block_on(support::pool::serve(
+        &socket,
+        support::pool::Ready::Listening,
+        ready,
+        stdin_closed,
+    ));
     // A request still being answered does not hold the exit for long.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     if let Err(err) = served {

@@ -36,7 +36,7 @@ use tokio_postgres::error::SqlState;
 
 mod server;
 
-pub use self::server::serve;
+pub use self::server::{Ready, serve};
 use crate::{DB_PREFIX, HINT, ident, settings, sweep, template, unique_suffix};
 
 /// The prefix of ready clones; the template's digest follows it.

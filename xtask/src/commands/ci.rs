@@ -111,8 +111,10 @@ fn flavour(sh: &Shell, steps: &mut Steps, compose: &Compose, purpose: &str) -> R
         )
     })?;
     let report = steps.run(tag, "test --both-modes", || {
-        let report = test::run_suites(sh, &stack, &[Target::Host, Target::Container], Suite::All)?;
+        let (report, timings) =
+            test::run_suites(sh, &stack, &[Target::Host, Target::Container], Suite::All)?;
         test::print_report(&report, &stack);
+        eprintln!("{}", timings.line());
         if report.ok {
             Ok(report)
         } else {

@@ -21,4 +21,5 @@ pub mod run_state;
 pub mod setup;
 pub mod stress;
 pub mod test;
+pub mod timings;
 pub mod verify;

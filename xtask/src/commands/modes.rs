@@ -26,6 +26,8 @@ pub struct ModeRun {
     pub junit: PathBuf,
     pub started: Instant,
     pub status: Option<i32>,
+    /// How long the run took, once it ended.
+    pub took: Option<Duration>,
 }
 
 /// What every mode's nextest run gets: the suite's filterset, the partition and name filters,
@@ -167,10 +169,12 @@ pub fn wait_all(runs: &mut [ModeRun], mut watch: impl FnMut() -> Result<()>) -> 
                 match run.child.try_wait()? {
                     Some(status) => {
                         run.status = Some(status.code().unwrap_or(-1));
+                        let took = run.started.elapsed();
+                        run.took = Some(took);
                         eprintln!(
                             "{} run finished in {:.1} s",
                             run.target.name(),
-                            run.started.elapsed().as_secs_f64()
+                            took.as_secs_f64()
                         );
                     }
                     None => pending += 1,

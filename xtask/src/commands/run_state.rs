@@ -25,6 +25,9 @@ pub fn remove_build(stack: &Stack) {
     let dir = stack.state_dir();
     let _ = std::fs::remove_dir_all(dir.join(EXTRACTED));
     let _ = std::fs::remove_file(dir.join(ARCHIVE));
+    let _ = std::fs::remove_file(crate::commands::archive::built_from_stamp(
+        &dir.join(ARCHIVE),
+    ));
 }
 
 /// Where a stack's runs keep what a run of another stack must not see, relative to the

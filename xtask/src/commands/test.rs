@@ -21,6 +21,7 @@ use crate::commands::modes::{ModeRun, RunArgs, dead_service, spawn_mode, tail, w
 use crate::commands::parity::{self, Outcomes, Report, Target};
 use crate::commands::pool::start_pool_server;
 use crate::commands::run_state::{EXTRACTED, Store, lock_runs};
+use crate::commands::timings::{Clock, Timings};
 use crate::flags::{self, Suite};
 use crate::services::compose::Compose;
 use crate::services::preflight;
@@ -46,7 +47,7 @@ impl flags::Test {
                 &targets,
                 self.repeat as usize,
                 self.cpu_load,
-                || run_suites_with(sh, stack, &targets, self.suite, &selection),
+                || run_suites_with(sh, stack, &targets, self.suite, &selection).map(|(r, _)| r),
             )?;
             let json = serde_json::to_string_pretty(&flakes)?;
             let file = stack.state_dir().join("flakes.json");
@@ -58,12 +59,13 @@ impl flags::Test {
             }
             return crate::commands::stress::verdict(&flakes);
         }
-        let report = run_suites_with(sh, stack, &targets, self.suite, &selection)?;
+        let (report, timings) = run_suites_with(sh, stack, &targets, self.suite, &selection)?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
             print_report(&report, stack);
         }
+        eprintln!("{}", timings.line());
         if report.ok {
             Ok(())
         } else if report.tests.is_empty() {
@@ -153,7 +155,13 @@ pub struct Selection {
 
 /// Builds the suites once, brings up what they need, runs them in `targets` (at the same time
 /// when there are two), writes the reports under `target/xtask/` and tears down what it started.
-pub fn run_suites(sh: &Shell, stack: &Stack, targets: &[Target], suite: Suite) -> Result<Report> {
+/// Also returns where the time went, which is kept in the stack's `timings.json`.
+pub fn run_suites(
+    sh: &Shell,
+    stack: &Stack,
+    targets: &[Target],
+    suite: Suite,
+) -> Result<(Report, Timings)> {
     run_suites_with(sh, stack, targets, suite, &Selection::default())
 }
 
@@ -164,7 +172,9 @@ pub fn run_suites_with(
     targets: &[Target],
     suite: Suite,
     selection: &Selection,
-) -> Result<Report> {
+) -> Result<(Report, Timings)> {
+    let mut clock = Clock::start();
+    let mut timings = Timings::default();
     // Preflight, then act: every tool and image before the build.
     let nextest = preflight::nextest()?;
     if let Some(given) = &selection.archive
@@ -189,6 +199,8 @@ pub fn run_suites_with(
     std::fs::create_dir_all(xtask_dir().join("bin")).context("create target/xtask")?;
     let _one_run = lock_runs(stack, &dir)?;
     let store = Store::of(stack)?;
+
+    timings.checks = clock.lap();
 
     let archive = dir.join(ARCHIVE);
     let (expr, name_filters) = selection_expr(suite.filter(), &selection.filters);
@@ -231,14 +243,20 @@ pub fn run_suites_with(
         let (archive, partition) = (archive.clone(), selection.partition.clone());
         let (expr, name_filters) = (expr.clone(), name_filters.clone());
         let extract = dir.join(EXTRACTED);
-        std::thread::spawn(move || match listed_given {
-            Some(listed) => Ok(listed),
-            None => {
-                let sh = Shell::new().context("a shell for listing the tests")?;
-                list_archive(&sh, &archive, &extract, &expr, partition, &name_filters)
-            }
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let listed = match listed_given {
+                Some(listed) => Ok(listed),
+                None => Shell::new()
+                    .context("a shell for listing the tests")
+                    .and_then(|sh| {
+                        list_archive(&sh, &archive, &extract, &expr, partition, &name_filters)
+                    }),
+            };
+            (listed, started.elapsed().as_secs_f64())
         })
     };
+    timings.build = clock.lap();
 
     crate::tools::util::check_interrupted()?;
 
@@ -248,32 +266,42 @@ pub fn run_suites_with(
         nextest_changed = copy_if_changed(&nextest, &xtask_dir().join("bin/cargo-nextest"))?;
     }
     // Ctrl-C from here on stops the runs and the guard removes the services this run started.
-    let started = stack
-        .start(
-            sh,
-            &compose,
-            &wanted,
-            if selection.keep {
-                Lifetime::Warm
-            } else {
-                Lifetime::ThisRun
-            },
-            crate::services::READY_TIMEOUT,
-        )
-        .and_then(|guard| {
-            // A reused warm container ran this nextest binary in the run that kept it.
-            if needs_container && (nextest_changed || !guard.reused(Service::Api)) {
-                check_container_runs_host_binaries(sh, guard.container(Service::Api))?;
-            }
-            Ok(guard)
-        });
+    let started = stack.start(
+        sh,
+        &compose,
+        &wanted,
+        if selection.keep {
+            Lifetime::Warm
+        } else {
+            Lifetime::ThisRun
+        },
+        crate::services::READY_TIMEOUT,
+    );
+    timings.services = clock.lap();
     // Joined whatever happened, so that no listing outlives the command.
-    let listed = lister
+    let (listed, listing) = lister
         .join()
         .map_err(|_| anyhow::anyhow!("listing the tests of the archive panicked"))?;
+    (timings.listing, timings.listing_wait) = (listing, clock.lap());
     let guard = started?;
     let listed = listed?;
 
+    // Beside the pool server's start (each waits on a service, not on the CPU): a reused warm
+    // container ran this nextest binary in the run that kept it.
+    let checker =
+        (needs_container && (nextest_changed || !guard.reused(Service::Api))).then(|| {
+            let container = guard.container(Service::Api).to_owned();
+            std::thread::spawn(move || {
+                let sh = Shell::new().context("a shell for the container's check")?;
+                check_container_runs_host_binaries(&sh, &container)
+            })
+        });
+    let checked = || match checker {
+        Some(checker) => checker
+            .join()
+            .map_err(|_| anyhow::anyhow!("the container's check panicked"))?,
+        None => Ok(()),
+    };
     // An archive built elsewhere comes without the pool server: its tests use pools of their
     // own (slower hand-outs, same results). A Ctrl-C reaches the server too (one process
     // group): its death is then the interruption, not a failure of its own.
@@ -288,13 +316,19 @@ pub fn run_suites_with(
             selection.keep,
         ) {
             Ok(server) => server,
-            Err(_) if interrupted() => {
-                bail!("interrupted; the services this run started were stopped")
+            Err(err) => {
+                // Joined whatever happened, so that no check outlives the command.
+                let _ = checked();
+                if interrupted() {
+                    bail!("interrupted; the services this run started were stopped")
+                }
+                return Err(err);
             }
-            Err(err) => return Err(err),
         },
         Some(_) => None,
     };
+    checked()?;
+    timings.pool = clock.lap();
     let names: Vec<&str> = targets.iter().map(|t| t.name()).collect();
     eprintln!(
         "running the suites: {}{}",
@@ -334,6 +368,7 @@ pub fn run_suites_with(
             junit,
             started: Instant::now(),
             status: None,
+            took: None,
         });
     }
     let watch = || dead_service(sh, stack, &compose, &wanted);
@@ -345,6 +380,14 @@ pub fn run_suites_with(
         }
         drop(guard);
         return Err(err);
+    }
+    timings.suites = clock.lap();
+    for run in &runs {
+        let took = run.took.map(|t| t.as_secs_f64());
+        match run.target {
+            Target::Host => timings.host = took,
+            Target::Container => timings.container = took,
+        }
     }
     if interrupted() {
         // Ctrl-C ends the run in seconds: the pool server gets two to drop its clones.
@@ -367,6 +410,7 @@ pub fn run_suites_with(
     }
     drop(pool_server);
     drop(guard);
+    timings.teardown = clock.lap();
 
     let mut outcomes: Vec<(Target, Outcomes)> = Vec::new();
     for run in &runs {
@@ -400,7 +444,10 @@ pub fn run_suites_with(
         let name = format!("parity-{}.json", partition.replace([':', '/'], "-"));
         std::fs::write(dir.join(&name), &json).with_context(|| format!("write {name}"))?;
     }
-    Ok(report)
+    timings.reports = clock.lap();
+    timings.total = clock.total();
+    timings.write(&dir)?;
+    Ok((report, timings))
 }
 
 /// The run's filterset and the name filters nextest gets as they are. A name filter made of

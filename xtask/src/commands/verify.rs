@@ -142,7 +142,8 @@ pub fn checklist(sh: &Shell, stack: &Stack, suites: Option<Report>) -> Result<Ve
     ];
     let report = match suites {
         Some(report) => Ok(report),
-        None => run_suites(sh, stack, &[Target::Host, Target::Container], Suite::All),
+        None => run_suites(sh, stack, &[Target::Host, Target::Container], Suite::All)
+            .map(|(report, _)| report),
     };
     match report {
         Ok(report) => {

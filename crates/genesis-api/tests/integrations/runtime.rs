@@ -149,7 +149,7 @@ async fn the_pool_server_hands_out_takes_back_and_refuses_what_is_not_its_own() 
                 let _ = ready_tx.send(());
             };
             let stop = async { drop(stop_rx.await) };
-            pool::serve(&socket, ready, stop).await
+            pool::serve(&socket, pool::Ready::Listening, ready, stop).await
         }
     });
     ready_rx.await.expect("the server is ready");

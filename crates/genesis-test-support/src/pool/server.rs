@@ -14,7 +14,18 @@ use tokio_postgres::Client;
 use super::{DEFAULT, DISPOSABLE_VAR, Handout, LEAVE_READY_VAR, Pool, SERVER_TARGET, pool, target};
 use crate::{DB_PREFIX, settings, unique_suffix};
 
-/// The pool server: listens on `socket`, calls `ready` once it can hand out, and serves until
+/// When the pool server calls its `ready`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ready {
+    /// Once its ready clones are made: the first hand-outs find clones waiting (for measuring
+    /// a hand-out).
+    Filled,
+    /// Once it listens: the workers make the clones while the test processes start (which
+    /// takes longer than the fill), and a hand-out that comes first waits for the next clone.
+    Listening,
+}
+
+/// The pool server: listens on `socket`, calls `ready` as `when` says, and serves until
 /// `until` completes (for `examples/test_db_pool.rs`, until its standard input
 /// ends: the xtask that started it closes it, or dies).
 /// Requests: `checkout <template digest>` → `ok <name> hit|miss` (or an error when the
@@ -28,12 +39,13 @@ use crate::{DB_PREFIX, settings, unique_suffix};
 /// server); the server drops what is pending and what no test took before it exits.
 pub async fn serve(
     socket: &Path,
+    when: Ready,
     ready: impl FnOnce(),
     until: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     DEFAULT.store(SERVER_TARGET, Ordering::Relaxed);
     let pool = pool();
-    let server = Server::start(pool).await;
+    let server = Server::start(pool, when).await;
     let _ = std::fs::remove_file(socket);
     let listener = tokio::net::UnixListener::bind(socket)?;
     ready();
@@ -82,8 +94,9 @@ const CONNECTION_CHECK_EVERY: Duration = Duration::from_millis(100);
 const LOST: &str = "the pool server lost its connection to the test database (stopped or killed?)";
 
 impl Server {
-    /// Fills the pool to its target before answering, then keeps it filled.
-    async fn start(pool: &'static Pool) -> Server {
+    /// Starts the workers that keep the pool filled, and with [`Ready::Filled`] waits until
+    /// they have filled it.
+    async fn start(pool: &'static Pool, when: Ready) -> Server {
         let (drops, queue) = tokio::sync::mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = tokio::sync::mpsc::unbounded_channel();
         let server = Server {
@@ -97,28 +110,40 @@ impl Server {
             drops: Arc::new(std::sync::Mutex::new(Some(drops))),
             dropper: Arc::new(tokio::sync::Mutex::new(None)),
         };
-        // Ready clones a kept run left (`LEAVE_READY_VAR`) are this server's first.
+        // Ready clones a kept run left (`LEAVE_READY_VAR`) are this server's first: one rename
+        // each on the hand-out connection, which is open already.
         for name in server.take_over().await {
             server.stock.fetch_add(1, Ordering::AcqRel);
             server.add_ready(name);
         }
+        // Each connection is made on the task that uses it, so that the server listens without
+        // waiting for three logins one after the other.
         let url = settings().test_database_url;
-        let mut workers = 0;
+        let unconnected = Arc::new(AtomicUsize::new(0));
         for _ in 0..FILL_WORKERS {
-            if let Ok(client) = db::connect(&url).await {
-                tokio::spawn(server.clone().fill(client));
-                workers += 1;
-            }
+            let (server, url, unconnected) = (server.clone(), url.clone(), unconnected.clone());
+            tokio::spawn(async move {
+                match db::connect(&url).await {
+                    Ok(client) => server.fill(client).await,
+                    Err(_) => drop(unconnected.fetch_add(1, Ordering::AcqRel)),
+                }
+            });
         }
-        let dropper = match db::connect(&url).await {
-            Ok(client) => tokio::spawn(server.clone().drop_each(client, queue)),
-            // Without a connection of its own the dropper shares a hand-out one.
-            Err(_) => tokio::spawn(drop_each_on(&pool.handout, queue, None)),
-        };
+        let dropper = tokio::spawn({
+            let server = server.clone();
+            async move {
+                match db::connect(&url).await {
+                    Ok(client) => server.drop_each(client, queue).await,
+                    // Without a connection of its own the dropper shares a hand-out one.
+                    Err(_) => drop_each_on(&pool.handout, queue, None).await,
+                }
+            }
+        });
         *server.dropper.lock().await = Some(dropper);
         // The first hand-outs of a run come all at once, one per test slot of both modes.
         let deadline = Instant::now() + FILL_WAIT;
-        while workers > 0
+        while when == Ready::Filled
+            && unconnected.load(Ordering::Acquire) < FILL_WORKERS
             && server.ready.load(Ordering::Acquire) < target()
             && Instant::now() < deadline
         {

@@ -14,6 +14,7 @@ use serde_json::json;
 use xshell::{Shell, cmd};
 
 use crate::commands::parity;
+use crate::commands::timings::Timings;
 use crate::flags;
 use crate::services::compose::Compose;
 use crate::services::{Lifetime, READY_TIMEOUT, Service, Stack};
@@ -200,6 +201,21 @@ impl flags::Bench {
             format!("harness {:.0} %", suites.harness_share * 100.0),
             String::new(),
         ));
+        let phases = Timings::median(&suites.phases);
+        rows.push((
+            "main job phases (median)".into(),
+            phases.phases(),
+            String::new(),
+            String::new(),
+        ));
+        out.insert(
+            "main_job_phases".into(),
+            json!({
+                "median": phases,
+                "runs": suites.phases,
+                "definition": "each both-modes run's own timings.json, in seconds; listing runs beside services",
+            }),
+        );
         if let Some(handout) = &suites.handout {
             rows.push((
                 "hand-out in the suites (ms)".into(),
@@ -460,18 +476,18 @@ fn bench_test_db(sh: &Shell, compose: &Compose, stack: &Stack, count: usize) -> 
         READY_TIMEOUT,
     )?;
     let cargo = crate::tools::util::cargo();
-    cmd!(
+    crate::tools::util::as_from_a_shell(cmd!(
         sh,
         "{cargo} build --quiet -p genesis-api --example test_db_cost"
-    )
+    ))
     .run()
     .context("build the test_db_cost example")?;
     let count = count.to_string();
     let cargo = crate::tools::util::cargo();
-    let out = cmd!(
+    let out = crate::tools::util::as_from_a_shell(cmd!(
         sh,
         "{cargo} run --quiet -p genesis-api --example test_db_cost -- {count}"
-    )
+    ))
     .env_remove(model::API.in_container_var)
     .envs(running.host_settings()?)
     .read()
@@ -513,6 +529,8 @@ struct Suites {
     handout: Option<Stats>,
     /// `cargo xtask test --both-modes` of the baseline checkout, alternated with this one's.
     baseline: Option<Stats>,
+    /// Where each both-modes run's time went, as the run itself timed it (`timings.json`).
+    phases: Vec<Timings>,
 }
 
 /// The baseline checkout's own `cargo xtask test --both-modes`, run in it as its README says;
@@ -560,6 +578,7 @@ fn bench_suites(
     let _ = std::fs::remove_file(&handouts);
     let (mut host, mut container, mut both) = (Vec::new(), Vec::new(), Vec::new());
     let mut last_both = 0.0;
+    let mut phases = Vec::new();
     for rep in 0..reps {
         for (flag, samples) in [
             ("--host", &mut host),
@@ -578,6 +597,7 @@ fn bench_suites(
             samples.push(timed(run)?);
         }
         last_both = both[rep];
+        phases.push(Timings::read(&stack.state_dir())?);
         if let Some(checkout) = baseline {
             old.push(timed(|| baseline_main_job(sh, checkout, false))?);
             eprintln!("  rep {}: baseline both {:.1} s", rep + 1, old[rep]);
@@ -616,6 +636,7 @@ fn bench_suites(
         harness_share: harness_share(last_both, bodies_s, parallelism),
         handout,
         baseline: (!old.is_empty()).then(|| Stats::of(old)),
+        phases,
     })
 }
 

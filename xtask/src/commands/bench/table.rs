@@ -180,6 +180,14 @@ fn table(bench: &serde_json::Value) -> Result<String> {
             both.0 / MAIN_JOB_BEFORE_S
         ));
     }
+    if let Some(median) = bench.pointer("/main_job_phases/median") {
+        let phases: crate::commands::timings::Timings =
+            serde_json::from_value(median.clone()).context("read main_job_phases")?;
+        out.push_str(&format!(
+            "| the main job, phase by phase (medians) | {} | | | |\n",
+            phases.phases()
+        ));
+    }
     let (host, container) = (
         stats(&["suite_wall_s", "host"])?,
         stats(&["suite_wall_s", "container"])?,
@@ -273,6 +281,19 @@ mod tests {
         assert!(
             alternated.lines().any(|l| l == line),
             "missing {line}\nin\n{alternated}"
+        );
+        assert!(!rendered.contains("phase by phase"));
+        let mut phased = bench();
+        phased["main_job_phases"] = json!({ "median": {
+            "checks": 0.06, "build": 0.2, "services": 1.7, "listing": 0.1, "listing_wait": 0.0,
+            "pool": 0.12, "suites": 5.3, "host": 5.2, "container": 5.3, "teardown": 0.6,
+            "reports": 0.0, "total": 8.0,
+        }});
+        let line = "| the main job, phase by phase (medians) | checks 0.06 s, build 0.2 s, services 1.7 s (beside the listing 0.1 s), pool 0.12 s, suites 5.3 s (host 5.2, container 5.3), teardown 0.6 s, reports 0.00 s; total 8.0 s (harness 2.7 s) | | | |";
+        let phased = table(&phased).unwrap();
+        assert!(
+            phased.lines().any(|l| l == line),
+            "missing {line}\nin\n{phased}"
         );
         let mut incomplete = bench();
         incomplete["db_up_ready_s"] = json!({});
