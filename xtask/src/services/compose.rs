@@ -39,9 +39,9 @@ pub struct Compose {
 
 impl Compose {
     /// Looks for the v2 plugin where the `docker` client does (its configuration folder's
-    /// `cli-plugins`, then the system's), else asks `docker compose version`, then looks for
-    /// `docker-compose` on the PATH. v1 is a Python program that takes a quarter of a second
-    /// to start, so it is not run just to be found.
+    /// `cli-plugins`, then the system's), then for `docker-compose` (v1) on the PATH, and
+    /// only then asks `docker compose version`. Neither is run just to be found: v1 is a
+    /// Python program that takes a quarter of a second to start.
     pub fn detect(sh: &Shell) -> Result<Compose> {
         let compose = Compose::find(sh)?;
         // What compose typed by hand in the checkout reads too (see `dotenv`).
@@ -67,6 +67,15 @@ impl Compose {
                 plugin: Some(plugin),
             });
         }
+        // The standalone v1 before asking `docker compose`: the plugin is not in the
+        // client's folders, so the probe (a process start) only finds one placed elsewhere.
+        if which::which("docker-compose").is_ok() {
+            return Ok(Compose {
+                flavour: Flavour::V1,
+                version: None,
+                plugin: None,
+            });
+        }
         if let Ok(version) = cmd!(sh, "docker compose version --short")
             .quiet()
             .ignore_stderr()
@@ -75,13 +84,6 @@ impl Compose {
             return Ok(Compose {
                 flavour: Flavour::V2,
                 version: Some(version.trim().to_owned()),
-                plugin: None,
-            });
-        }
-        if which::which("docker-compose").is_ok() {
-            return Ok(Compose {
-                flavour: Flavour::V1,
-                version: None,
                 plugin: None,
             });
         }
@@ -124,6 +126,24 @@ impl Compose {
             .env_remove(model::RUN_VAR)
             .args(["-p", stack.project(), "-f"])
             .arg(file)
+    }
+
+    /// Which compose program this is, for a key that changes when compose does: its flavour,
+    /// and the path, size and modification time of its program.
+    pub(super) fn identity(&self) -> String {
+        let program = match (self.flavour, &self.plugin) {
+            (_, Some(plugin)) => Some(plugin.clone()),
+            (Flavour::V1, None) => which::which("docker-compose").ok(),
+            (Flavour::V2, None) => which::which("docker").ok(),
+        };
+        let stamp = program.as_ref().and_then(|p| {
+            let meta = std::fs::metadata(p).ok()?;
+            Some((meta.len(), meta.modified().ok()?))
+        });
+        format!(
+            "{:?} {program:?} {stamp:?} {:?}",
+            self.flavour, self.version
+        )
     }
 
     /// Whether compose accepts the stack's `docker-compose.yml` (`compose config -q`).

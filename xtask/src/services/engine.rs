@@ -262,6 +262,49 @@ impl Engine {
         }
     }
 
+    /// The engine's JSON of one object (`kind` is `containers`, `networks` or `volumes`), as
+    /// `docker inspect` prints it; `None` when there is no such object.
+    pub fn inspect_json(&self, kind: &str, name: &str) -> Result<Option<serde_json::Value>> {
+        let path = match kind {
+            "containers" => format!("/containers/{}/json", escape(name)),
+            _ => format!("/{kind}/{}", escape(name)),
+        };
+        let answer = self.request("GET", &path, None, QUERY_TIMEOUT)?;
+        match answer.status {
+            200 => answer.json("inspect an object").map(Some),
+            404 => Ok(None),
+            status => bail!(
+                "the Docker engine could not inspect {kind} {name} ({status}: {})",
+                answer.message()
+            ),
+        }
+    }
+
+    /// `POST path` with a JSON body, for the engine's `create` calls; the JSON it answers.
+    pub fn create(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
+        let answer = self.request("POST", path, Some(&body.to_string()), QUERY_TIMEOUT)?;
+        match answer.status {
+            200 | 201 => answer.json("a create call"),
+            status => bail!(
+                "the Docker engine refused {path} ({status}: {})",
+                answer.message()
+            ),
+        }
+    }
+
+    /// Starts a created container.
+    pub fn start_container(&self, id: &str) -> Result<()> {
+        let path = format!("/containers/{}/start", escape(id));
+        let answer = self.request("POST", &path, None, REMOVE_TIMEOUT)?;
+        match answer.status {
+            204 | 304 => Ok(()),
+            status => bail!(
+                "could not start container {id} ({status}: {})",
+                answer.message()
+            ),
+        }
+    }
+
     /// Stops a container, giving it `grace` before the kill (`docker stop -t`).
     pub fn stop_container(&self, id: &str, grace: Duration) -> Result<()> {
         let path = format!("/containers/{}/stop?t={}", escape(id), grace.as_secs());

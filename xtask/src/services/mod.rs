@@ -21,6 +21,7 @@ pub mod images;
 pub mod ports;
 pub mod preflight;
 pub mod ready;
+pub mod replay;
 pub mod reset_marker;
 pub mod run;
 pub mod running;

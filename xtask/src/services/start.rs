@@ -14,6 +14,7 @@ use super::container::Container;
 use super::engine::Engine;
 use super::images;
 use super::ports::check_port_free;
+use super::replay::{self, Replay};
 use super::run::{Lifetime, Owner};
 use super::running::Running;
 use super::stack::Stack;
@@ -135,15 +136,17 @@ impl Stack {
                 .filter(|v| !before.contains(v))
                 .collect();
         }
-        if !missing.is_empty() {
-            let names: Vec<&str> = missing.iter().map(|s| s.name()).collect();
-            self.up(sh, compose, &lifetime.label(recipe.as_deref()), &names)?;
-        }
-        // Nothing started: the listing read before still holds.
         let containers = if missing.is_empty() {
+            // Nothing started: the listing read before still holds.
             present
         } else {
-            self.containers(sh)?
+            self.up_or_replay(
+                sh,
+                compose,
+                &missing,
+                &present,
+                &lifetime.label(recipe.as_deref()),
+            )?
         };
         for service in wanted {
             let container = containers
@@ -209,6 +212,66 @@ impl Stack {
             }
         }
         Ok(())
+    }
+
+    /// Starts `missing` (none of which runs), labelled with `label`: as compose made them
+    /// last time, through the engine ([`replay`]), where every one has a record under the
+    /// current key and none has a container; otherwise with compose, recording what it made.
+    /// The stack's containers afterwards.
+    fn up_or_replay(
+        &self,
+        sh: &Shell,
+        compose: &Compose,
+        missing: &[Service],
+        present: &[Container],
+        label: &str,
+    ) -> Result<Vec<Container>> {
+        let engine = Engine::get()?;
+        let replay = Replay::new(sh, compose, self)?;
+        let fresh = missing
+            .iter()
+            .all(|s| !present.iter().any(|c| c.service == s.name()));
+        let records: Option<Vec<_>> = if fresh {
+            missing
+                .iter()
+                .map(|s| replay.load(engine, *s).map(|record| (*s, record)))
+                .collect()
+        } else {
+            None
+        };
+        let replayed = match records {
+            Some(records) => match replay::start(engine, &records, label) {
+                Ok(_) => true,
+                Err(err) => {
+                    crate::tools::util::check_interrupted()?;
+                    for service in missing {
+                        replay.forget(*service);
+                    }
+                    eprintln!("note: {err:#}; starting through compose instead");
+                    false
+                }
+            },
+            None => false,
+        };
+        if !replayed {
+            let names: Vec<&str> = missing.iter().map(|s| s.name()).collect();
+            self.up(sh, compose, label, &names)?;
+        }
+        let containers = self.containers(sh)?;
+        if !replayed {
+            for service in missing {
+                if let Some(c) = containers.iter().find(|c| c.service == service.name())
+                    && let Err(err) = replay.capture(engine, *service, &c.id)
+                {
+                    // The next start goes through compose again; nothing else depends on it.
+                    eprintln!(
+                        "note: could not record how compose made {}: {err:#}",
+                        c.name
+                    );
+                }
+            }
+        }
+        Ok(containers)
     }
 
     /// `compose up -d` of `names`, labelled with this run. Nothing waits on healthchecks

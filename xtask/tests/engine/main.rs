@@ -12,6 +12,7 @@ mod db;
 mod faults;
 mod migration;
 mod preflight;
+mod replay;
 mod runs;
 mod warm;
 
