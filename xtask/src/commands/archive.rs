@@ -11,7 +11,9 @@ use xshell::{Shell, cmd};
 use crate::commands::parity;
 use crate::commands::pool::POOL_SERVER;
 use crate::services::preflight;
-use crate::tools::util::{as_from_a_shell, one_line, project_root, target_dir, usage, xtask_dir};
+use crate::tools::util::{
+    as_from_a_shell, one_line, project_root, sha256_file, sha256_hex, target_dir, usage, xtask_dir,
+};
 
 pub const ARCHIVE: &str = "genesis-tests.tar.zst";
 
@@ -250,24 +252,29 @@ pub fn built_from_stamp(archive: &Path) -> std::path::PathBuf {
 }
 
 /// One SHA-256 over the test binaries' own digests, each beside its binary id: what two
-/// archives of the same build share, whatever their tar headers say.
-pub fn binaries_digest(sh: &Shell, binaries: &[(String, String)]) -> Result<String> {
-    let paths: Vec<&str> = binaries.iter().map(|(_, path)| path.as_str()).collect();
-    let sums = cmd!(sh, "sha256sum --binary {paths...}")
-        .quiet()
-        .read()
-        .context("checksum the test binaries")?;
-    let mut lines = Vec::new();
-    for ((id, _), line) in binaries.iter().zip(sums.lines()) {
-        let sum = line.split_whitespace().next().unwrap_or_default();
-        lines.push(format!("{sum}  {id}\n"));
+/// archives of the same build share, whatever their tar headers say. The binaries are hashed
+/// in this process, each on a thread of its own (SHA-256 with the CPU's own instructions where
+/// it has them: ~0.1 s for the suites' 150 MB, where `sha256sum` took 0.6 s).
+pub fn binaries_digest(_sh: &Shell, binaries: &[(String, String)]) -> Result<String> {
+    let sums: Vec<Result<String>> = std::thread::scope(|scope| {
+        let hashing: Vec<_> = binaries
+            .iter()
+            .map(|(_, path)| scope.spawn(move || sha256_file(Path::new(path))))
+            .collect();
+        hashing
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("hashing a test binary panicked")))
+            })
+            .collect()
+    });
+    let mut lines = String::new();
+    for ((id, _), sum) in binaries.iter().zip(sums) {
+        let sum = sum.context("checksum the test binaries")?;
+        lines.push_str(&format!("{sum}  {id}\n"));
     }
-    let all = cmd!(sh, "sha256sum")
-        .quiet()
-        .stdin(lines.concat())
-        .read()
-        .context("checksum the test binaries")?;
-    Ok(all.split_whitespace().next().unwrap_or_default().to_owned())
+    Ok(sha256_hex(lines.as_bytes()))
 }
 
 /// Refuses a file that is not a nextest archive before anything is replaced or started: its
