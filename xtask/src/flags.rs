@@ -203,7 +203,7 @@ pub struct Ci {}
 /// and its harness share, and the xtask's cold build. Writes target/xtask/bench.json.
 #[derive(Debug, Args)]
 pub struct Bench {
-    /// Repetitions of each measurement (the database one runs five times as many).
+    /// Repetitions of each measurement (the test database ones twenty times as many).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
     /// A checkout of the old version (for example `git worktree add ../genesis-a2230f8 a2230f8`)
