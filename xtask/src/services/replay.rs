@@ -60,6 +60,9 @@ struct NetworkRecord {
 pub(super) struct Replay {
     dir: PathBuf,
     key: String,
+    /// `v1` or `v2`: each flavour's records are its own, so that a machine that runs both
+    /// (CI, the bench) does not make each one's records stale for the other.
+    flavour: &'static str,
 }
 
 impl Replay {
@@ -98,11 +101,16 @@ impl Replay {
         Ok(Replay {
             dir: stack.state_dir().join("replay"),
             key,
+            flavour: match compose.flavour {
+                super::compose::Flavour::V1 => "v1",
+                super::compose::Flavour::V2 => "v2",
+            },
         })
     }
 
     fn path(&self, service: Service) -> PathBuf {
-        self.dir.join(format!("{}.json", service.name()))
+        self.dir
+            .join(format!("{}.{}.json", service.name(), self.flavour))
     }
 
     /// The record of `service`, if one was made under this key from the image compose would
@@ -290,17 +298,25 @@ pub(super) fn start(
                     .with_context(|| format!("join network {}", network.name))?;
             }
         }
-        // Started together: the compose file's dependencies are `service_started`, which
-        // orders the starts and waits for none of them.
-        std::thread::scope(|scope| {
-            let starts: Vec<_> = created
-                .iter()
-                .map(|(_, id)| scope.spawn(move || engine.start_container(id)))
-                .collect();
-            starts
-                .into_iter()
-                .try_for_each(|s| s.join().unwrap_or_else(|_| bail!("a start panicked")))
-        })
+        // The compose file's dependencies are `service_started`, which orders the starts and
+        // waits for none of them. A database takes longest to be ready after its start (its
+        // entrypoint and server, ~0.25 s), so it is started first, alone, and the others
+        // while it comes up: all at once, they share the engine and the CPU and the database
+        // is ready later (services 1.5 s against 1.2 s of the main job here).
+        let (databases, others): (Vec<_>, Vec<_>) =
+            created.iter().partition(|(s, _)| s.env().is_some());
+        for batch in [databases, others] {
+            std::thread::scope(|scope| {
+                let starts: Vec<_> = batch
+                    .iter()
+                    .map(|(_, id)| scope.spawn(move || engine.start_container(id)))
+                    .collect();
+                starts
+                    .into_iter()
+                    .try_for_each(|s| s.join().unwrap_or_else(|_| bail!("a start panicked")))
+            })?;
+        }
+        Ok(())
     })();
     if let Err(err) = made {
         for (_, id) in &created {

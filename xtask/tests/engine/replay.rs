@@ -60,11 +60,25 @@ fn a_replayed_start_makes_the_container_compose_made_and_compose_owns_it() {
 
     // Compose makes them, and what it made is recorded, owner-only (it holds the environment).
     xtask(&["db-up", "--with", "redis"]).ok();
-    let record = records.join("test-db.json");
+    // One record per service, named with the compose flavour that made it (`test-db.v1.json`).
+    let named = |service: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(&records)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name.starts_with(&format!("{service}.v")) && name.ends_with(".json")
+            })
+            .collect()
+    };
+    let record = match named("test-db").as_slice() {
+        [one] => one.clone(),
+        other => panic!("expected one record of test-db: {other:?}"),
+    };
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&record).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    assert!(records.join("redis.json").is_file());
+    assert_eq!(named("redis").len(), 1);
     let by_compose = [made_as(&inspect("test-db")), made_as(&inspect("redis"))];
     let first_ids = [
         inspect("test-db")["Id"].clone(),
