@@ -9,7 +9,7 @@
 //! hand-out from its first instruction: from a pool server as `cargo xtask test` runs one
 //! (`handout`, the server being a thread of this program), and from a pool of the child's own,
 //! its login included (`handout_own_pool`). `cargo xtask bench` runs this and reads the one
-//! JSON line it prints: `{"handout": [ms...], "handout_misses": n, "handout_own_pool": [ms...],
+//! JSON line it prints: `{"handout": [ms...], "handout_misses": n, "handout_hits": [ms...], "handout_own_pool": [ms...],
 //! "handout_in_process": [ms...], "template_clone": [ms...], "migrations": [ms...]}`.
 
 use std::path::Path;
@@ -42,7 +42,8 @@ fn main() {
     });
     let socket = std::env::temp_dir().join(format!("test_db_cost-{}.sock", std::process::id()));
     start_server(&socket);
-    let (handout, misses) = handouts(count, parallel, Some(&socket));
+    let (handout, hits) = handouts(count, parallel, Some(&socket));
+    let misses = handout.len() - hits.len();
     let (own_pool, _) = handouts(count, parallel, None);
     let _ = std::fs::remove_file(&socket);
     let in_process = runtime.block_on(in_process(count, parallel));
@@ -52,6 +53,7 @@ fn main() {
         serde_json::json!({
             "handout": handout,
             "handout_misses": misses,
+            "handout_hits": hits,
             "handout_own_pool": own_pool,
             "handout_in_process": in_process,
             "template_clone": clone,
@@ -98,9 +100,11 @@ async fn child(start: Instant) {
 
 /// `count` children, `parallel` at a time, served by the pool server at `socket` or by pools
 /// of their own.
-fn handouts(count: usize, parallel: usize, socket: Option<&Path>) -> (Vec<f64>, usize) {
+/// Every hand-out's time, and the times of those a ready clone served (the others waited for a
+/// clone to be made).
+fn handouts(count: usize, parallel: usize, socket: Option<&Path>) -> (Vec<f64>, Vec<f64>) {
     let exe = std::env::current_exe().expect("this program's path");
-    let (mut ms, mut misses) = (Vec::new(), 0);
+    let (mut ms, mut hits) = (Vec::new(), Vec::new());
     let mut left = count;
     while left > 0 {
         let batch = left.min(parallel);
@@ -124,11 +128,14 @@ fn handouts(count: usize, parallel: usize, socket: Option<&Path>) -> (Vec<f64>, 
             assert!(out.status.success(), "a child failed: {}", out.status);
             let text = String::from_utf8_lossy(&out.stdout);
             let mut words = text.split_whitespace();
-            ms.push(words.next().and_then(|w| w.parse().ok()).expect("a time"));
-            misses += usize::from(words.next() == Some("miss"));
+            let time: f64 = words.next().and_then(|w| w.parse().ok()).expect("a time");
+            ms.push(time);
+            if words.next() == Some("hit") {
+                hits.push(time);
+            }
         }
     }
-    (ms, misses)
+    (ms, hits)
 }
 
 /// Hand-outs to `parallel` tasks of one process at a time, over its persistent connection (as

@@ -140,6 +140,7 @@ impl flags::Bench {
             json!({
                 "handout": cost.handout,
                 "handout_misses": cost.misses,
+                "handout_hits": cost.hits,
                 "handout_own_pool": cost.own_pool,
                 "handout_in_process": cost.in_process,
                 "template_clone": cost.clone,
@@ -456,6 +457,8 @@ struct TestDbCost {
     /// From the pool server, one process per hand-out as nextest runs tests, two at a time.
     handout: Stats,
     misses: u64,
+    /// The hand-outs a ready clone served (the misses waited for a clone being made).
+    hits: Option<Stats>,
     /// From a pool of each process's own, its login included (no pool server).
     own_pool: Stats,
     /// From the pool, to tasks of one process over its persistent connection.
@@ -509,6 +512,7 @@ fn bench_test_db(sh: &Shell, compose: &Compose, stack: &Stack, count: usize) -> 
     Ok(TestDbCost {
         handout: samples("handout")?,
         misses: json["handout_misses"].as_u64().unwrap_or(0),
+        hits: samples("handout_hits").ok(),
         own_pool: samples("handout_own_pool")?,
         in_process: samples("handout_in_process")?,
         clone: samples("template_clone")?,
