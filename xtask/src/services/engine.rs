@@ -193,6 +193,23 @@ impl Engine {
         Ok(Answer { status, body })
     }
 
+    /// `method path` with no body, an answer of one of `ok` being success; any other is an
+    /// error saying `what` could not be done, with the engine's own message.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        timeout: Duration,
+        ok: &[u16],
+        what: &str,
+    ) -> Result<()> {
+        let answer = self.request(method, path, None, timeout)?;
+        if ok.contains(&answer.status) {
+            return Ok(());
+        }
+        bail!("could not {what} ({}: {})", answer.status, answer.message())
+    }
+
     fn unreachable(&self, err: &std::io::Error) -> anyhow::Error {
         usage(format!(
             "the Docker daemon at {} does not answer ({err}): start it (`systemctl start docker` \
@@ -295,28 +312,23 @@ impl Engine {
     /// Starts a created container.
     pub fn start_container(&self, id: &str) -> Result<()> {
         let path = format!("/containers/{}/start", escape(id));
-        let answer = self.request("POST", &path, None, REMOVE_TIMEOUT)?;
-        match answer.status {
-            204 | 304 => Ok(()),
-            status => bail!(
-                "could not start container {id} ({status}: {})",
-                answer.message()
-            ),
-        }
+        // 304: it runs already.
+        let what = format!("start container {id}");
+        self.call("POST", &path, REMOVE_TIMEOUT, &[204, 304], &what)
     }
 
     /// Stops a container, giving it `grace` before the kill (`docker stop -t`).
     pub fn stop_container(&self, id: &str, grace: Duration) -> Result<()> {
         let path = format!("/containers/{}/stop?t={}", escape(id), grace.as_secs());
-        let answer = self.request("POST", &path, None, REMOVE_TIMEOUT + grace)?;
-        match answer.status {
-            // 304: it was not running.
-            204 | 304 | 404 => Ok(()),
-            status => bail!(
-                "could not stop container {id} ({status}: {})",
-                answer.message()
-            ),
-        }
+        // 304: it was not running; 404: it is gone.
+        let what = format!("stop container {id}");
+        self.call(
+            "POST",
+            &path,
+            REMOVE_TIMEOUT + grace,
+            &[204, 304, 404],
+            &what,
+        )
     }
 
     /// Removes a container, running or not, with its anonymous volumes (`docker rm -f -v`).
@@ -403,14 +415,8 @@ impl Engine {
     /// Removes a network; one already gone is no error.
     pub fn remove_network(&self, id: &str) -> Result<()> {
         let path = format!("/networks/{}", escape(id));
-        let answer = self.request("DELETE", &path, None, REMOVE_TIMEOUT)?;
-        match answer.status {
-            204 | 404 => Ok(()),
-            status => bail!(
-                "could not remove network {id} ({status}: {})",
-                answer.message()
-            ),
-        }
+        let what = format!("remove network {id}");
+        self.call("DELETE", &path, REMOVE_TIMEOUT, &[204, 404], &what)
     }
 
     /// An image by reference (`name:tag`, or an id); `None` when the engine has none.

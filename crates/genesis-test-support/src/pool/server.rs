@@ -185,14 +185,8 @@ impl Server {
     }
 
     /// Leaves the ready clones as the pool's (`genesis_p_<digest>_...`) for the next run's
-    /// server, once the workers stop: the database stays ([`LEAVE_READY_VAR`]).
+    /// server, once the workers have stopped: the database stays ([`LEAVE_READY_VAR`]).
     async fn leave_ready(&self) {
-        let since = Instant::now();
-        while self.stock.load(Ordering::Acquire) > self.ready.load(Ordering::Acquire)
-            && since.elapsed() < FINISH_WITHIN
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
         let mut ready = self.ready_rx.lock().await;
         ready.close();
         while let Ok(name) = ready.try_recv() {
@@ -300,15 +294,15 @@ impl Server {
         let dropper = self.dropper.lock().await.take();
         self.stopping.store(true, Ordering::Release);
         self.wanted.notify_waiters();
-        if std::env::var(LEAVE_READY_VAR).is_ok_and(|v| v == "1") {
-            self.leave_ready().await;
-        }
-        // The clones being made are dropped with the others once they are ready.
+        // The clones being made are dropped (or left) with the others once they are ready.
         let since = Instant::now();
         while self.stock.load(Ordering::Acquire) > self.ready.load(Ordering::Acquire)
             && since.elapsed() < FINISH_WITHIN
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if std::env::var(LEAVE_READY_VAR).is_ok_and(|v| v == "1") {
+            self.leave_ready().await;
         }
         {
             let mut ready = self.ready_rx.lock().await;
