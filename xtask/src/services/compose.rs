@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use genesis_model::{self as model, IMAGES};
 use xshell::{Cmd, Shell, cmd};
 
+use super::engine::client_config_dir;
 use super::images;
 use super::stack::Stack;
 use crate::tools::util::{project_root, usage};
@@ -254,16 +255,6 @@ impl Compose {
         };
         serde_json::from_str(&json).context("compose config printed no JSON")
     }
-}
-
-/// The `docker` client's configuration folder: `DOCKER_CONFIG`, else `~/.docker`.
-pub(super) fn client_config_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    std::env::home_dir()
-        .unwrap_or_else(|| PathBuf::from("/root"))
-        .join(".docker")
 }
 
 /// The Compose v2 plugin where the `docker` client finds it on Linux: `cli-plugins` of its

@@ -22,7 +22,6 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use super::compose::client_config_dir;
 use super::http::exchange;
 use crate::tools::util::usage;
 
@@ -447,6 +446,16 @@ impl Engine {
 
 fn escape(value: &str) -> String {
     utf8_percent_encode(value, KEEP).to_string()
+}
+
+/// The `docker` client's configuration folder: `DOCKER_CONFIG`, else `~/.docker`.
+pub(super) fn client_config_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    std::env::home_dir()
+        .unwrap_or_else(|| PathBuf::from("/root"))
+        .join(".docker")
 }
 
 /// The `currentContext` of the client's `config.json`, if it names one.
