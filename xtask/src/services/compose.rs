@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use genesis_model::{self as model, IMAGES};
 use xshell::{Cmd, Shell, cmd};
 
-use super::engine::client_config_dir;
+use super::engine::client_config_dir_of;
 use super::images;
 use super::stack::Stack;
 use crate::tools::util::{project_root, usage};
@@ -61,7 +61,8 @@ impl Compose {
     }
 
     fn find(sh: &Shell) -> Result<Compose> {
-        if let Some(plugin) = v2_plugin(&client_config_dir()) {
+        // The folder the compose commands will run with: the shell's, which may set its own.
+        if let Some(plugin) = v2_plugin(&client_config_dir_of(sh.var_os("DOCKER_CONFIG"))) {
             return Ok(Compose {
                 flavour: Flavour::V2,
                 version: None,
@@ -404,6 +405,26 @@ pub(crate) mod oracle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The v2 plugin is looked for in the `DOCKER_CONFIG` of the shell the compose commands
+    /// run from (`ci` sets its own for the v2 round), found without being run.
+    #[test]
+    fn the_v2_plugin_is_found_in_the_shells_docker_config() {
+        let dir = std::env::temp_dir().join(format!("xtask-plugins-{}", std::process::id()));
+        let plugin = dir.join("cli-plugins/docker-compose");
+        std::fs::create_dir_all(plugin.parent().unwrap()).unwrap();
+        // Never run: finding it only looks at the file.
+        std::fs::write(&plugin, b"#!/bin/false\n").unwrap();
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let sh = Shell::new().unwrap();
+        let found = {
+            let _config = sh.push_env("DOCKER_CONFIG", &dir);
+            Compose::find(&sh).unwrap()
+        };
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(found.flavour, Flavour::V2);
+        assert_eq!(found.plugin.as_deref(), Some(plugin.as_path()));
+    }
 
     #[test]
     fn v1_is_read_through_the_python_of_its_script() {

@@ -450,7 +450,12 @@ fn escape(value: &str) -> String {
 
 /// The `docker` client's configuration folder: `DOCKER_CONFIG`, else `~/.docker`.
 pub(super) fn client_config_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+    client_config_dir_of(std::env::var_os("DOCKER_CONFIG"))
+}
+
+/// The same, for the value of `DOCKER_CONFIG` a command runs with (a shell may set its own).
+pub(super) fn client_config_dir_of(docker_config: Option<std::ffi::OsString>) -> PathBuf {
+    if let Some(dir) = docker_config.filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
     std::env::home_dir()
