@@ -64,23 +64,33 @@ fn table(bench: &serde_json::Value) -> Result<String> {
     );
     out.push_str("| measure | subject | baseline | ratio | target |\n|---|---|---|---|---|\n");
     let xt = stats(&["db_up_ready_s", "xtask"])?;
-    if bench.get("engine_floor_s").is_some() {
-        let floor = stats(&["engine_floor_s"])?;
-        // The machine's compose, then Compose v2 where the bench had it beside v1.
-        let v2 = match bench.get("db_up_ready_compose_v2_s") {
-            Some(_) => Some(stats(&["db_up_ready_compose_v2_s", "xtask"])?),
-            None => None,
-        };
-        let rows = [("", Some(xt)), (", under Compose v2", v2)];
-        for (flavour, subject) in rows {
-            let Some(subject) = subject else { continue };
+    let floor = match bench.get("engine_floor_s") {
+        Some(_) => Some(stats(&["engine_floor_s"])?),
+        None => None,
+    };
+    // A start against the engine's floor: `db-up`, then compose's own `up`.
+    const FLOOR: &str = "engine floor, `docker run --rm` of the image";
+    let against_floor = |out: &mut String, measure: &str, subject, label: &str, target: &str| {
+        if let Some(floor) = floor {
+            let target = if target.is_empty() {
+                " ".to_owned()
+            } else {
+                format!(" {target} ")
+            };
             out.push_str(&format!(
-                "| `db-up` to a real login{flavour} | {} | engine floor, `docker run --rm` of the image: {} | {:.2}x | <= 1.5x |\n",
+                "| {measure} | {} | {label}: {} | {:.2}x |{target}|\n",
                 range(subject, "s"),
                 range(floor, "s"),
                 subject.0 / floor.0
             ));
         }
+    };
+    // The machine's compose, then Compose v2 where the bench had it beside v1.
+    against_floor(&mut out, "`db-up` to a real login", xt, FLOOR, "<= 1.5x");
+    if bench.get("db_up_ready_compose_v2_s").is_some() {
+        let v2 = stats(&["db_up_ready_compose_v2_s", "xtask"])?;
+        let measure = "`db-up` to a real login, under Compose v2";
+        against_floor(&mut out, measure, v2, FLOOR, "<= 1.5x");
     }
     let raw = stats(&["db_up_ready_s", "raw"])?;
     out.push_str(&format!(
@@ -90,28 +100,21 @@ fn table(bench: &serde_json::Value) -> Result<String> {
         xt.0 / raw.0
     ));
     // What compose's own `up` takes of it, per flavour, against the same floor.
-    if bench.get("engine_floor_s").is_some() {
-        let floor = stats(&["engine_floor_s"])?;
-        let machine_compose = bench["db_up_ready_s"]["compose"]
-            .as_str()
-            .unwrap_or("the machine's compose");
-        for (key, flavour) in [
-            ("db_up_ready_s", machine_compose),
-            ("db_up_ready_compose_v2_s", "Compose v2"),
-        ] {
-            if bench
-                .get(key)
-                .and_then(|v| v.get("compose_up"))
-                .is_some_and(|v| !v.is_null())
-            {
-                let up = stats(&[key, "compose_up"])?;
-                out.push_str(&format!(
-                    "| `compose up -d test-db` alone, {flavour} | {} | engine floor: {} | {:.2}x | |\n",
-                    range(up, "s"),
-                    range(floor, "s"),
-                    up.0 / floor.0
-                ));
-            }
+    let machine_compose = bench["db_up_ready_s"]["compose"]
+        .as_str()
+        .unwrap_or("the machine's compose");
+    for (key, flavour) in [
+        ("db_up_ready_s", machine_compose),
+        ("db_up_ready_compose_v2_s", "Compose v2"),
+    ] {
+        if bench
+            .get(key)
+            .and_then(|v| v.get("compose_up"))
+            .is_some_and(|v| !v.is_null())
+        {
+            let measure = format!("`compose up -d test-db` alone, {flavour}");
+            let up = stats(&[key, "compose_up"])?;
+            against_floor(&mut out, &measure, up, "engine floor", "");
         }
     }
     let migrations = stats(&["test_db_ms", "migrations"])?;
