@@ -200,7 +200,7 @@ pub fn list_archive(
     let binaries = match kept {
         Some(digest) => digest,
         None => {
-            let digest = binaries_digest(sh, &parity::list_binaries(&json)?)?;
+            let digest = binaries_digest(&parity::list_binaries(&json)?)?;
             std::fs::write(&stamp, format!("{archive_stamp}{digest}\n"))
                 .with_context(|| format!("write {}", stamp.display()))?;
             digest
@@ -255,7 +255,7 @@ pub fn built_from_stamp(archive: &Path) -> std::path::PathBuf {
 /// archives of the same build share, whatever their tar headers say. The binaries are hashed
 /// in this process, each on a thread of its own (SHA-256 with the CPU's own instructions where
 /// it has them: ~0.1 s for the suites' 150 MB, where `sha256sum` took 0.6 s).
-pub fn binaries_digest(_sh: &Shell, binaries: &[(String, String)]) -> Result<String> {
+pub fn binaries_digest(binaries: &[(String, String)]) -> Result<String> {
     let sums: Vec<Result<String>> = std::thread::scope(|scope| {
         let hashing: Vec<_> = binaries
             .iter()

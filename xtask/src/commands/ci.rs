@@ -39,7 +39,7 @@ impl flags::Ci {
                 .context("the tidy checks failed")
         })?;
         steps.step("codegen --check", codegen::check)?;
-        preflight::docker_daemon(sh)?;
+        preflight::docker_daemon()?;
         steps.step("images", || images::ensure(sh))?;
 
         // The machine's own compose first, then v2 from its private DOCKER_CONFIG.

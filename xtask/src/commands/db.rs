@@ -43,7 +43,7 @@ impl flags::DbUp {
         let services = services(env, &self.with)?;
 
         preflight::docker_installed()?;
-        preflight::docker_daemon(sh)?;
+        preflight::docker_daemon()?;
         let compose = Compose::detect(sh)?;
         pg::prefetch("psql")?;
         if let Password::FromEnv(_) = env.database().password {
@@ -58,7 +58,7 @@ impl flags::DbUp {
 
         if stack.is_default() {
             for service in &services {
-                note_former_volume(sh, stack, *service)?;
+                note_former_volume(stack, *service)?;
             }
         }
 
@@ -98,15 +98,15 @@ impl flags::DbUp {
 /// Before stacks, every checkout was the one compose project `genesis`: its data volume is
 /// not this stack's. Said once the new volume is about to be made, with how to carry the data
 /// over; nothing is moved without the user.
-fn note_former_volume(sh: &Shell, stack: &Stack, service: Service) -> Result<()> {
+fn note_former_volume(stack: &Stack, service: Service) -> Result<()> {
     let Storage::Volume(volume) = service.storage() else {
         return Ok(());
     };
     let former = format!("{}_{volume}", model::COMPOSE_PROJECT);
     let new = stack.volume_name(volume);
-    let exists = |name: &str| docker::volume_exists(sh, name);
+    let exists = |name: &str| docker::volume_exists(name);
     if exists(&former) && !exists(&new) {
-        let image = images::image_available(sh, model::POSTGRES_IMAGE)
+        let image = images::image_available(model::POSTGRES_IMAGE)
             .unwrap_or_else(|_| model::POSTGRES_IMAGE.local.to_owned());
         eprintln!(
             "note: volume {former} holds the data of the former single compose project; this \
@@ -153,7 +153,7 @@ impl flags::DbDown {
             Scope::Env(env) => services(*env, &self.with)?,
         };
         preflight::docker_installed()?;
-        preflight::docker_daemon(sh)?;
+        preflight::docker_daemon()?;
         let compose = Compose::detect(sh)?;
 
         match scope {
@@ -171,7 +171,7 @@ impl flags::DbDown {
                 );
             }
             Scope::Env(_) => {
-                let present = stack.containers(sh)?;
+                let present = stack.containers()?;
                 let there: Vec<&str> = services
                     .iter()
                     .map(|s| s.name())
@@ -179,28 +179,16 @@ impl flags::DbDown {
                     .collect();
                 stack.remove(sh, &compose, &there)?;
                 for service in &services {
-                    report_down(
-                        sh,
-                        stack,
-                        *service,
-                        there.contains(&service.name()),
-                        volumes,
-                    )?;
+                    report_down(stack, *service, there.contains(&service.name()), volumes)?;
                 }
-                stack.remove_network_if_empty(sh)?;
+                stack.remove_network_if_empty()?;
             }
         }
         Ok(())
     }
 }
 
-fn report_down(
-    sh: &Shell,
-    stack: &Stack,
-    service: Service,
-    was_there: bool,
-    volumes: Volumes,
-) -> Result<()> {
+fn report_down(stack: &Stack, service: Service, was_there: bool, volumes: Volumes) -> Result<()> {
     let name = service.name();
     let state = if was_there {
         format!("stopped {name}")
@@ -215,7 +203,7 @@ fn report_down(
             );
         }
         (Storage::Volume(volume), Volumes::Delete) => {
-            let removed = stack.remove_volume(sh, volume)?;
+            let removed = stack.remove_volume(volume)?;
             let name = stack.volume_name(volume);
             println!(
                 "{state}; {}",
@@ -270,7 +258,7 @@ struct VolumeStatus {
 impl flags::DbStatus {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         preflight::docker_installed()?;
-        preflight::docker_daemon(sh)?;
+        preflight::docker_daemon()?;
         let status = status(sh, stack)?;
         for env in [Env::Test, Env::Dev] {
             crate::services::reset_marker::warn_after_killed_reset(stack, env);
@@ -362,7 +350,7 @@ fn service_url(service: Service, port: u16) -> String {
 }
 
 fn status(sh: &Shell, stack: &Stack) -> Result<Status> {
-    let containers = stack.containers(sh)?;
+    let containers = stack.containers()?;
     let mut services = Vec::new();
     for service in Service::ALL {
         let name = service.name();
@@ -402,7 +390,7 @@ fn status(sh: &Shell, stack: &Stack) -> Result<Status> {
             });
         }
     }
-    let present = stack.volumes(sh)?;
+    let present = stack.volumes()?;
     let volumes = Service::ALL
         .iter()
         .filter_map(|s| match s.storage() {
@@ -435,7 +423,7 @@ fn leftovers(
     let mut found = Vec::new();
     let flag = stack.flag();
     if containers.is_empty() {
-        for network in stack.networks(sh)? {
+        for network in stack.networks()? {
             found.push(format!(
                 "network {network}, with no container in it: `cargo xtask db-down --all{flag}` \
                  removes it"
@@ -455,7 +443,7 @@ fn leftovers(
         let Ok(mut target) = Target::resolve(env, None) else {
             continue;
         };
-        if stack.aim(sh, &mut target).is_err() {
+        if stack.aim(&mut target).is_err() {
             continue;
         }
         let Ok(names) = target.query(
@@ -513,10 +501,10 @@ impl flags::DbLogs {
             )));
         }
         preflight::docker_installed()?;
-        preflight::docker_daemon(sh)?;
+        preflight::docker_daemon()?;
         let compose = Compose::detect(sh)?;
         // Compose prints "Attaching to" and succeeds on a project without a container.
-        let containers = stack.containers(sh)?;
+        let containers = stack.containers()?;
         let shown =
             |name: &str| self.services.is_empty() || self.services.iter().any(|s| s == name);
         if !containers.iter().any(|c| shown(&c.service)) {
@@ -550,7 +538,7 @@ impl flags::DbShell {
         let env = self.env.model();
         pg::pg_tool(sh, "psql")?;
         let mut target = Target::resolve(env, self.url.as_deref())?;
-        stack.aim(sh, &mut target)?;
+        stack.aim(&mut target)?;
         if let (Some(service), None) = (Service::database(env), &self.url) {
             if let Probe::NotYet(why) | Probe::AuthFailed(why) | Probe::Missing(why) =
                 target.probe(sh)

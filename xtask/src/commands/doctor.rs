@@ -88,7 +88,7 @@ fn diagnose(sh: &Shell, stack: &Stack) -> Vec<Row> {
         "docker client",
         preflight::docker_client(sh),
     )];
-    let daemon = preflight::docker_daemon(sh).map(|v| format!("engine {v}"));
+    let daemon = preflight::docker_daemon().map(|v| format!("engine {v}"));
     let daemon_up = daemon.is_ok();
     rows.push(Row::from_result("docker daemon", daemon));
     let compose = Compose::detect(sh);
@@ -131,7 +131,7 @@ fn diagnose(sh: &Shell, stack: &Stack) -> Vec<Row> {
         for service in Service::ALL {
             let port = service.model_port();
             let check = format!("port {port} ({})", service.name());
-            rows.push(match preflight::port_state(sh, port, stack) {
+            rows.push(match preflight::port_state(port, stack) {
                 PortState::Free => Row::ok(check, "free"),
                 PortState::Ours(container) => Row::ok(check, format!("published by {container}")),
                 PortState::Other(container, whose) => Row::problem(
@@ -157,15 +157,15 @@ fn diagnose(sh: &Shell, stack: &Stack) -> Vec<Row> {
     }
     if daemon_up {
         for image in model::IMAGES {
-            rows.push(image_row(sh, image));
+            rows.push(image_row(image));
         }
     }
     rows
 }
 
-fn image_row(sh: &Shell, image: Image) -> Row {
+fn image_row(image: Image) -> Row {
     let check = format!("image {}", image.public);
-    match images::image_available(sh, image) {
+    match images::image_available(image) {
         Ok(name) if name == image.public => Row::ok(check, "present"),
         Ok(name) => Row::ok(check, format!("{name} is used in its place")),
         Err(err) => Row::problem(check, "not in the engine", err.to_string()),

@@ -21,8 +21,8 @@ impl flags::EnvVars {
             ));
         };
         preflight::docker_client(sh)?;
-        preflight::docker_daemon(sh)?;
-        let containers = stack.containers(sh)?;
+        preflight::docker_daemon()?;
+        let containers = stack.containers()?;
         let port = |service: Service| {
             containers
                 .iter()

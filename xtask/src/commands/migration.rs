@@ -54,7 +54,7 @@ impl flags::MigrationStatus {
         let env = self.env.model();
         // Reading only: any environment, any server.
         let mut target = Target::resolve(env, self.url.as_deref())?;
-        stack.aim(sh, &mut target)?;
+        stack.aim(&mut target)?;
         let report = Migrator::build(sh)?.status(sh, &target)?;
         let problems = report.problems();
         if self.json {
@@ -79,7 +79,6 @@ impl flags::DbMigrate {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let env = self.env.model();
         let target = backup::resolve_allowed(
-            sh,
             stack,
             env,
             &self.server,

@@ -131,7 +131,7 @@ pub fn dead_service(
     compose: &Compose,
     services: &[Service],
 ) -> Result<()> {
-    let containers = stack.containers(sh)?;
+    let containers = stack.containers()?;
     for service in services {
         let name = service.name();
         let state = containers

@@ -31,7 +31,7 @@ const SERVER_DATABASES: &[&str] = &["postgres", "template0", "template1"];
 impl flags::DbReset {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let env = self.env.model();
-        let target = resolve(sh, stack, env, self.url.as_deref())?;
+        let target = resolve(stack, env, self.url.as_deref())?;
         warn_after_killed_reset(stack, env);
         confirm(&target, self.yes, env == Env::Dev && !self.no_backup)?;
         // The server, not the database: a reset also recreates a database that is gone.
@@ -94,7 +94,7 @@ impl flags::DbReset {
 pub use crate::services::reset_marker::{Marker, warn_after_killed_reset};
 
 /// The database to reset, or why it may not be: the refusals need nothing but the target.
-fn resolve(sh: &Shell, stack: &Stack, env: Env, url: Option<&str>) -> Result<Target> {
+fn resolve(stack: &Stack, env: Env, url: Option<&str>) -> Result<Target> {
     if env == Env::Prod {
         return Err(usage(
             "db-reset never resets production: it drops the database; it resets test and dev \
@@ -102,7 +102,7 @@ fn resolve(sh: &Shell, stack: &Stack, env: Env, url: Option<&str>) -> Result<Tar
         ));
     }
     let mut target = Target::resolve(env, url)?;
-    stack.aim(sh, &mut target)?;
+    stack.aim(&mut target)?;
     refusal(&target, &|key| std::env::var(key).ok()).map_or(Ok(target), |why| Err(usage(why)))
 }
 

@@ -17,7 +17,7 @@ impl flags::Setup {
     pub fn run(self, sh: &Shell) -> Result<()> {
         // What the xtask cannot install: a Docker engine and Compose.
         preflight::docker_client(sh)?;
-        preflight::docker_daemon(sh)?;
+        preflight::docker_daemon()?;
         let compose = Compose::detect(sh)?;
         println!("compose: {}", compose.describe(sh)?);
         if which::which("cargo-nextest").is_err() {

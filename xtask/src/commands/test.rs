@@ -185,7 +185,7 @@ pub fn run_suites_with(
             given.display()
         )));
     }
-    preflight::docker_daemon(sh)?;
+    preflight::docker_daemon()?;
     let compose = Compose::detect(sh)?;
     let needs_container = targets.contains(&Target::Container);
     let mut wanted = vec![Service::TestDb, Service::Redis];
@@ -193,7 +193,7 @@ pub fn run_suites_with(
         wanted.push(Service::Api);
     }
     images::images_for(sh, &wanted)?;
-    stack.check_can_start(sh, &wanted)?;
+    stack.check_can_start(&wanted)?;
     let dir = stack.state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     std::fs::create_dir_all(xtask_dir().join("bin")).context("create target/xtask")?;

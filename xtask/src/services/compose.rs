@@ -46,7 +46,7 @@ impl Compose {
     pub fn detect(sh: &Shell) -> Result<Compose> {
         let compose = Compose::find(sh)?;
         // What compose typed by hand in the checkout reads too (see `dotenv`).
-        crate::services::dotenv::sync(sh)?;
+        crate::services::dotenv::sync()?;
         Ok(compose)
     }
 
@@ -107,7 +107,7 @@ impl Compose {
         let file = root.join("docker-compose.yml");
         let mut base = self.program(sh);
         for image in IMAGES {
-            if std::env::var_os(image.var).is_none() && images::image_present(sh, image.local) {
+            if std::env::var_os(image.var).is_none() && images::image_present(image.local) {
                 base = base.env(image.var, image.local);
             }
         }

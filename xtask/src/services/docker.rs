@@ -7,14 +7,14 @@ use xshell::{Cmd, Shell, cmd};
 use super::engine::Engine;
 
 /// Whether a volume of that exact name exists.
-pub fn volume_exists(_sh: &Shell, name: &str) -> bool {
+pub fn volume_exists(name: &str) -> bool {
     Engine::get()
         .and_then(|e| e.volume_exists(name))
         .unwrap_or(false)
 }
 
 /// Removes the volume of that exact name.
-pub fn remove_volume(_sh: &Shell, name: &str) -> Result<()> {
+pub fn remove_volume(name: &str) -> Result<()> {
     Engine::get()?
         .remove_volume(name)
         .map(drop)

@@ -14,7 +14,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use genesis_model::{self as model, IMAGES};
-use xshell::Shell;
 
 use crate::services::Stack;
 use crate::tools::devpass::{self, PasswordSource};
@@ -32,7 +31,7 @@ pub fn tls_dir_value() -> String {
 /// What compose needs beyond the file to run the default stack as the xtask does: its project,
 /// the checkout label, the user of the application container, the certificate folder, and
 /// the local drop-in images where the xtask uses them.
-fn compose_vars(sh: &Shell, root: &Path) -> Vec<(&'static str, String)> {
+fn compose_vars(root: &Path) -> Vec<(&'static str, String)> {
     let mut vars = vec![
         (
             "COMPOSE_PROJECT_NAME",
@@ -43,7 +42,7 @@ fn compose_vars(sh: &Shell, root: &Path) -> Vec<(&'static str, String)> {
         (model::TEST_DB_TLS.dir_var, tls_dir_value()),
     ];
     for image in IMAGES {
-        if std::env::var_os(image.var).is_none() && super::images::image_present(sh, image.local) {
+        if std::env::var_os(image.var).is_none() && super::images::image_present(image.local) {
             vars.push((image.var, image.local.to_owned()));
         }
     }
@@ -108,7 +107,7 @@ fn render(text: &str, vars: &[(&'static str, String)]) -> String {
 
 /// Makes `.env` hold a dev password and the block for this machine, once per command. The
 /// file stays owner-only; lines outside the block are kept as they are.
-pub fn sync(sh: &Shell) -> Result<()> {
+pub fn sync() -> Result<()> {
     static DONE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let Ok(mut done) = DONE.lock() else {
         return Ok(());
@@ -130,7 +129,7 @@ pub fn sync(sh: &Shell) -> Result<()> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(err) => return Err(anyhow::Error::new(err).context(format!("read {}", path.display()))),
     };
-    let vars = compose_vars(sh, &root);
+    let vars = compose_vars(&root);
     if let Some((key, value)) = vars.iter().find(|(_, v)| !plain(v)) {
         eprintln!(
             "note: {key}={value} cannot be written to .env so that Compose v1 and v2 read it alike; \

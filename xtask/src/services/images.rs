@@ -78,7 +78,7 @@ pub fn ensure(sh: &Shell) -> Result<()> {
 pub fn registry_serves_every_image(sh: &Shell) -> bool {
     model::IMAGES.iter().all(|image| {
         let public = image.public;
-        image_present(sh, public)
+        image_present(public)
             || cmd!(sh, "docker pull --quiet {public}")
                 .quiet()
                 .ignore_stdout()
@@ -148,14 +148,14 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// The recipe label and id of a local image, if it exists.
-fn inspect(_sh: &Shell, image: &str) -> Option<(String, String)> {
+fn inspect(image: &str) -> Option<(String, String)> {
     let found = Engine::get().ok()?.image(image).ok()??;
     Some((found.label(LABEL).unwrap_or_default().to_owned(), found.id))
 }
 
 pub fn build(sh: &Shell, force: bool) -> Result<()> {
     let hash = recipe_hash()?;
-    let current = |image: &str| inspect(sh, image).is_some_and(|(label, _)| label == hash);
+    let current = |image: &str| inspect(image).is_some_and(|(label, _)| label == hash);
     let stale: Vec<(Image, &str)> = DROP_INS
         .into_iter()
         .filter(|(image, _)| force || !current(image.local))
@@ -178,11 +178,11 @@ pub fn build(sh: &Shell, force: bool) -> Result<()> {
     // Re-tagging leaves the previous images behind untagged: remember them to remove them.
     let mut previous: Vec<String> = stale
         .iter()
-        .filter_map(|(image, _)| inspect(sh, image.local))
+        .filter_map(|(image, _)| inspect(image.local))
         .map(|(_, id)| id)
         .collect();
     if rootfs_stale {
-        previous.extend(inspect(sh, ROOTFS).map(|(_, id)| id));
+        previous.extend(inspect(ROOTFS).map(|(_, id)| id));
         build_rootfs(sh, &hash, force)?;
     }
 
@@ -291,7 +291,7 @@ fn build_rootfs(sh: &Shell, hash: &str, force: bool) -> Result<()> {
 }
 
 /// Whether an image is present in the local engine.
-pub fn image_present(_sh: &Shell, image: &str) -> bool {
+pub fn image_present(image: &str) -> bool {
     // Every compose command asks for the images it may use; an image found once stays for
     // the rest of the command.
     static PRESENT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
@@ -312,9 +312,9 @@ pub fn image_present(_sh: &Shell, image: &str) -> bool {
 
 /// The image compose will use for `image`, present in the engine: the one its variable names,
 /// else the local drop-in, else the public one. Otherwise the command that provides it.
-pub fn image_available(sh: &Shell, image: Image) -> Result<String> {
+pub fn image_available(image: Image) -> Result<String> {
     if let Ok(chosen) = std::env::var(image.var) {
-        return if image_present(sh, &chosen) {
+        return if image_present(&chosen) {
             Ok(chosen)
         } else {
             Err(usage(format!(
@@ -325,7 +325,7 @@ pub fn image_available(sh: &Shell, image: Image) -> Result<String> {
         };
     }
     for candidate in [image.local, image.public] {
-        if image_present(sh, candidate) {
+        if image_present(candidate) {
             return Ok(candidate.to_owned());
         }
     }
@@ -344,7 +344,7 @@ pub fn images_for(sh: &Shell, services: &[Service]) -> Result<()> {
     let mut missing = Vec::new();
     for service in services {
         let image = service.image();
-        if let Err(err) = image_available(sh, image) {
+        if let Err(err) = image_available(image) {
             if std::env::var_os(image.var).is_some() {
                 return Err(err);
             }

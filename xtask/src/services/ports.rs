@@ -4,7 +4,6 @@ use std::net::{Ipv4Addr, TcpListener};
 
 use anyhow::Result;
 use genesis_model::{self as model, Env};
-use xshell::Shell;
 
 use super::container::{Container, inspect};
 use super::engine::Engine;
@@ -15,13 +14,13 @@ use genesis_model::Service;
 
 /// A default-stack port must be free before its service starts: held by another checkout's
 /// stack, another container or another process, the start is refused with whose it is.
-pub(super) fn check_port_free(sh: &Shell, service: Service, stack: &Stack) -> Result<()> {
+pub(super) fn check_port_free(service: Service, stack: &Stack) -> Result<()> {
     let port = service.model_port();
     if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
         return Ok(());
     }
     let name = service.name();
-    let problem = match port_holder(sh, port) {
+    let problem = match port_holder(port) {
         Some(holder) if holder.project == stack.project => return Ok(()),
         Some(holder) => match &holder.checkout {
             Some(checkout) => format!(
@@ -52,7 +51,7 @@ pub(super) fn check_port_free(sh: &Shell, service: Service, stack: &Stack) -> Re
 }
 
 /// The container that publishes `port` on the host, if one does.
-pub fn port_holder(_sh: &Shell, port: u16) -> Option<Container> {
+pub fn port_holder(port: u16) -> Option<Container> {
     let listed = Engine::get()
         .ok()?
         .containers(&[], Some(port), false)
@@ -66,7 +65,7 @@ impl Stack {
     /// stack's running service: its discovered host port. The default stack's service that
     /// does not run keeps the model's port, so the caller's own "start it" message applies;
     /// on any other stack there is no port to guess.
-    pub fn aim(&self, sh: &Shell, target: &mut pg::Target) -> Result<()> {
+    pub fn aim(&self, target: &mut pg::Target) -> Result<()> {
         if target.origin != pg::Origin::Model {
             return Ok(());
         }
@@ -74,13 +73,13 @@ impl Stack {
             return Ok(());
         };
         let port = self
-            .containers(sh)?
+            .containers()?
             .into_iter()
             .find(|c| c.service == service.name() && c.running())
             .and_then(|c| c.host_port(service.container_port()));
         match port {
             Some(port) => target.set_port(port),
-            None => return Err(self.not_running(sh, service, target.env)),
+            None => return Err(self.not_running(service, target.env)),
         }
         Ok(())
     }
@@ -88,12 +87,12 @@ impl Stack {
     /// Why a command cannot reach `service` of this stack, which does not run it: the fix is
     /// `db-up`, and on the default stack, when its port is held by another stack or process,
     /// whose it is (that one is never used in its place).
-    fn not_running(&self, sh: &Shell, service: Service, env: Env) -> anyhow::Error {
+    fn not_running(&self, service: Service, env: Env) -> anyhow::Error {
         let name = service.name();
         let start = format!("cargo xtask db-up --env {env}{}", self.flag());
         let port = service.model_port();
         let held = self.is_default() && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err();
-        let problem = match port_holder(sh, port).filter(|_| held) {
+        let problem = match port_holder(port).filter(|_| held) {
             Some(holder) => format!(
                 "{name} does not run on stack {} of this checkout ({}); port {port} is \
                 published by {} of compose project {}{}, which this command never uses in its \

@@ -30,7 +30,7 @@ pub fn docker_client(sh: &Shell) -> Result<String> {
 
 /// The Docker daemon answers; returns its version.
 /// Asked on the engine's socket, not through `docker version` (a process start).
-pub fn docker_daemon(_sh: &Shell) -> Result<String> {
+pub fn docker_daemon() -> Result<String> {
     Engine::get()?.version()
 }
 
@@ -47,11 +47,11 @@ pub enum PortState {
 }
 
 /// Whether `port` on the loopback interface can be used by `stack`'s services.
-pub fn port_state(sh: &Shell, port: u16, stack: &Stack) -> PortState {
+pub fn port_state(port: u16, stack: &Stack) -> PortState {
     if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
         return PortState::Free;
     }
-    match port_holder(sh, port) {
+    match port_holder(port) {
         Some(c) if c.project == stack.project() => PortState::Ours(c.name),
         Some(c) => {
             let whose = match c.checkout {

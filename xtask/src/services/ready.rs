@@ -129,7 +129,7 @@ impl Running<'_> {
             }
             if last_state_check.elapsed() >= STATE_EVERY {
                 last_state_check = Instant::now();
-                let containers = self.stack.containers(self.sh).unwrap_or_default();
+                let containers = self.stack.containers().unwrap_or_default();
                 if let Some(c) = containers.iter().find(|c| c.service == name) {
                     if c.state == "exited" || c.state == "dead" {
                         break format!("{name} stopped while starting ({})", c.state);

@@ -136,11 +136,11 @@ impl Drop for Running<'_> {
         if let Err(err) = removed {
             eprintln!("warning: {err}");
         }
-        if let Err(err) = self.stack.remove_network_if_empty(self.sh) {
+        if let Err(err) = self.stack.remove_network_if_empty() {
             eprintln!("warning: could not remove the stack's network: {err}");
         }
         // Only volumes that this run's `up` created, and never one a container still uses.
-        let existing = self.stack.volumes(self.sh).unwrap_or_default();
+        let existing = self.stack.volumes().unwrap_or_default();
         if let Ok(engine) = Engine::get() {
             for volume in self.created_volumes.iter().filter(|v| existing.contains(v)) {
                 let _ = engine.remove_volume(volume);
@@ -195,12 +195,12 @@ impl Stack {
         }
         run_checked(down.quiet(), "run compose down", "compose down failed")?;
         // Containers of services no longer in the compose file, by the stack's own label.
-        let left: Vec<String> = self.containers(sh)?.into_iter().map(|c| c.id).collect();
+        let left: Vec<String> = self.containers()?.into_iter().map(|c| c.id).collect();
         let left: Vec<&str> = left.iter().map(String::as_str).collect();
         let engine = Engine::get()?;
         remove_all_at_once(engine, &left).context("remove the stack's containers")?;
         if volumes {
-            for volume in self.volumes(sh)? {
+            for volume in self.volumes()? {
                 engine
                     .remove_volume(&volume)
                     .with_context(|| format!("remove volume {volume}"))?;

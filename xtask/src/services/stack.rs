@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use genesis_model::{self as model, COMPOSE_PROJECT, Env, Storage};
-use xshell::Shell;
 
 use super::container::{Container, inspect};
 use super::engine::Engine;
@@ -109,7 +108,7 @@ impl Stack {
     }
 
     /// The stack's containers, running or not, as `docker inspect` describes them.
-    pub fn containers(&self, _sh: &Shell) -> Result<Vec<Container>> {
+    pub fn containers(&self) -> Result<Vec<Container>> {
         let listed = Engine::get()?
             .containers(&[&self.project_label()], None, true)
             .context("list the stack's containers")?;
@@ -118,7 +117,7 @@ impl Stack {
     }
 
     /// The stack's volumes that exist now, by name.
-    pub fn volumes(&self, _sh: &Shell) -> Result<Vec<String>> {
+    pub fn volumes(&self) -> Result<Vec<String>> {
         Engine::get()?
             .volumes(&self.project_label())
             .context("list the stack's volumes")
@@ -141,7 +140,7 @@ impl Stack {
     }
 
     /// The names of the stack's networks.
-    pub fn networks(&self, _sh: &Shell) -> Result<Vec<String>> {
+    pub fn networks(&self) -> Result<Vec<String>> {
         let networks = Engine::get()?
             .networks(&self.project_label())
             .context("list the stack's networks")?;
@@ -149,8 +148,8 @@ impl Stack {
     }
 
     /// Removes the stack's network once no container is left in it, as `compose down` does.
-    pub fn remove_network_if_empty(&self, sh: &Shell) -> Result<()> {
-        if !self.containers(sh)?.is_empty() {
+    pub fn remove_network_if_empty(&self) -> Result<()> {
+        if !self.containers()?.is_empty() {
             return Ok(());
         }
         let engine = Engine::get()?;
@@ -166,9 +165,9 @@ impl Stack {
     }
 
     /// Removes the stack's volume `volume` of the model; whether there was one.
-    pub fn remove_volume(&self, sh: &Shell, volume: &str) -> Result<bool> {
+    pub fn remove_volume(&self, volume: &str) -> Result<bool> {
         let name = self.volume_name(volume);
-        if !self.volumes(sh)?.contains(&name) {
+        if !self.volumes()?.contains(&name) {
             return Ok(false);
         }
         Engine::get()?.remove_volume(&name)

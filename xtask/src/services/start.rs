@@ -50,9 +50,9 @@ impl Stack {
             reused: Vec::new(),
         };
         // One listing serves the reclaim and the start, unless the reclaim removed something.
-        let mut present = self.containers(sh)?;
+        let mut present = self.containers()?;
         if self.reclaim_orphans(sh, compose, &present)? {
-            present = self.containers(sh)?;
+            present = self.containers()?;
         }
         // Warm services (`test --keep`): reused while their recipe holds, restarted otherwise.
         let warm_here = present.iter().any(|c| c.warm_recipe().is_some());
@@ -101,7 +101,7 @@ impl Stack {
                 }
                 let names: Vec<&str> = stale.iter().map(|(s, _)| s.as_str()).collect();
                 self.remove(sh, compose, &names)?;
-                present = self.containers(sh)?;
+                present = self.containers()?;
             }
             if !reused_warm.is_empty() {
                 let names: Vec<&str> = reused_warm.iter().map(|s| s.name()).collect();
@@ -115,7 +115,7 @@ impl Stack {
             .collect();
         if self.is_default() {
             for service in &missing {
-                check_port_free(sh, *service, self)?;
+                check_port_free(*service, self)?;
             }
         }
         images::images_for(sh, &missing)?;
@@ -129,7 +129,7 @@ impl Stack {
             running.started = missing.clone();
             // Both compose flavours create every volume of the file on `up` (v2 too, as
             // measured): what this `up` makes is told from what was there before it.
-            let before = self.volumes(sh)?;
+            let before = self.volumes()?;
             running.created_volumes = self
                 .model_volumes()
                 .into_iter()
@@ -198,17 +198,17 @@ impl Stack {
     /// Whether [`Stack::start`] could start what of `wanted` does not run yet: on the default
     /// stack, the model's ports of those services must be free. For a command to refuse at
     /// once, before a long build, rather than once the build is done.
-    pub fn check_can_start(&self, sh: &Shell, wanted: &[Service]) -> Result<()> {
+    pub fn check_can_start(&self, wanted: &[Service]) -> Result<()> {
         if !self.is_default() {
             return Ok(());
         }
-        let present = self.containers(sh)?;
+        let present = self.containers()?;
         for service in wanted {
             if !present
                 .iter()
                 .any(|c| c.service == service.name() && c.running() && c.owner() != Owner::Dead)
             {
-                check_port_free(sh, *service, self)?;
+                check_port_free(*service, self)?;
             }
         }
         Ok(())
@@ -257,7 +257,7 @@ impl Stack {
             let names: Vec<&str> = missing.iter().map(|s| s.name()).collect();
             self.up(sh, compose, label, &names)?;
         }
-        let containers = self.containers(sh)?;
+        let containers = self.containers()?;
         if !replayed {
             for service in missing {
                 if let Some(c) = containers.iter().find(|c| c.service == service.name())

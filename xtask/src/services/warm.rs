@@ -39,7 +39,7 @@ pub(super) fn recipe(sh: &Shell) -> Result<String> {
     hash.update(std::fs::read(&compose).with_context(|| format!("read {}", compose.display()))?);
     let chosen: Vec<String> = IMAGES
         .iter()
-        .map(|image| images::image_available(sh, *image).unwrap_or_default())
+        .map(|image| images::image_available(*image).unwrap_or_default())
         .filter(|name| !name.is_empty())
         .collect();
     let engine = Engine::get()?;
@@ -165,14 +165,14 @@ impl super::Stack {
         compose: &super::compose::Compose,
     ) -> Result<Vec<String>> {
         let names: Vec<String> = self
-            .containers(sh)?
+            .containers()?
             .into_iter()
             .filter(|c| c.warm_recipe().is_some())
             .map(|c| c.service)
             .collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         self.remove(sh, compose, &refs)?;
-        self.remove_network_if_empty(sh)?;
+        self.remove_network_if_empty()?;
         Ok(names)
     }
 }

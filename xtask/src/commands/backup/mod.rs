@@ -83,7 +83,6 @@ fn user_path(path: &Path) -> Result<PathBuf> {
 /// what it is (the production model's database, user or host, and the address libpq will
 /// connect to), not on its label.
 pub fn resolve_allowed(
-    sh: &Shell,
     stack: &Stack,
     env: Env,
     server: &flags::Server,
@@ -95,7 +94,7 @@ pub fn resolve_allowed(
         )));
     }
     let mut target = Target::resolve(env, server.url.as_deref())?;
-    stack.aim(sh, &mut target)?;
+    stack.aim(&mut target)?;
     let url = target.masked_url();
     if !server.allow_production {
         if let Some(reason) = target.production_reason(&|key| std::env::var(key).ok()) {
@@ -264,7 +263,6 @@ impl flags::DbBackup {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let env = self.env.model();
         let target = resolve_allowed(
-            sh,
             stack,
             env,
             &self.server,

@@ -16,7 +16,6 @@ impl flags::DbRestore {
     pub fn run(self, sh: &Shell, stack: &Stack) -> Result<()> {
         let env = self.env.model();
         let target = resolve_allowed(
-            sh,
             stack,
             env,
             &self.server,

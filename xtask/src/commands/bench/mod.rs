@@ -346,15 +346,15 @@ fn bench_db_up(
     reps: usize,
 ) -> Result<DbUp> {
     let service = Service::TestDb.name();
-    let image = images::image_available(sh, model::POSTGRES_IMAGE)?;
+    let image = images::image_available(model::POSTGRES_IMAGE)?;
     let was_running = stack
-        .containers(sh)?
+        .containers()?
         .iter()
         .any(|c| c.service == service && c.running());
     let remove = || stack.remove(sh, compose, &[service]);
-    let port = |sh: &Shell| -> Result<u16> {
+    let port = || -> Result<u16> {
         stack
-            .containers(sh)?
+            .containers()?
             .iter()
             .find(|c| c.service == service)
             .and_then(|c| c.host_port(Service::TestDb.container_port()))
@@ -362,7 +362,7 @@ fn bench_db_up(
     };
     // Compose v1's `up` creates every volume the project declares (the dev database's too):
     // the ones this measurement made are removed with its containers.
-    let volumes_before = stack.volumes(sh)?;
+    let volumes_before = stack.volumes()?;
     // Where Compose v2 is at hand beside the machine's v1, `db-up` runs under it too: the
     // flavour costs more than anything else in the start.
     let v2 = (compose.flavour == crate::services::compose::Flavour::V1)
@@ -404,7 +404,7 @@ fn bench_db_up(
             let started = Instant::now();
             stack.up_plain(sh, compose, &[service])?;
             up.push(started.elapsed().as_secs_f64());
-            let url = test_db_url(port(sh)?);
+            let url = test_db_url(port()?);
             let deadline = Instant::now() + Duration::from_secs(90);
             // The password in the environment, not on psql's command line.
             while cmd!(sh, "psql {url} -XAtqc 'select 1'")
@@ -437,9 +437,9 @@ fn bench_db_up(
     if !was_running {
         remove()?;
     }
-    for volume in stack.volumes(sh)? {
+    for volume in stack.volumes()? {
         if !volumes_before.contains(&volume) {
-            docker::remove_volume(sh, &volume)?;
+            docker::remove_volume(&volume)?;
         }
     }
     Ok(DbUp {
